@@ -1,0 +1,82 @@
+import math, numpy as np, pytest, torch
+from ntk_finetune.spectrum import eigendecomposition
+from ntk_finetune.dynamics import kernel_gd
+from ntk_finetune.early_stopping import (local_rademacher_complexity, critical_radius, rwy_stopping_time, cp_risk,
+    cp_stopping_time, discrepancy_stopping_time, estimate_noise, estimate_norm, paper_optimal_stopping_time, predicted_rate,
+    stopping_schedule)
+
+def sobolev(n, seed):
+    rng = np.random.default_rng(seed); x = np.sort(rng.uniform(size=n))
+    return x, np.minimum(x[:, None], x[None, :]) / n
+
+@pytest.mark.parametrize('seed', range(3))
+@pytest.mark.parametrize('sigma, a, C', [(0.5, 1.0, 1.0), (0.1, 0.5, 2.0), (1.0, 0.2, 0.3)])
+def test_rwy_equals_definition_scan(seed, sigma, a, C):
+    _, K = sobolev(80, seed); w = eigendecomposition(K).eigvals
+    T = rwy_stopping_time(w, sigma, a, C)
+    t = torch.arange(1, 20 * (T + 2) + 1, dtype=torch.float64); eta = a * t
+    v = local_rademacher_complexity(w, 1 / torch.sqrt(eta)) > C / (2 * math.e * sigma * eta)
+    assert T == int(t[v.nonzero()[0, 0]]) - 1
+    assert T == math.floor(1 / (a * critical_radius(w, sigma, C)**2))
+
+def test_rwy_max_steps_and_bad_step():
+    _, K = sobolev(50, 0); w = eigendecomposition(K).eigvals
+    with pytest.warns(UserWarning, match='did not stop'): assert rwy_stopping_time(w, 0.01, 1.0, max_steps=2) == 2
+    with pytest.raises(ValueError, match='RWY 2014 require'): rwy_stopping_time(w, 0.1, 1.5)
+
+@pytest.mark.parametrize('seed', range(3))
+def test_cp_is_unbiased_for_the_risk(seed):
+    """Averaged over noise draws, Cp(t) - σ² equals the true in-sample risk ‖f_t - f*‖²/n (SURE)."""
+    x, K = sobolev(60, seed); fstar = np.abs(x - 0.5) - 0.25; s = 0.3
+    rng = np.random.default_rng(100 + seed); R = 400; steps = 40
+    cp = np.zeros(steps + 1); risk = np.zeros(steps + 1)
+    for _ in range(R):
+        y = fstar + s * rng.standard_normal(60)
+        cp += cp_risk(K, y, s, 1.0, max_steps=steps).numpy() / R
+        risk += ((kernel_gd(K, y, 1.0, steps).train.numpy() - fstar)**2).mean(1) / R
+    np.testing.assert_allclose(cp - s**2, risk, atol=4 * s**2 * math.sqrt(2 / 60 / R) + 2e-3)
+
+def test_rules_against_oracle_sobolev():
+    """On the RWY simulation Cp is near-oracle; the discrepancy principle and RWY stop earlier."""
+    ratios = {'cp': [], 'dp': [], 'rwy': []}
+    for seed in range(5):
+        x, K = sobolev(200, seed); fstar = np.abs(x - 0.5) - 0.25
+        y = fstar + 0.5 * np.random.default_rng(seed).standard_normal(200)
+        err = ((kernel_gd(K, y, 1.0, 3000).train.numpy() - fstar)**2).mean(1); best = err.min()
+        w = eigendecomposition(K).eigvals
+        ratios['cp'].append(err[cp_stopping_time(K, y, 0.5, 1.0, max_steps=3000)] / best)
+        ratios['dp'].append(err[discrepancy_stopping_time(K, y, 0.5, 1.0, max_steps=3000)] / best)
+        ratios['rwy'].append(err[rwy_stopping_time(w, 0.5, 1.0)] / best)
+    assert np.mean(ratios['cp']) < 1.3, ratios
+    assert all(r >= 1 for v in ratios.values() for r in v)
+
+@pytest.mark.parametrize('seed', range(3))
+@pytest.mark.parametrize('sigma', [0.1, 0.5])
+def test_estimate_noise_known_sigma(seed, sigma):
+    x, K = sobolev(300, seed); y = np.sin(2 * np.pi * x) + sigma * np.random.default_rng(seed).standard_normal(300)
+    assert abs(estimate_noise(K, y) / sigma - 1) < 0.15
+
+@pytest.mark.parametrize('seed', range(3))
+def test_estimate_norm_known_norm(seed):
+    """g = Σ_j c_j 𝕂(·, x_j) with 𝕂 = nK has ‖g‖²_H = cᵀ𝕂c exactly; low noise, smooth g."""
+    n = 200; x, K = sobolev(n, seed); Kfull = K * n
+    rng = np.random.default_rng(seed); idx = rng.choice(n, 5, replace=False); c = rng.standard_normal(5)
+    g = Kfull[:, idx] @ c; true = math.sqrt(c @ Kfull[np.ix_(idx, idx)] @ c)
+    y = g + 0.01 * rng.standard_normal(n)
+    est = estimate_norm(K, y)
+    assert 0.8 * true < est < 1.05 * true, (est, true)     # shrinkage makes it biased low, never far above
+
+def test_paper_T_op_and_rate_and_schedule():
+    assert paper_optimal_stopping_time(4.0, 1.0, 50, drift=lambda t: 0.01 * t) == 20
+    g = np.r_[0, 0.01 * np.arange(1, 51)]
+    assert paper_optimal_stopping_time(4.0, 1.0, 50, drift=g) == 20
+    with pytest.raises(ValueError, match='drift must have'): paper_optimal_stopping_time(1.0, 1.0, 50, drift=g[:10])
+    np.testing.assert_allclose(predicted_rate([0.5, 1.0], 1000), [1000**-0.5, 1000**(-2/3)])
+    with pytest.raises(ValueError, match='positive'): predicted_rate(-1, 10)
+    s = stopping_schedule(10, 1.0, n=100)
+    assert s['optimizer_steps'] == 10 and s['epochs'] == 10
+    with pytest.raises(ValueError, match='batch_size must be'): stopping_schedule(10, 1.0, n=100, batch_size=200)
+
+@pytest.mark.parametrize('bad', [[np.nan, 1.0], []])
+def test_bad_eigvals(bad):
+    with pytest.raises(ValueError): critical_radius(bad, 1.0)
