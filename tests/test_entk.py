@@ -113,3 +113,20 @@ def test_real_smollm2_streaming_matches_in_memory(smollm2):
     G = empirical_ntk(model, b, fn, r'layers\.(0|29)\.self_attn', progress=False)
     S = empirical_ntk(model, b, fn, r'layers\.(0|29)\.self_attn', memory_budget=120 << 20, block_size=2, progress=False)
     assert float((G - S).abs().max()) <= 1e-9 * float(G.abs().max())
+
+def test_resume_during_capture_is_identical(tmp_path, monkeypatch):
+    """Interrupted while streaming captures to disk: finished blocks are kept and the rerun gives the same kernel."""
+    m = tiny_model('gpt2', dtype=torch.float64); fn = output('gpt2', 'lm', False); b = batch(6, 8, 0)
+    full = empirical_ntk(m, b, fn, 'attention', progress=False)
+    calls = {'n': 0}; orig = E._Store.flush
+    def flaky(self):
+        calls['n'] += 1
+        if calls['n'] == 3: raise KeyboardInterrupt('simulated interruption')
+        return orig(self)
+    monkeypatch.setattr(E._Store, 'flush', flaky)
+    kw = dict(memory_budget=150_000, block_size=2, cache_dir=tmp_path, progress=False)   # small enough for disk captures
+    with pytest.raises(KeyboardInterrupt): empirical_ntk(m, b, fn, 'attention', **kw)
+    assert E.load_json(tmp_path / 'captures0.done.json') == [0, 2]
+    monkeypatch.setattr(E._Store, 'flush', orig)
+    again = empirical_ntk(m, b, fn, 'attention', **kw)
+    assert float((again - full).abs().max()) <= 1e-12 * float(full.abs().max())
