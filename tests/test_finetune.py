@@ -1,0 +1,104 @@
+import json, math, subprocess, sys
+from pathlib import Path
+import pytest, torch
+from ntk_finetune.finetune import FinetuneConfig, TaskData, History, finetune, prepare_task, LinearizedModel, targets
+from ntk_finetune.compare import compare, predicted_stops, SpectralEarlyStoppingCallback
+from ntk_finetune.models import tiny_model, LabelWordMargin, HeadOutput, load_model, tokenize, make_output_fn
+from ntk_finetune.entk import empirical_ntk
+from ntk_finetune.dynamics import kernel_gd
+from ntk_finetune.data import load_task, task_info
+
+class Tok:
+    def __call__(self, w, add_special_tokens=False): return {'input_ids': [5 + len(w)]}
+
+def toy(n=16, T=6, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    mk = lambda m: {'input_ids': torch.randint(1, 128, (m, T), generator=g), 'attention_mask': torch.ones(m, T, dtype=torch.long)}
+    d = [mk(n), mk(8), mk(8)]; lab = lambda b: (b['input_ids'][:, 0] % 2).long()
+    return TaskData(d[0], lab(d[0]), d[1], lab(d[1]), d[2], lab(d[2]), task='toy')
+
+@pytest.mark.parametrize('arch', ['gpt2', 'llama'])
+def test_network_approaches_kernel_gd_as_lr_shrinks(arch):
+    """Network GD deviates from kernel GD from f0 at second order in the movement: 4x smaller steps, >2x smaller
+    relative deviation, and within 5 % at the smaller one (float64)."""
+    fn = LabelWordMargin(Tok(), [' a', ' bb']); d = toy(); devs = []
+    for frac in (0.01, 0.0025):
+        m = tiny_model(arch, dtype=torch.float64)
+        G = empirical_ntk(m, d.train, fn, 'attention', progress=False); f0 = fn(m, d.train).detach().double()
+        lr = frac / float(torch.linalg.eigvalsh(G / 16)[-1])
+        h = finetune(m, d, fn, FinetuneConfig(lr=lr, steps=10), progress=False)
+        kg = kernel_gd(G / 16, targets(d.y_train), lr, 10, f0)
+        devs.append(float((torch.stack(h.probe_train) - kg.train).abs().max() / (kg.train[-1] - f0).abs().max()))
+    assert devs[1] < 0.05 and devs[1] < devs[0] / 2, devs
+
+def test_linearized_gd_is_exactly_kernel_gd():
+    m = tiny_model('gpt2', dtype=torch.float64); m.config._attn_implementation = 'eager'
+    fn = LabelWordMargin(Tok(), [' a', ' bb']); d = toy(n=8)
+    G = empirical_ntk(m, d.train, fn, 'attention', progress=False); f0 = fn(m, d.train).detach().double()
+    lin = LinearizedModel(m, fn, 'attention')
+    h = finetune(lin, d, lambda mm, b: mm(b), FinetuneConfig(params=r'^delta\.', lr=0.01, steps=12), progress=False)
+    kg = kernel_gd(G / 8, targets(d.y_train), 0.01, 12, f0)
+    torch.testing.assert_close(torch.stack(h.probe_train), kg.train, rtol=0, atol=1e-9)
+
+def test_linearized_needs_eager():
+    m = tiny_model('llama'); m.config._attn_implementation = 'sdpa'
+    with pytest.raises(ValueError, match='eager attention'): LinearizedModel(m, LabelWordMargin(Tok(), [' a', ' bb']))
+
+def test_history_roundtrip_with_kernels(tmp_path):
+    m = tiny_model('gpt2', dtype=torch.float64); fn = LabelWordMargin(Tok(), [' a', ' bb']); d = toy()
+    kfn = lambda mm, p: empirical_ntk(mm, d.train, fn, p, progress=False)
+    h = finetune(m, d, fn, FinetuneConfig(lr=0.01, steps=4, kernel_steps=(0, 4)), progress=False, kernel_fn=kfn)
+    assert sorted(h.kernels) == [0, 4] and h.kernels[0].shape == (16, 16)
+    h.save(tmp_path / 'h'); h2 = History.load(tmp_path / 'h')
+    assert h2.steps == h.steps and torch.equal(h2.kernels[4], h.kernels[4]) and h2.config == h.config
+
+@pytest.mark.parametrize('bad', [dict(lr=-1.0), dict(lr=math.inf), dict(steps=0), dict(loss='hinge'), dict(setting='lora')])
+def test_bad_config(bad):
+    with pytest.raises(ValueError): FinetuneConfig(**bad)
+
+def test_nan_stops_with_history():
+    m = tiny_model('gpt2', dtype=torch.float64); fn = LabelWordMargin(Tok(), [' a', ' bb'])
+    h = finetune(m, toy(), fn, FinetuneConfig(params='all', lr=1e8, steps=10), progress=False)
+    assert h.stopped.startswith('diverged') and 'step' in h.stopped and len(h.train_loss) >= 1
+
+def test_prepare_task_real_and_one_class_error(smollm2):
+    _, tok = smollm2
+    d = prepare_task(tok, 'sms-spam', 8, 4, 4, 32)
+    assert d.train['input_ids'].shape == (8, d.train['input_ids'].shape[1]) and sorted(d.y_train.tolist()) == [0]*4 + [1]*4
+    with pytest.raises(ValueError, match='one class'): prepare_task(tok, 'sms-spam', 1, 4, 4, 32)
+
+def test_compare_on_tiny_model_keys_and_tracking():
+    m = tiny_model('llama', dtype=torch.float64)
+    r = compare(m, None, 'toy', steps=15, lr=0.001, data=toy(), output_fn=LabelWordMargin(Tok(), [' a', ' bb']), progress=False)
+    assert r['linearization_r2'] > 0.95 and len(r['kernel_drift']) == 3 and set(r['predicted_stop_step']) == {'rwy', 'cp', 'discrepancy'}
+    json.dumps(r)   # JSON-ready
+
+def test_callback_stops_trainer_tiny(tmp_path):
+    from transformers import Trainer, TrainingArguments
+    from datasets import Dataset
+    m = tiny_model('llama', kind='classification', dtype=torch.float32); d = toy(n=16)
+    ds = Dataset.from_dict({'input_ids': d.train['input_ids'].tolist(), 'attention_mask': d.train['attention_mask'].tolist(), 'labels': d.y_train.tolist()})
+    cb = SpectralEarlyStoppingCallback(d.train, d.y_train, HeadOutput(), 'attention', rule='cp')
+    args = TrainingArguments(output_dir=str(tmp_path), max_steps=500, per_device_train_batch_size=16, learning_rate=0.05, optim='sgd',
+                             lr_scheduler_type='constant', report_to=[], save_strategy='no', logging_steps=1000, use_cpu=True, disable_tqdm=True)
+    tr = Trainer(model=m, args=args, train_dataset=ds, callbacks=[cb]); tr.train()
+    assert cb.stop_step is not None and tr.state.global_step == min(cb.stop_step, 500)
+    assert any('spectral_stop_step' in e for e in tr.state.log_history)
+
+def test_callback_real_trainer_smollm2(tmp_path):
+    """A real Trainer on the embedded SmolLM2 (new head) and rt-sentiment stops at the predicted step."""
+    from transformers import Trainer, TrainingArguments
+    from datasets import Dataset
+    m, tok = load_model('smollm2-135m', kind='classification')
+    for n_, p in m.named_parameters(): p.requires_grad_('self_attn' in n_ or n_.startswith('score'))
+    tr_ds = load_task('rt-sentiment', 'train', n=16, seed=0); b = tokenize(tok, tr_ds['text'], 32)
+    ds = Dataset.from_dict({'input_ids': b['input_ids'].tolist(), 'attention_mask': b['attention_mask'].tolist(), 'labels': tr_ds['label']})
+    cb = SpectralEarlyStoppingCallback(b, tr_ds['label'], HeadOutput(), 'attention', rule='cp')
+    args = TrainingArguments(output_dir=str(tmp_path), max_steps=12, per_device_train_batch_size=16, learning_rate=1.0, optim='sgd',
+                             lr_scheduler_type='constant', report_to=[], save_strategy='no', logging_steps=1000, use_cpu=True, disable_tqdm=True)
+    trainer = Trainer(model=m, args=args, train_dataset=ds, callbacks=[cb]); trainer.train()
+    assert cb.result['rule'] == 'cp' and cb.result['sigma_hat'] > 0
+    assert trainer.state.global_step == min(cb.stop_step, 12)
+
+def test_callback_report_only_and_bad_rule():
+    with pytest.raises(ValueError, match='rule must be'): SpectralEarlyStoppingCallback({}, [0, 1], rule='aic')
