@@ -55,9 +55,9 @@ def linearization_report(hist: History, pred, f0_train, f0_test, rel_tol: float 
     broken = [t for t, d_, s_ in zip(st, dev.tolist(), scale.tolist()) if t > 0 and d_ > rel_tol * max(s_, float(scale.max()) * 0.1)]
     return {'linearization_r2': 1 - ss_res / max(ss_tot, 1e-300), 'max_deviation': dev.tolist(), 'breakdown_step': broken[0] if broken else None}
 
-# %% ../nbs/08_compare.ipynb #b41cd0a9
-def compare(model, tokenizer, task: str = 'rt-sentiment', n_train: int = 64, n_val: int = 32, n_test: int = 64,
-            max_length: int = 64, steps: int = 30, lr: float | None = None, params='attention', drift_steps=None,
+# %% ../nbs/08_compare.ipynb #0b941062
+def compare(model, tokenizer, task: str = 'rt-sentiment', n_train: int = 64, n_val: int = 16, n_test: int = 32,
+            max_length: int = 32, steps: int = 30, lr: float | None = None, params='attention', drift_steps=None,
             seed: int = 0, model_name: str = '', progress: bool = True, data: TaskData | None = None, output_fn=None) -> dict:
     "Kernel prediction vs real full-batch GD fine-tuning on `task`; returns the JSON-ready result."
     t0 = time.time()

@@ -16,8 +16,8 @@ from .data import load_task, task_info
 from .models import select_params, tokenize, LabelWordMargin, HeadOutput, count_params
 
 # %% auto #0
-__all__ = ['SETTINGS', 'OPTIMIZERS', 'LOSSES', 'FinetuneConfig', 'TaskData', 'prepare_task', 'History', 'targets', 'finetune',
-           'LinearizedModel']
+__all__ = ['SETTINGS', 'OPTIMIZERS', 'LOSSES', 'FinetuneConfig', 'TaskData', 'prepare_task', 'toy_task_data', 'History',
+           'targets', 'finetune', 'LinearizedModel']
 
 # %% ../nbs/07_finetune.ipynb #975fed77
 SETTINGS, OPTIMIZERS, LOSSES = ('prompt', 'head', 'probe'), ('gd', 'sgd', 'adamw'), ('mse', 'ce')
@@ -81,7 +81,15 @@ def prepare_task(tokenizer, task: str, n_train: int = 64, n_val: int = 32, n_tes
     if len(set(parts['train'][1].tolist())) < 2: raise ValueError(f"the training subsample of {task!r} has one class only; use n_train >= 2")
     return TaskData(*parts['train'], *parts['validation'], *parts['test'], task=task)
 
-# %% ../nbs/07_finetune.ipynb #be88f4dd
+# %% ../nbs/07_finetune.ipynb #9134f7d9
+def toy_task_data(n: int = 16, T: int = 6, n_eval: int = 8, seed: int = 0) -> TaskData:
+    "A learnable toy task for tiny models: random token ids, label = parity of the first token."
+    g = torch.Generator().manual_seed(seed)
+    mk = lambda m: {'input_ids': torch.randint(1, 128, (m, T), generator=g), 'attention_mask': torch.ones(m, T, dtype=torch.long)}
+    d = [mk(n), mk(n_eval), mk(n_eval)]; lab = lambda b: (b['input_ids'][:, 0] % 2).long()
+    return TaskData(d[0], lab(d[0]), d[1], lab(d[1]), d[2], lab(d[2]), task='toy')
+
+# %% ../nbs/07_finetune.ipynb #49296b60
 @dataclass
 class History:
     "Per-step record of a fine-tuning run; saves to JSON + safetensors and reloads."
@@ -118,7 +126,7 @@ class History:
         h.kernels = {int(k): t[f'kernel_{k}'] for k in ks}
         return h
 
-# %% ../nbs/07_finetune.ipynb #b0e58eb8
+# %% ../nbs/07_finetune.ipynb #cbd786d2
 def targets(y: torch.Tensor) -> torch.Tensor:
     "±1 regression targets from 0/1 labels (the theory's squared-loss setting)."
     return y.double() * 2 - 1
@@ -132,7 +140,7 @@ def _loss_acc(f, y, loss):
     l = 0.5 * ((f - t)**2).mean() if loss == 'mse' else nn.functional.softplus(-t * f).mean()   # CE on a margin = logistic
     return l, ((f > 0).long() == y).double().mean()
 
-# %% ../nbs/07_finetune.ipynb #b126818d
+# %% ../nbs/07_finetune.ipynb #3abb23a8
 def _flat(params): return torch.cat([p.detach().reshape(-1).double() for p in params.values()])
 
 def _eval(model, output_fn, batch, y, loss, block=64):
@@ -201,7 +209,7 @@ def finetune(model: nn.Module, data: TaskData, output_fn, config: FinetuneConfig
     h.seconds = time.time() - t0
     return h
 
-# %% ../nbs/07_finetune.ipynb #08b4add3
+# %% ../nbs/07_finetune.ipynb #0fb4b922
 class LinearizedModel(nn.Module):
     "f_lin(θ) = f(θ_0) + J(θ_0)(θ − θ_0) for `params` of `model`; the trainable parameters are the displacements."
     def __init__(self, model: nn.Module, output_fn, params='attention'):

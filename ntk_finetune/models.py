@@ -17,8 +17,8 @@ transformers.logging.set_verbosity_error()
 
 # %% auto #0
 __all__ = ['PAPER_MODELS', 'EMBEDDED_MODELS', 'KINDS', 'PRESETS', 'resolve_model', 'load_model', 'reinit_model', 'tiny_model',
-           'select_params', 'count_params', 'tokenize', 'last_token_index', 'LabelWordMargin', 'HeadOutput',
-           'make_output_fn']
+           'tiny_output_fn', 'select_params', 'count_params', 'tokenize', 'last_token_index', 'LabelWordMargin',
+           'HeadOutput', 'make_output_fn']
 
 # %% ../nbs/02_models.ipynb #dc3fbebb
 PAPER_MODELS = {'gpt-neo-125m': 'EleutherAI/gpt-neo-125m', 'gpt-neo-1.3b': 'EleutherAI/gpt-neo-1.3B'}
@@ -119,7 +119,16 @@ def tiny_model(arch: str = 'llama', kind: str = 'lm', seed: int = 0, vocab_size:
     make = cls.from_config if hasattr(cls, 'from_config') else cls._from_config
     return make(cfg, dtype=dtype).eval()
 
-# %% ../nbs/02_models.ipynb #fde063c1
+# %% ../nbs/02_models.ipynb #e69a7149
+class _TinyVocab:
+    "Stand-in tokenizer for tiny random models: word w has id 5 + len(w)."
+    def __call__(self, w, add_special_tokens=False): return {'input_ids': [5 + len(w)]}
+
+def tiny_output_fn(n_words: int = 2, multi: bool = False):
+    "A label-word output for `tiny_model` LMs: words ' a', ' bb', ' ccc', ... (ids from a stand-in vocabulary)."
+    return LabelWordMargin(_TinyVocab(), [' ' + 'abcdefgh'[i] * (i + 1) for i in range(n_words)], multi=multi)
+
+# %% ../nbs/02_models.ipynb #93d707c5
 PRESETS = {
     'attention': r'(?:(?:self_attn|attn|attention)\.(?:q_proj|k_proj|v_proj|o_proj|out_proj|c_attn|c_proj)'
                  r'|attention\.self\.(?:query|key|value)|attention\.output\.dense)\.(?:weight|bias)$',
@@ -152,7 +161,7 @@ def count_params(params: dict) -> int:
     "Total number of scalars in a parameter dict."
     return sum(p.numel() for p in params.values())
 
-# %% ../nbs/02_models.ipynb #74811184
+# %% ../nbs/02_models.ipynb #d7eca863
 def _special_wrap(tokenizer) -> tuple[list, list]:
     "The special tokens the tokenizer puts before and after a text (e.g. [CLS] ... [SEP] for BERT, nothing for SmolLM2)."
     probe = 'hello world'
@@ -181,7 +190,7 @@ def tokenize(tokenizer, texts: list[str], max_length: int = 64, template: str | 
     for i, r in enumerate(rows): ids[i, :len(r)] = torch.tensor(r); mask[i, :len(r)] = 1
     return {'input_ids': ids, 'attention_mask': mask}
 
-# %% ../nbs/02_models.ipynb #9e68dead
+# %% ../nbs/02_models.ipynb #a8fdff96
 def last_token_index(batch: dict) -> torch.Tensor:
     "Index of the last real (non-pad) token of each right-padded row, shape (n,)."
     return batch['attention_mask'].sum(1) - 1

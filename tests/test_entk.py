@@ -6,8 +6,7 @@ from ntk_finetune.entk import empirical_ntk, make_ntk_fn, random_init_ntk, jacob
 from ntk_finetune.models import tiny_model, LabelWordMargin, HeadOutput, select_params, tokenize, make_output_fn
 from ntk_finetune.data import load_task, task_info
 
-class Tok:   # word ids for LabelWordMargin on tiny vocabularies
-    def __call__(self, w, add_special_tokens=False): return {'input_ids': [5 + len(w)]}
+from ntk_finetune.models import tiny_output_fn
 
 def batch(n, T, seed, pad=True):
     g = torch.Generator().manual_seed(seed)
@@ -17,7 +16,7 @@ def batch(n, T, seed, pad=True):
     return {'input_ids': ids, 'attention_mask': mask}
 
 def output(arch, kind, multi):
-    if kind == 'lm': return LabelWordMargin(Tok(), [' a', ' bb', ' ccc'] if multi else [' a', ' bb'], multi=multi)
+    if kind == 'lm': return tiny_output_fn(3 if multi else 2, multi=multi)
     return HeadOutput(multi=multi)
 
 CASES = [('gpt2', 'lm'), ('gpt-neo', 'lm'), ('llama', 'lm'), ('bert', 'classification'), ('llama', 'classification')]

@@ -8,20 +8,14 @@ from ntk_finetune.entk import empirical_ntk
 from ntk_finetune.dynamics import kernel_gd
 from ntk_finetune.data import load_task, task_info
 
-class Tok:
-    def __call__(self, w, add_special_tokens=False): return {'input_ids': [5 + len(w)]}
-
-def toy(n=16, T=6, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    mk = lambda m: {'input_ids': torch.randint(1, 128, (m, T), generator=g), 'attention_mask': torch.ones(m, T, dtype=torch.long)}
-    d = [mk(n), mk(8), mk(8)]; lab = lambda b: (b['input_ids'][:, 0] % 2).long()
-    return TaskData(d[0], lab(d[0]), d[1], lab(d[1]), d[2], lab(d[2]), task='toy')
+from ntk_finetune.models import tiny_output_fn
+from ntk_finetune.finetune import toy_task_data as toy
 
 @pytest.mark.parametrize('arch', ['gpt2', 'llama'])
 def test_network_approaches_kernel_gd_as_lr_shrinks(arch):
     """Network GD deviates from kernel GD from f0 at second order in the movement: 4x smaller steps, >2x smaller
     relative deviation, and within 5 % at the smaller one (float64)."""
-    fn = LabelWordMargin(Tok(), [' a', ' bb']); d = toy(); devs = []
+    fn = tiny_output_fn(); d = toy(); devs = []
     for frac in (0.01, 0.0025):
         m = tiny_model(arch, dtype=torch.float64)
         G = empirical_ntk(m, d.train, fn, 'attention', progress=False); f0 = fn(m, d.train).detach().double()
@@ -33,7 +27,7 @@ def test_network_approaches_kernel_gd_as_lr_shrinks(arch):
 
 def test_linearized_gd_is_exactly_kernel_gd():
     m = tiny_model('gpt2', dtype=torch.float64); m.config._attn_implementation = 'eager'
-    fn = LabelWordMargin(Tok(), [' a', ' bb']); d = toy(n=8)
+    fn = tiny_output_fn(); d = toy(n=8)
     G = empirical_ntk(m, d.train, fn, 'attention', progress=False); f0 = fn(m, d.train).detach().double()
     lin = LinearizedModel(m, fn, 'attention')
     h = finetune(lin, d, lambda mm, b: mm(b), FinetuneConfig(params=r'^delta\.', lr=0.01, steps=12), progress=False)
@@ -42,10 +36,10 @@ def test_linearized_gd_is_exactly_kernel_gd():
 
 def test_linearized_needs_eager():
     m = tiny_model('llama'); m.config._attn_implementation = 'sdpa'
-    with pytest.raises(ValueError, match='eager attention'): LinearizedModel(m, LabelWordMargin(Tok(), [' a', ' bb']))
+    with pytest.raises(ValueError, match='eager attention'): LinearizedModel(m, tiny_output_fn())
 
 def test_history_roundtrip_with_kernels(tmp_path):
-    m = tiny_model('gpt2', dtype=torch.float64); fn = LabelWordMargin(Tok(), [' a', ' bb']); d = toy()
+    m = tiny_model('gpt2', dtype=torch.float64); fn = tiny_output_fn(); d = toy()
     kfn = lambda mm, p: empirical_ntk(mm, d.train, fn, p, progress=False)
     h = finetune(m, d, fn, FinetuneConfig(lr=0.01, steps=4, kernel_steps=(0, 4)), progress=False, kernel_fn=kfn)
     assert sorted(h.kernels) == [0, 4] and h.kernels[0].shape == (16, 16)
@@ -57,7 +51,7 @@ def test_bad_config(bad):
     with pytest.raises(ValueError): FinetuneConfig(**bad)
 
 def test_nan_stops_with_history():
-    m = tiny_model('gpt2', dtype=torch.float64); fn = LabelWordMargin(Tok(), [' a', ' bb'])
+    m = tiny_model('gpt2', dtype=torch.float64); fn = tiny_output_fn()
     h = finetune(m, toy(), fn, FinetuneConfig(params='all', lr=1e8, steps=10), progress=False)
     assert h.stopped.startswith('diverged') and 'step' in h.stopped and len(h.train_loss) >= 1
 
@@ -69,7 +63,7 @@ def test_prepare_task_real_and_one_class_error(smollm2):
 
 def test_compare_on_tiny_model_keys_and_tracking():
     m = tiny_model('llama', dtype=torch.float64)
-    r = compare(m, None, 'toy', steps=15, lr=0.001, data=toy(), output_fn=LabelWordMargin(Tok(), [' a', ' bb']), progress=False)
+    r = compare(m, None, 'toy', steps=15, lr=0.001, data=toy(), output_fn=tiny_output_fn(), progress=False)
     assert r['linearization_r2'] > 0.95 and len(r['kernel_drift']) == 3 and set(r['predicted_stop_step']) == {'rwy', 'cp', 'discrepancy'}
     json.dumps(r)   # JSON-ready
 

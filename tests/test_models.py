@@ -1,6 +1,6 @@
 import os, subprocess, sys, pytest, torch
 from ntk_finetune.models import (load_model, select_params, count_params, tokenize, tiny_model, reinit_model,
-                                 LabelWordMargin, HeadOutput, make_output_fn, _smollm2_folder)
+                                 LabelWordMargin, HeadOutput, make_output_fn, _smollm2_folder, tiny_output_fn)
 from ntk_finetune.data import task_info, load_task
 
 def test_smollm2_answers_paris(smollm2):
@@ -44,15 +44,13 @@ def test_presets_on_tiny(arch, which):
 @pytest.mark.parametrize('arch', ['gpt2', 'gpt-neo', 'llama'])
 def test_label_word_output_shapes_and_padding(arch):
     m = tiny_model(arch)
-    class Tok:  # minimal tokenizer stand-in for word ids only; padding behaviour is tested on the real one below
-        def __call__(self, w, add_special_tokens=False): return {'input_ids': [3 + len(w)]}
-    fn = LabelWordMargin(Tok(), [' a', ' bb'])
+    fn = tiny_output_fn()     # stand-in word ids; padding behaviour is tested on the real tokenizer below
     ids = torch.randint(1, 128, (3, 6)); mask = torch.ones_like(ids); mask[1, 4:] = 0
     out = fn(m, {'input_ids': ids, 'attention_mask': mask})
     assert out.shape == (3,)
     alone = fn(m, {'input_ids': ids[1:2, :4], 'attention_mask': mask[1:2, :4]})   # right padding changes nothing
     torch.testing.assert_close(out[1:2], alone, rtol=1e-4, atol=1e-5)
-    assert LabelWordMargin(Tok(), [' a', ' bb', ' ccc'], multi=True)(m, {'input_ids': ids, 'attention_mask': mask}).shape == (3, 3)
+    assert tiny_output_fn(3, multi=True)(m, {'input_ids': ids, 'attention_mask': mask}).shape == (3, 3)
 
 def test_real_padding_invariance(smollm2):
     model, tok = smollm2
