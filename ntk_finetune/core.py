@@ -42,6 +42,7 @@ def atomic_path(path: str | Path):
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f'.{path.name}.', suffix='.tmp'); os.close(fd)
     try:
         yield Path(tmp)
+        um = os.umask(0); os.umask(um); os.chmod(tmp, 0o666 & ~um)     # mkstemp makes 0600 files: use the usual mode
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError): os.unlink(tmp)
