@@ -110,14 +110,16 @@ def discrepancy_stopping_time(K, y, sigma: float, step_size: float, f0=None, max
         return len(resid) - 1
     return int(hit[0, 0])
 
-# %% ../nbs/06_early_stopping.ipynb #ac5a4b53
-def _gcv(eig, r, lams):
+# %% ../nbs/06_early_stopping.ipynb #6e8de20f
+def _gcv(eig, r, lams, min_resid_df=None):
     V, w = eig.eigvecs, eig.eigvals; n = len(r)
     z2 = (V.T @ r)**2
+    min_df = max(1.0, 0.1 * n) if min_resid_df is None else min_resid_df
     best = None
     for lam in lams:
         shrink = lam / (w + lam)                                 # eigenvalues of I - S_λ
         res = float((shrink**2 * z2).sum()); tr = float(shrink.sum())   # V is a full basis
+        if tr < min_df: continue                                 # near-interpolating fits: σ̂² = res/tr is unstable
         g = n * res / tr**2
         if best is None or g < best[0]: best = (g, float(lam), res, tr)
     return best
