@@ -5,7 +5,7 @@
 The training loop records, per step, the train outputs (from the training forward itself), the displacement, and the
 validation/test outputs (32 + 64 extra forward-only examples); `eval_every=1`. Peak memory is the process's ru_maxrss.
 """
-import os, platform, resource, sys, time
+import os, resource, sys, time
 from pathlib import Path
 import torch
 ROOT = Path(__file__).resolve().parents[1]
@@ -40,7 +40,7 @@ if __name__ == '__main__':
     per_step_noeval = h2.seconds / steps
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
     L = ["", "## Fine-tuning step cost: SmolLM2-135M attention, full-batch GD, 64 examples x 64 tokens", "",
-         f"Command: `python bench/finetune.py`.  ", f"Machine: {machine()}.  ", f"Date: {time.strftime('%Y-%m-%d')}.", "",
+         "Command: `python bench/finetune.py`.  ", f"Machine: {machine()}.  ", f"Date: {time.strftime('%Y-%m-%d')}.", "",
          "| quantity | seconds | × one fwd+bwd |", "|---|---|---|",
          f"| one forward+backward of the batch (median of 3) | {fb:.2f} | 1.00 |",
          f"| one GD step, evaluating val+test every step | {per_step:.2f} | {per_step/fb:.2f} |",

@@ -96,3 +96,12 @@ def test_callback_real_trainer_smollm2(tmp_path):
 
 def test_callback_report_only_and_bad_rule():
     with pytest.raises(ValueError, match='rule must be'): SpectralEarlyStoppingCallback({}, [0, 1], rule='aic')
+
+def test_callback_default_output_fn_is_the_head():
+    """Without output_fn the callback uses the model's head output (regression: the library module lacked the import)."""
+    from ntk_finetune import compare as C
+    cb = C.SpectralEarlyStoppingCallback(toy().train, toy().y_train, rule='cp')
+    class A: per_device_train_batch_size, gradient_accumulation_steps, learning_rate = 16, 1, 0.05
+    class S: log_history = []
+    cb.on_train_begin(A(), S(), None, model=tiny_model('llama', kind='classification'))
+    assert cb.stop_step >= 1 and cb.result['rule'] == 'cp'
