@@ -62,6 +62,13 @@ _HUB_ARGS = {'sst2': (('glue', 'sst2'), ('sentence',)), 'rte': (('glue', 'rte'),
              'mrpc': (('glue', 'mrpc'), ('sentence1', 'sentence2')), 'stsb': (('glue', 'stsb'), ('sentence1', 'sentence2')),
              'cr': (('SetFit/SentEval-CR',), ('text',)), 'amazon-polarity': (('amazon_polarity',), ('title', 'content'))}
 _NG_RE = re.compile(r'^20ng-(.+)-vs-(.+)$')
+_NG_WORDS = {  # newsgroup -> label word: one token for the embedded and the paper's tokenizers, distinct across groups
+    'alt.atheism': ' atheism', 'comp.graphics': ' graphics', 'comp.os.ms-windows.misc': ' Windows',
+    'comp.sys.ibm.pc.hardware': ' PC', 'comp.sys.mac.hardware': ' Mac', 'comp.windows.x': ' Unix',
+    'misc.forsale': ' sale', 'rec.autos': ' cars', 'rec.motorcycles': ' motorcycles', 'rec.sport.baseball': ' baseball',
+    'rec.sport.hockey': ' hockey', 'sci.crypt': ' encryption', 'sci.electronics': ' electronics', 'sci.med': ' medicine',
+    'sci.space': ' space', 'soc.religion.christian': ' Christian', 'talk.politics.guns': ' guns',
+    'talk.politics.mideast': ' Middle', 'talk.politics.misc': ' politics', 'talk.religion.misc': ' religion'}
 SPLITS = ('train', 'validation', 'test')
 SPLIT_SEED = 0
 
@@ -90,8 +97,7 @@ def task_info(name: str) -> TaskInfo:
         a, b = m.groups(); groups = _ng_groups()
         bad = [g for g in (a, b) if g not in groups]
         if bad or a == b: raise ValueError(f"unknown 20 Newsgroups pair {name!r}; groups are: {', '.join(groups)}")
-        return TaskInfo(name, (a, b), (' ' + a.split('.')[-1], ' ' + b.split('.')[-1]),
-                        'Post: {text}\nTopic:', description=_NG_DESC)
+        return TaskInfo(name, (a, b), (_NG_WORDS[a], _NG_WORDS[b]), 'Post: {text}\nTopic:', description=_NG_DESC)
     raise ValueError(f"unknown task {name!r}; embedded: {', '.join(list_tasks())}, '20ng-<groupA>-vs-<groupB>'; "
                      f"hub: {', '.join(_HUB)}")
 
