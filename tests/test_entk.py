@@ -43,13 +43,13 @@ def test_x2_none_equals_x1():
     m = tiny_model('llama', dtype=torch.float64); fn = output('llama', 'lm', False); b = batch(4, 6, 3)
     torch.testing.assert_close(empirical_ntk(m, b, fn, progress=False), empirical_ntk(m, b, fn, batch2=b, progress=False), rtol=1e-12, atol=0)
 
-def test_ghost_and_explicit_paths_agree():
-    """Short sequences take the Σ<a,a><g,g> path; long ones explicit per-example gradients: both equal the reference."""
-    m = tiny_model('gpt2', dtype=torch.float64, hidden=64); fn = output('gpt2', 'lm', False)
-    for T in (2, 12):       # T² < d_in d_out/(d_in+d_out) ≈ 24 for T = 2 only
-        b = batch(4, T, T, pad=False)
-        G = empirical_ntk(m, b, fn, 'attention', progress=False); R = empirical_ntk(m, b, fn, 'attention', method='reference', progress=False)
-        assert float((G - R).abs().max()) <= 1e-10 * float(R.abs().max())
+def test_symmetric_tiles_equal_the_cross_product():
+    """Upper tiles mirrored (x2 = None) equal the full cross block x2 = x1, over several tiles."""
+    m = tiny_model('gpt2', dtype=torch.float64); fn = output('gpt2', 'lm', False); b = batch(150, 6, 2)
+    G = empirical_ntk(m, b, fn, 'attention', progress=False)
+    X = empirical_ntk(m, b, fn, 'attention', batch2=b, progress=False)
+    assert len(E._tiles(150, True)) == 3 and torch.equal(G, G.T)
+    assert float((G - X).abs().max()) <= 1e-12 * float(X.abs().max())
 
 def test_per_module_sums_to_total_and_names_layers():
     m = tiny_model('llama', dtype=torch.float64); b = batch(4, 6, 0)
@@ -77,25 +77,10 @@ def test_reused_weight_is_detected():
 def test_bad_inputs():
     m = tiny_model('gpt2', dtype=torch.float64); fn = output('gpt2', 'lm', False); b = batch(3, 5, 0)
     with pytest.raises(ValueError, match="must be a dict"): empirical_ntk(m, [1, 2], fn)
-    with pytest.raises(ValueError, match='different keys'): empirical_ntk(m, b, fn, batch2={'input_ids': b['input_ids']})
+    with pytest.raises(ValueError, match='different keys'): empirical_ntk(m, b, fn, batch2={**b, 'token_type_ids': torch.zeros_like(b['input_ids'])})
     with pytest.raises(ValueError, match='selects no parameters'): empirical_ntk(m, b, fn, r'^nothing$')
     with pytest.raises(ValueError, match='do not belong'): empirical_ntk(m, b, fn, {'x': torch.nn.Parameter(torch.zeros(2))})
     with pytest.raises(ValueError, match='multi must be'): empirical_ntk(m, b, fn, multi='sum')
-
-def test_resume_after_interrupt_is_identical(tmp_path, monkeypatch):
-    m = tiny_model('gpt2', dtype=torch.float64); fn = output('gpt2', 'lm', False); b = batch(6, 8, 0)
-    full = empirical_ntk(m, b, fn, 'all', memory_budget=3_000_000, progress=False)
-    calls = {'n': 0}; orig = E._layer_gram
-    def flaky(*a, **k):
-        calls['n'] += 1
-        if calls['n'] == 4: raise KeyboardInterrupt('simulated interruption')
-        return orig(*a, **k)
-    monkeypatch.setattr(E, '_layer_gram', flaky)
-    with pytest.raises(KeyboardInterrupt): empirical_ntk(m, b, fn, 'all', memory_budget=3_000_000, cache_dir=tmp_path, progress=False)
-    done = list(tmp_path.glob('layer_*.pt')); assert len(done) == 3 and not list(tmp_path.glob('.*tmp'))
-    monkeypatch.setattr(E, '_layer_gram', orig)
-    again = empirical_ntk(m, b, fn, 'all', memory_budget=3_000_000, cache_dir=tmp_path, progress=False)
-    assert torch.equal(again, full)
 
 def test_real_minilm_matches_reference(minilm):
     model, tok = minilm
@@ -113,19 +98,150 @@ def test_real_smollm2_streaming_matches_in_memory(smollm2):
     S = empirical_ntk(model, b, fn, r'layers\.(0|29)\.self_attn', memory_budget=120 << 20, block_size=2, progress=False)
     assert float((G - S).abs().max()) <= 1e-9 * float(G.abs().max())
 
-def test_resume_during_capture_is_identical(tmp_path, monkeypatch):
-    """Interrupted while streaming captures to disk: finished blocks are kept and the rerun gives the same kernel."""
-    m = tiny_model('gpt2', dtype=torch.float64); fn = output('gpt2', 'lm', False); b = batch(6, 8, 0)
-    full = empirical_ntk(m, b, fn, 'attention', progress=False)
-    calls = {'n': 0}; orig = E._Store.flush
-    def flaky(self):
+
+F32 = dict(arch='llama', params='all')        # float32: blocks change the rounding, so bitwise identity is a real test
+
+def _f32_setup(n=40, T=7):
+    m = tiny_model('llama', seed=2); fn = output('llama', 'lm', False); return m, fn, batch(n, T, 5)
+
+@pytest.mark.parametrize('where', ['capture', 'gram', 'layer_write'])
+@pytest.mark.parametrize('resume_kw', [dict(block_size=3, memory_budget=60_000_000), dict(block_size=11, memory_budget=2_500_000)])
+def test_interrupted_run_resumes_bitwise(tmp_path, monkeypatch, where, resume_kw):
+    """Killed in the capture pass, in the Gram, or while writing a layer file, then resumed with another block size and
+    budget: the kernel is bitwise the one an uninterrupted run gives."""
+    m, fn, b = _f32_setup()
+    first = dict(block_size=5, memory_budget=2_500_000)             # small: captures go to files
+    full = empirical_ntk(m, b, fn, 'all', progress=False, **first)
+    targets = {'capture': (E._Store, 'write', 9), 'gram': (E, '_layer_gram', 4), 'layer_write': (E, '_save_layer', 3)}
+    obj, name, at = targets[where]; orig = getattr(obj, name); calls = {'n': 0}
+    def flaky(*a, **k):
         calls['n'] += 1
-        if calls['n'] == 3: raise KeyboardInterrupt('simulated interruption')
-        return orig(self)
-    monkeypatch.setattr(E._Store, 'flush', flaky)
-    kw = dict(memory_budget=150_000, block_size=2, cache_dir=tmp_path, progress=False)   # small enough for disk captures
-    with pytest.raises(KeyboardInterrupt): empirical_ntk(m, b, fn, 'attention', **kw)
-    assert E.load_json(tmp_path / 'captures0.done.json') == [0, 2]
-    monkeypatch.setattr(E._Store, 'flush', orig)
-    again = empirical_ntk(m, b, fn, 'attention', **kw)
-    assert float((again - full).abs().max()) <= 1e-12 * float(full.abs().max())
+        if calls['n'] == at: raise KeyboardInterrupt('simulated interruption')
+        return orig(*a, **k)
+    monkeypatch.setattr(obj, name, flaky)
+    with pytest.raises(KeyboardInterrupt): empirical_ntk(m, b, fn, 'all', cache_dir=tmp_path, progress=False, **first)
+    monkeypatch.setattr(obj, name, orig)
+    assert not list(tmp_path.rglob('.*.tmp'))                       # nothing half-written is left
+    again = empirical_ntk(m, b, fn, 'all', cache_dir=tmp_path, progress=False, **resume_kw)
+    assert torch.equal(again, full)
+
+def test_budget_does_not_change_the_kernel():
+    m, fn, b = _f32_setup()
+    ks = [empirical_ntk(m, b, fn, 'all', block_size=4, memory_budget=mb, progress=False) for mb in (1_500_000, 3_000_000, 10**9)]
+    assert torch.equal(ks[0], ks[1]) and torch.equal(ks[1], ks[2])
+
+def test_corrupt_cache_files(tmp_path):
+    m, fn, b = _f32_setup(12)
+    kw = dict(block_size=4, memory_budget=1_500_000, progress=False)
+    full = empirical_ntk(m, b, fn, 'all', cache_dir=tmp_path, **kw)
+    layer = sorted(tmp_path.glob('layer_*.safetensors'))[0]
+    layer.write_bytes(layer.read_bytes()[:50])                      # a truncated layer file is recomputed
+    with pytest.warns(UserWarning, match='unreadable'): again = empirical_ntk(m, b, fn, 'all', cache_dir=tmp_path, **kw)
+    assert torch.equal(again, full)
+    for f in tmp_path.glob('layer_*'): f.unlink()
+    cap = next((tmp_path / 'captures0').glob('*.bin'))
+    cap.write_bytes(cap.read_bytes()[:10])                          # a truncated capture file: captures recomputed
+    with pytest.warns(UserWarning, match='truncated'): again = empirical_ntk(m, b, fn, 'all', cache_dir=tmp_path, **kw)
+    assert torch.equal(again, full)
+    (tmp_path / 'manifest.json').write_text('{"version": 2, "weig')  # a truncated manifest: one-line error naming it
+    with pytest.raises(E.CacheError, match=r'manifest\.json.*unreadable'): empirical_ntk(m, b, fn, 'all', cache_dir=tmp_path, **kw)
+
+def test_cache_knows_the_output_function(tmp_path):
+    """Two lambdas of the same name but different label words must not share a cache."""
+    m = tiny_model('gpt2'); b = batch(4, 6, 0)
+    f7 = lambda mm, bb: mm(**bb).logits[:, -1, 7]
+    f11 = lambda mm, bb: mm(**bb).logits[:, -1, 11]
+    empirical_ntk(m, b, f7, 'attention', cache_dir=tmp_path, progress=False)
+    with pytest.raises(E.CacheError, match='other inputs'): empirical_ntk(m, b, f11, 'attention', cache_dir=tmp_path, progress=False)
+    m2 = tiny_model('gpt2', seed=9)                                  # other weights with the same names and shapes
+    with pytest.raises(E.CacheError, match='weights'): empirical_ntk(m2, b, f7, 'attention', cache_dir=tmp_path, progress=False)
+
+def test_cache_dir_errors(tmp_path, monkeypatch):
+    m = tiny_model('gpt2'); fn = output('gpt2', 'lm', False); b = batch(4, 6, 0)
+    f = tmp_path / 'file'; f.write_text('x')
+    with pytest.raises(E.CacheError, match='is a file'): empirical_ntk(m, b, fn, cache_dir=f, progress=False)
+    if os.geteuid() != 0:                                           # root ignores permissions
+        ro = tmp_path / 'ro'; ro.mkdir(); ro.chmod(0o500)
+        with pytest.raises(E.CacheError, match='cannot write'): empirical_ntk(m, b, fn, cache_dir=ro / 'k', progress=False)
+    import errno
+    def full_disk(*a, **k): raise OSError(errno.ENOSPC, 'No space left on device', str(tmp_path / 'k2'))
+    monkeypatch.setattr(E, '_save_layer', full_disk)
+    with pytest.raises(E.CacheError, match='No space left on device.*free disk space'):
+        empirical_ntk(m, b, fn, cache_dir=tmp_path / 'k2', progress=False)
+
+def test_more_bad_inputs():
+    m = tiny_model('gpt2', dtype=torch.float64); fn = output('gpt2', 'lm', False); b = batch(3, 5, 0)
+    for bs in (0, -1, 2.5, True):
+        with pytest.raises(ValueError, match='block_size must be a positive integer'): empirical_ntk(m, b, fn, block_size=bs)
+    G = empirical_ntk(m, {'input_ids': b['input_ids']}, fn, progress=False)          # no mask: no padding
+    assert torch.allclose(G, empirical_ntk(m, {**b, 'attention_mask': torch.ones_like(b['input_ids'])}, fn, progress=False))
+    with pytest.raises(ValueError, match='outside the vocabulary'): empirical_ntk(m, {'input_ids': b['input_ids'] + 500}, fn)
+    with pytest.raises(ValueError, match='longer than the model'): empirical_ntk(m, {'input_ids': torch.ones(2, 70, dtype=torch.long)}, fn)
+    with pytest.raises(ValueError, match='does not depend on the selected'): empirical_ntk(m, b, lambda mm, bb: fn(mm, bb).detach())
+    with pytest.raises(ValueError, match='example 1 has no tokens'):
+        empirical_ntk(m, {'input_ids': b['input_ids'], 'attention_mask': torch.tensor([[1, 1, 0, 0, 0], [0] * 5, [1] * 5])}, fn)
+
+def test_cross_kernel_of_different_lengths_and_left_padding():
+    m = tiny_model('gpt2', dtype=torch.float64); fn = output('gpt2', 'lm', False)
+    b8, b12 = batch(4, 8, 0, pad=False), batch(3, 12, 1)
+    G = empirical_ntk(m, b8, fn, 'attention', b12, progress=False)
+    R = empirical_ntk(m, b8, fn, 'attention', b12, method='reference', progress=False)
+    assert G.shape == (4, 3) and float((G - R).abs().max()) <= 1e-10 * float(R.abs().max())
+    left = {k: torch.stack([torch.roll(v[i], int((b12['attention_mask'][i] == 0).sum())) for i in range(3)]) for k, v in b12.items()}
+    assert left['attention_mask'][:, 0].eq(0).any()
+    torch.testing.assert_close(empirical_ntk(m, left, fn, 'attention', progress=False), empirical_ntk(m, b12, fn, 'attention', progress=False))
+
+def test_output_fn_running_the_model_twice():
+    m = tiny_model('gpt2', dtype=torch.float64); b = batch(3, 5, 0)
+    twice = lambda mm, bb: mm(**bb).logits[:, -1, 7] - mm(**bb).logits[:, -1, 11]
+    G = empirical_ntk(m, b, twice, 'attention', progress=False)
+    R = empirical_ntk(m, b, twice, 'attention', method='reference', progress=False)
+    assert float((G - R).abs().max()) <= 1e-10 * float(R.abs().max())
+
+def test_batch_encoding_is_accepted():
+    from transformers import BatchEncoding
+    m = tiny_model('gpt2', dtype=torch.float64); fn = output('gpt2', 'lm', False); b = batch(3, 5, 0)
+    torch.testing.assert_close(empirical_ntk(m, BatchEncoding(b), fn, progress=False), empirical_ntk(m, b, fn, progress=False))
+
+def test_capture_bytes_counts_every_input():
+    """q/k/v share one input, the output projection reads another: both are counted."""
+    m = tiny_model('llama'); fn = output('llama', 'lm', False); b = batch(2, 5, 0)
+    sel = select_params(m, 'attention')
+    plan, O, slots, _ = E._probe(m, E.check_inputs(m, b), fn, sel, E._plan(m, sel))
+    n_inputs = len(set(slots.values()))
+    assert n_inputs == 2 * 2                                         # per layer: the shared q/k/v input and o_proj's
+    d = 32; outs = 2 * (d + 16 + 16 + d)
+    assert E._capture_bytes(plan, slots, 5, O) == 4 * 5 * (n_inputs * d + outs)
+
+RSS_SCRIPT = r"""
+import resource, sys, torch
+from ntk_finetune.entk import empirical_ntk
+from ntk_finetune.models import tiny_model, tiny_output_fn
+m = tiny_model('llama', hidden=256, layers=4, heads=4, vocab_size=512)
+b = {'input_ids': torch.randint(1, 512, (600, 48), generator=torch.Generator().manual_seed(0))}
+base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+empirical_ntk(m, b, tiny_output_fn(), 'attention', memory_budget=int(sys.argv[1]), progress=False)
+print(base, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
+"""
+
+@pytest.mark.parametrize('budget', [200 << 20, 600 << 20])
+def test_peak_rss_stays_within_the_budget(tmp_path, budget):
+    """Peak RSS of a child process above what it held before the call stays under the budget."""
+    import subprocess, sys
+    r = subprocess.run([sys.executable, '-c', RSS_SCRIPT, str(budget)], capture_output=True, text=True, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-2000:]
+    base, peak = map(int, r.stdout.split()[-2:])
+    assert peak - base <= budget, (peak - base) / 2**20
+
+def test_two_processes_equal_one(tmp_path):
+    """torch.distributed with gloo on two CPU processes: every rank returns the single-process kernel, bitwise."""
+    import subprocess, sys
+    script = Path(__file__).with_name('dist_worker.py')
+    r = subprocess.run([sys.executable, '-m', 'torch.distributed.run', '--nproc_per_node', '2', '--master_port', '29517',
+                        str(script), str(tmp_path)], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    m, fn, b = _f32_setup()
+    for sym in (True, False):
+        single = empirical_ntk(m, b, fn, 'all', batch2=None if sym else batch(9, 6, 7), block_size=5, progress=False)
+        for rank in (0, 1):
+            assert torch.equal(torch.load(tmp_path / f'G_{int(sym)}_{rank}.pt'), single)
