@@ -8,7 +8,7 @@ import math, warnings
 from dataclasses import dataclass
 import numpy as np
 import torch
-from .core import as_f64, check_square
+from .core import as_f64, as_scalar, check_square
 from .spectrum import eigendecomposition, Eigen
 
 # %% auto #0
@@ -30,13 +30,19 @@ def _gd_inputs(K_train, y, f0, K_test_train, f0_test):
         if len(f0_test) != Kt.shape[0]: raise ValueError(f"f0_test has {len(f0_test)} entries, K_test_train has {Kt.shape[0]} rows")
     return eig, y, f0, Kt, f0_test
 
-def _check_step(step_size, lam_max, strict=False):
-    if not (isinstance(step_size, (int, float)) and math.isfinite(step_size) and step_size > 0):
-        raise ValueError(f"step_size must be a positive finite number, got {step_size!r}")
-    if step_size * lam_max >= 2:
-        msg = f"step_size={step_size:.3g} >= 2/λ_1 = {2/lam_max:.3g}: kernel GD diverges"
+def _check_step(step_size, lam_max, strict=False) -> float:
+    "A positive finite step (Python/numpy scalar or 0-d tensor); warn (or raise) when it makes kernel GD diverge."
+    a = as_scalar(step_size, 'step_size')
+    if a * lam_max >= 2:
+        msg = f"step_size={a:.3g} >= 2/λ_1 = {2/lam_max:.3g}: kernel GD diverges"
         if strict: raise ValueError(msg)
         warnings.warn(msg)
+    return a
+
+def _check_steps(steps) -> int:
+    if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or steps < 0:
+        raise ValueError(f"steps must be an integer >= 0, got {steps!r}")
+    return int(steps)
 
 # %% ../nbs/05_dynamics.ipynb #62126071
 @dataclass
@@ -66,8 +72,7 @@ def _powers(lam, step_size, t):
 def kernel_gd(K_train, y, step_size: float, steps: int, f0=None, K_test_train=None, f0_test=None) -> KernelGDPath:
     "The whole kernel-GD path f_t = y - (I - αK)^t (y - f_0) (train) and its test counterpart, t = 0..steps, in closed form."
     eig, y, f0, Kt, f0_test = _gd_inputs(K_train, y, f0, K_test_train, f0_test)
-    if not isinstance(steps, (int, np.integer)) or steps < 0: raise ValueError(f"steps must be an integer >= 0, got {steps!r}")
-    _check_step(step_size, float(eig.eigvals[0]))
+    steps = _check_steps(steps); step_size = _check_step(step_size, float(eig.eigvals[0]))
     V, lam = eig.eigvecs, eig.eigvals
     z = V.T @ (y - f0)                                              # (n,) residual in the eigenbasis
     t = torch.arange(steps + 1)
@@ -80,7 +85,9 @@ def kernel_gd(K_train, y, step_size: float, steps: int, f0=None, K_test_train=No
 def kernel_gd_iterate(K_train, y, step_size: float, steps: int, f0=None, K_test_train=None, f0_test=None) -> KernelGDPath:
     "The same path by the plain iteration f_{t+1} = f_t - αK(f_t - y): the reference for `kernel_gd`."
     K = check_square(K_train); _, y, f0, Kt, f0_test = _gd_inputs(K, y, f0, K_test_train, f0_test)
-    f, ft = f0.clone(), (f0_test.clone() if Kt is not None else None); tr, te = [f.clone()], [ft.clone()] if Kt is not None else None
+    steps = _check_steps(steps); step_size = as_scalar(step_size, 'step_size')
+    f, ft = f0.clone(), (f0_test.clone() if Kt is not None else None)
+    tr, te = [f.clone()], ([ft.clone()] if Kt is not None else None)
     for _ in range(steps):
         g = f - y
         if Kt is not None: ft = ft - step_size * Kt @ g; te.append(ft.clone())
@@ -90,7 +97,7 @@ def kernel_gd_iterate(K_train, y, step_size: float, steps: int, f0=None, K_test_
 # %% ../nbs/05_dynamics.ipynb #1eea2195
 def kernel_ridge(K_train, y, lam: float, f0=None, K_test_train=None, f0_test=None) -> tuple:
     "KRR from f_0: (train predictions (n,), test predictions (m,) or None), solved through the eigendecomposition."
-    if not (isinstance(lam, (int, float)) and math.isfinite(lam) and lam > 0): raise ValueError(f"lam must be a positive finite number, got {lam!r}")
+    lam = as_scalar(lam, 'lam')
     eig, y, f0, Kt, f0_test = _gd_inputs(K_train, y, f0, K_test_train, f0_test)
     V, w = eig.eigvecs, eig.eigvals
     z = V.T @ (y - f0)
@@ -100,5 +107,5 @@ def kernel_ridge(K_train, y, lam: float, f0=None, K_test_train=None, f0_test=Non
 
 def ridge_equivalent_lambda(step_size: float, t: int) -> float:
     "The ridge strength matching t steps of kernel GD with step α: λ = 1/(αt) (not the paper's printed εT)."
-    if t < 1: raise ValueError(f"t must be >= 1, got {t}")
-    return 1.0 / (step_size * t)
+    if isinstance(t, bool) or not isinstance(t, (int, np.integer)) or t < 1: raise ValueError(f"t must be an integer >= 1, got {t!r}")
+    return 1.0 / (as_scalar(step_size, 'step_size') * int(t))

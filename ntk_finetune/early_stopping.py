@@ -7,7 +7,7 @@ from __future__ import annotations
 import math, warnings
 import numpy as np
 import torch
-from .core import as_f64
+from .core import as_f64, as_scalar
 from .dynamics import _gd_inputs, _powers
 
 # %% auto #0
@@ -22,9 +22,11 @@ def _eig_nonneg(eigvals) -> torch.Tensor:
     if (w < -1e-12 * w.abs().max().clamp(min=1e-300)).any(): raise ValueError(f"eigvals must be >= 0 (kernel eigenvalues), min is {float(w.min()):.3g}")
     return w.clamp(min=0)
 
-def _check_pos(x, name):
-    if not (isinstance(x, (int, float, np.floating)) and math.isfinite(x) and x > 0): raise ValueError(f"{name} must be a positive finite number, got {x!r}")
-    return float(x)
+def _check_pos(x, name): return as_scalar(x, name)
+
+def _check_int(x, name, lo):
+    if isinstance(x, bool) or not isinstance(x, (int, np.integer)) or x < lo: raise ValueError(f"{name} must be an integer >= {lo}, got {x!r}")
+    return int(x)
 
 def local_rademacher_complexity(eigvals, eps):
     "R̂(ε) = √((1/n) Σ min(λ_i, ε²)) (paper eq. 10); `eps` may be a scalar or an array."
@@ -52,23 +54,27 @@ def critical_radius(eigvals, sigma: float, norm_bound: float = 1.0) -> float:
 # %% ../nbs/06_early_stopping.ipynb #49cec6c9
 def _check_rwy_step(step_size, lam1):
     s = _check_pos(step_size, 'step_size')
+    if lam1 <= 0: raise ValueError("eigvals are all zero: the kernel carries no signal")
     if s > min(1.0, 1.0 / lam1) * (1 + 1e-12):
         raise ValueError(f"step_size={s:.4g} exceeds min(1, 1/λ_1) = {min(1.0, 1.0/lam1):.4g} (RWY 2014 require α ≤ min(1, 1/λ̂_1))")
     return s
 
 def rwy_stopping_time(eigvals, sigma: float, step_size: float, norm_bound: float = 1.0, max_steps: int | None = None) -> int:
-    "RWY 2014: T̂ = min{t ≥ 1 : R̂(1/√(αt)) > C/(2eσαt)} − 1, found by scanning t (capped at `max_steps`)."
+    "RWY 2014: T̂ = min{t ≥ 1 : R̂(1/√(αt)) > C/(2eσαt)} − 1, from the critical radius, checked against the definition."
     w = _eig_nonneg(eigvals); sigma = _check_pos(sigma, 'sigma'); C = _check_pos(norm_bound, 'norm_bound')
     a = _check_rwy_step(step_size, float(w.max()))
+    if max_steps is not None: max_steps = _check_int(max_steps, 'max_steps', 1)
     # R̂(ε)/ε² is strictly decreasing, so the violations form a half-line t > 1/(α ε̂²): the first one is near
     # t* = ⌊1/(α ε̂²)⌋ + 1. Evaluate the definition itself at t = 1, 2, 3 and in a window around t*.
-    t_star = int(math.floor(1 / (a * critical_radius(w, sigma, C)**2))) + 1
+    x = 1 / (a * critical_radius(w, sigma, C)**2)
+    t_star = int(math.floor(x)) + 1
     cap = max_steps if max_steps is not None else t_star + 2
-    if cap < 1: raise ValueError(f"max_steps must be >= 1, got {max_steps}")
-    t = torch.tensor(sorted({1, 2, 3, *range(max(1, t_star - 2), t_star + 3)} & set(range(1, cap + 1))), dtype=torch.float64)
+    if x > 2**52 and cap >= t_star: return t_star - 1               # beyond float64's integers: the closed form
+    cand = sorted({t for t in (1, 2, 3, *range(max(1, t_star - 2), t_star + 3)) if t <= cap})
+    t = torch.tensor(cand, dtype=torch.float64)
     eta = a * t
     viol = local_rademacher_complexity(w, 1 / torch.sqrt(eta)) > C / (2 * math.e * sigma * eta)
-    if viol.any(): return int(t[viol.nonzero()[0, 0]]) - 1
+    if viol.any(): return int(cand[int(viol.nonzero()[0, 0])]) - 1
     warnings.warn(f"the RWY rule did not stop within max_steps={cap}")
     return int(cap)
 
@@ -77,18 +83,22 @@ def _default_horizon(w, a):
     lam = w[w >= 1e-8 * w[0]]
     return int(min(100_000, math.ceil(20 / (a * float(lam.min())))))
 
+_T_CHUNK = 4096                                                     # steps evaluated at once: memory O(chunk · n)
+
 def _path_terms(K, y, step_size, f0, max_steps):
+    "‖y − f_t‖²/n and tr(S_t) for t = 0..T, computed in chunks of steps from the eigenbasis."
     eig, y, f0, _, _ = _gd_inputs(K, y, f0, None, None)
     a = _check_pos(step_size, 'step_size')
+    if float(eig.eigvals[0]) <= 0: raise ValueError("K is zero: kernel GD does not move")
     if a * float(eig.eigvals[0]) >= 2: raise ValueError(f"step_size={a:.4g} >= 2/λ_1 = {2/float(eig.eigvals[0]):.4g}: kernel GD diverges")
-    T = _default_horizon(eig.eigvals, a) if max_steps is None else int(max_steps)
-    if T < 1: raise ValueError(f"max_steps must be >= 1, got {max_steps}")
+    T = _default_horizon(eig.eigvals, a) if max_steps is None else _check_int(max_steps, 'max_steps', 1)
     z2 = (eig.eigvecs.T @ (y - f0))**2
-    p, _ = _powers(eig.eigvals, a, torch.arange(T + 1))        # (T+1, n)
-    n = len(y)
-    resid = (p**2 * z2).sum(1) / n                              # ‖y - f_t‖²/n, t = 0..T
-    df = (1 - p).sum(1)                                         # tr(S_t)
-    return resid, df, n
+    n = len(y); resid, df = [], []
+    for t0 in range(0, T + 1, _T_CHUNK):
+        p, _ = _powers(eig.eigvals, a, torch.arange(t0, min(T + 1, t0 + _T_CHUNK)))   # (chunk, n)
+        resid.append((p**2 * z2).sum(1) / n)                        # ‖y - f_t‖²/n
+        df.append((1 - p).sum(1))                                   # tr(S_t)
+    return torch.cat(resid), torch.cat(df), n
 
 def cp_risk(K, y, sigma: float, step_size: float, f0=None, max_steps: int | None = None) -> torch.Tensor:
     "Cp(t) = ‖y - f_t‖²/n + 2σ² tr(S_t)/n for t = 0..max_steps (the in-sample risk estimate, up to the constant σ²)."
@@ -96,8 +106,12 @@ def cp_risk(K, y, sigma: float, step_size: float, f0=None, max_steps: int | None
     return resid + 2 * sigma**2 * df / n
 
 def cp_stopping_time(K, y, sigma: float, step_size: float, f0=None, max_steps: int | None = None) -> int:
-    "The step minimising Mallows' Cp (SURE) of kernel GD from f0."
-    return int(torch.argmin(cp_risk(K, y, sigma, step_size, f0, max_steps)))
+    "The step minimising Mallows' Cp (SURE) of kernel GD from f0; warns when the minimum is the horizon."
+    risk = cp_risk(K, y, sigma, step_size, f0, max_steps)
+    t = int(torch.argmin(risk))
+    if t == len(risk) - 1:
+        warnings.warn(f"Cp is smallest at the horizon t = {t}: the path may still improve; raise max_steps")
+    return t
 
 def discrepancy_stopping_time(K, y, sigma: float, step_size: float, f0=None, max_steps: int | None = None) -> int:
     "The first step t with ‖y - f_t‖²/n ≤ σ² (discrepancy principle); `max_steps` if never reached (with a warning)."
@@ -125,45 +139,54 @@ def _gcv(eig, r, lams, min_resid_df=None):
 def estimate_noise(K, y, f0=None, lams=None, return_info: bool = False):
     "σ̂ from the residuals of a GCV-tuned kernel ridge fit of y - f0: σ̂² = ‖(I - S)r‖²/tr(I - S)."
     eig, y, f0, _, _ = _gd_inputs(K, y, f0, None, None)
-    lam1 = float(eig.eigvals[0])
-    lams = np.logspace(math.log10(lam1) - 12, math.log10(lam1) + 2, 141) if lams is None else np.asarray(lams, float)
-    g, lam, res, tr = _gcv(eig, y - f0, lams)
+    n = len(y); lam1 = float(eig.eigvals[0])
+    if n < 2: raise ValueError(f"estimating σ needs at least 2 examples, got {n}")
+    if lam1 <= 0: raise ValueError("K is zero: σ cannot be estimated from a kernel that carries no signal")
+    if lams is None: lams = np.logspace(math.log10(lam1) - 12, math.log10(lam1) + 2, 141)
+    else:
+        lams = as_f64(lams, 'lams', ndim=1).numpy()
+        if len(lams) == 0 or (lams <= 0).any(): raise ValueError("lams must be a non-empty list of positive ridge strengths")
+    best = _gcv(eig, y - f0, lams)
+    if best is None:
+        raise ValueError(f"no ridge strength in lams leaves tr(I − S) ≥ max(1, n/10) = {max(1.0, 0.1 * n):.3g} "
+                         f"residual degrees of freedom; use larger lams (λ_1 = {lam1:.3g})")
+    g, lam, res, tr = best
     sigma = math.sqrt(res / tr)
-    if return_info: return sigma, {'lam': lam, 'gcv': g, 'df': len(y) - tr}
+    if return_info: return sigma, {'lam': lam, 'gcv': g, 'df': n - tr}
     return sigma
 
 def estimate_norm(K, y, f0=None, lam: float | None = None) -> float:
     "RKHS norm (for the kernel 𝕂 = nK) of the kernel ridge fit of y - f0, at the GCV λ unless `lam` is given."
     eig, y, f0, _, _ = _gd_inputs(K, y, f0, None, None)
     if lam is None: _, info = estimate_noise(eig, y, f0, return_info=True); lam = info['lam']
+    else: lam = _check_pos(lam, 'lam')
     z = eig.eigvecs.T @ (y - f0); w = eig.eigvals
     return math.sqrt(float((w * z**2 / (w + lam)**2).sum()) / len(y))
 
 # %% ../nbs/06_early_stopping.ipynb #49f3afb9
 def paper_optimal_stopping_time(C: float, step_size: float, t_max: int, drift=None) -> int:
     "argmin over 1 ≤ τ ≤ t_max of C/(ατ) + g(τ); `drift` is g as an array over τ = 0..t_max or a callable (default 0)."
-    C = _check_pos(C, 'C'); a = _check_pos(step_size, 'step_size')
-    if t_max < 1: raise ValueError(f"t_max must be >= 1, got {t_max}")
+    C = _check_pos(C, 'C'); a = _check_pos(step_size, 'step_size'); t_max = _check_int(t_max, 't_max', 1)
     tau = np.arange(1, t_max + 1)
     if drift is None: g = np.zeros(t_max)
-    elif callable(drift): g = np.asarray([drift(t) for t in tau], float)
+    elif callable(drift): g = as_f64([float(drift(t)) for t in tau], 'drift').numpy()
     else:
-        g = np.asarray(drift, float)
+        g = as_f64(drift, 'drift', ndim=1).numpy()
         if len(g) < t_max + 1: raise ValueError(f"drift must have t_max + 1 = {t_max+1} entries (τ = 0..t_max), got {len(g)}")
         g = g[1:t_max + 1]
     return int(tau[np.argmin(C / (a * tau) + g)])
 
 def predicted_rate(beta, n):
     "The rate n^{-2β/(2β+1)} of early-stopped kernel GD for polynomial decay λ_k ≍ k^{-2β} (paper eq. 30)."
-    b = np.asarray(beta, float); nn = np.asarray(n, float)
+    b = as_f64(beta, 'beta').numpy(); nn = as_f64(n, 'n').numpy()
     if (b <= 0).any() or (nn <= 0).any(): raise ValueError("beta and n must be positive")
     return nn ** (-2 * b / (2 * b + 1))
 
 def stopping_schedule(t_kernel: int, step_size: float, n: int, lr: float | None = None, batch_size: int | None = None) -> dict:
     "Turn a kernel-GD stopping step into optimizer steps and epochs (see the assumptions in the notebook)."
+    t_kernel = _check_int(t_kernel, 't_kernel', 0); n = _check_int(n, 'n', 1)
     a = _check_pos(step_size, 'step_size'); lr = a if lr is None else _check_pos(lr, 'lr')
-    if n < 1: raise ValueError(f"n must be >= 1, got {n}")
-    b = n if batch_size is None else int(batch_size)
-    if not 1 <= b <= n: raise ValueError(f"batch_size must be in [1, {n}], got {batch_size}")
+    b = n if batch_size is None else _check_int(batch_size, 'batch_size', 1)
+    if b > n: raise ValueError(f"batch_size must be in [1, {n}], got {batch_size}")
     eta = a * t_kernel; steps = math.ceil(eta / lr)
     return {'eta': eta, 'optimizer_steps': steps, 'epochs': steps * b / n, 'batch_size': b, 'lr': lr}

@@ -28,12 +28,17 @@ class Eigen:
         return float(self.eigvals[0] / self.eigvals[-1]) if self.eigvals[-1] > 0 else math.inf
 
 def eigendecomposition(K, sym_tol: float = 1e-8) -> Eigen:
-    "Symmetrize `K`, float64 `eigh`, sort descending, clip and count negative eigenvalues."
+    "Symmetrize `K`, float64 `eigh` (scaled to avoid overflow), sort descending, clip and count negative eigenvalues."
     K = check_square(K, 'K', sym_tol)
-    w, V = torch.linalg.eigh(K)
-    w, V = w.flip(0), V.flip(1)
+    scale = float(K.abs().max())
+    if scale == 0: warnings.warn("K is all zeros: every eigenvalue is 0")
+    w, V = torch.linalg.eigh(K / scale if scale > 0 else K)
+    w, V = w.flip(0) * (scale if scale > 0 else 1.0), V.flip(1)
+    if not torch.isfinite(w).all(): raise ValueError("eigh returned non-finite eigenvalues; K is too ill-scaled")
     neg = w < 0; min_raw = float(w.min().clamp(max=0))
-    if w[0] > 0 and min_raw < -1e-6 * float(w[0]):
+    if w[0] <= 0 and min_raw < 0:
+        warnings.warn(f"K has no positive eigenvalue (the largest is {float(w[0]):.3g}): every eigenvalue is clipped to 0")
+    elif w[0] > 0 and min_raw < -1e-6 * float(w[0]):
         warnings.warn(f"K has a negative eigenvalue {min_raw:.3g} = {min_raw/float(w[0]):.2g}·λ_1: not PSD beyond round-off")
     return Eigen(w.clamp(min=0), V, int(neg.sum()), min_raw)
 
