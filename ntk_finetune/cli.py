@@ -5,13 +5,6 @@
 # %% ../nbs/90_cli.ipynb #8c4cb2ef
 from __future__ import annotations
 import argparse, sys, time
-import torch
-from .data import load_task, task_info
-from .models import load_model, select_params, count_params, tokenize, make_output_fn
-from .entk import empirical_ntk
-from .spectrum import eigendecomposition, fit_power_law
-from .early_stopping import cp_stopping_time, estimate_noise, predicted_rate
-from .finetune import targets
 
 # %% auto #0
 __all__ = ['demo', 'main']
@@ -19,35 +12,27 @@ __all__ = ['demo', 'main']
 # %% ../nbs/90_cli.ipynb #798c226b
 def demo(model: str = 'smollm2-135m', task: str = 'rt-sentiment', n: int = 64, max_length: int = 64, n_kernel: int = 32,
          out=print) -> dict:
-    "Load `model` and `task`; print the zero-shot accuracy, the attention eNTK's spectrum and the predicted stopping step."
+    "Load `model` and `task`; print the zero-shot accuracy, the attention eNTK's spectrum and the predicted stopping steps."
+    from ntk_finetune.analysis import analyze
+    from ntk_finetune.data import load_task, task_info
     t0 = time.time()
     info = task_info(task)
-    m, tok = load_model(model)
+    a = analyze(model, task, n=n_kernel, n_test=n, max_length=max_length, progress=False)
     sizes = {s: len(load_task(task, s)) for s in ('train', 'validation', 'test')}
-    params = {k: count_params(select_params(m, k)) for k in ('attention', 'mlp', 'all')}
-    test = load_task(task, 'test', n=n, seed=0)
-    fn = make_output_fn(m, tok, info)
-    with torch.no_grad(): f0 = fn(m, tokenize(tok, test['text'], max_length, info.template))
-    acc = ((f0 > 0).long() == torch.tensor(test['label'])).float().mean().item()
-    tr = load_task(task, 'train', n=n_kernel, seed=0); b = tokenize(tok, tr['text'], max_length, info.template)
-    K = empirical_ntk(m, b, fn, 'attention', progress=False) / n_kernel
-    with torch.no_grad(): f_tr = fn(m, b).double()
-    eig = eigendecomposition(K); fit = fit_power_law(eig.eigvals); y = targets(torch.tensor(tr['label']))
-    alpha = min(1.0, 1.0 / float(eig.eigvals[0])); sigma = estimate_noise(eig, y, f_tr)
-    t_cp = cp_stopping_time(eig, y, sigma, alpha, f_tr)
-    res = dict(model=model, architecture=type(m).__name__, params=params, task=task, splits=sizes,
-               output_fn=fn.name, zero_shot_test_accuracy=round(acc, 4), n_test=n,
-               kernel=dict(n=n_kernel, lambda_1=float(eig.eigvals[0]), condition_number=eig.condition_number, n_clipped=eig.n_clipped,
-                           beta=fit.beta, beta_ci95=fit.ci95, r2=fit.r2, predicted_rate=float(predicted_rate(max(fit.beta, 1e-3), n_kernel)),
-                           sigma_hat=sigma, step_size=alpha, cp_stop_step=t_cp),
+    fit = a.fit('power'); acc = a.curves['test_accuracy'][0]
+    res = dict(model=model, architecture=a.settings['architecture'], params={'attention': a.settings['n_params']}, task=task,
+               splits=sizes, output_fn=a.settings['output_fn'], zero_shot_test_accuracy=round(acc, 4), n_test=n,
+               kernel=dict(n=n_kernel, lambda_1=a.spectrum['lambda_1'], condition_number=a.spectrum['condition_number'],
+                           n_clipped=a.spectrum['n_clipped'], beta=fit.beta, beta_ci95=fit.ci95, r2=fit.r2,
+                           sigma_hat=a.noise['sigma_hat'], step_size=a.step_size, stops=a.stops),
                seconds=round(time.time() - t0, 1))
-    out(f"model   {model} ({res['architecture']}): {params['all']/1e6:.1f}M parameters, attention {params['attention']/1e6:.1f}M, mlp {params['mlp']/1e6:.1f}M")
+    out(f"model   {model} ({res['architecture']}): attention {a.settings['n_params']/1e6:.1f}M parameters")
     out(f"task    {task}: {info.description}; splits {sizes}; labels {info.label_names} -> words {info.label_words}")
-    out(f"output  {fn.name}; zero-shot test accuracy of f_PT on {n} balanced test examples: {acc:.3f}")
+    out(f"output  {res['output_fn']}; zero-shot test accuracy of f_PT on {n} balanced test examples: {acc:.3f}")
     kk = res['kernel']
     out(f"kernel  attention eNTK on {n_kernel} train examples: λ_1={kk['lambda_1']:.3g}, β={kk['beta']:.3f} "
-        f"(95% CI {kk['beta_ci95'][0]:.3f}..{kk['beta_ci95'][1]:.3f}, R²={kk['r2']:.3f}), rate n^(-2β/(2β+1)) -> {kk['predicted_rate']:.3g} at n={n_kernel}")
-    out(f"stop    σ̂={kk['sigma_hat']:.3f}; Cp stops kernel GD (α={kk['step_size']:.3g}) after {kk['cp_stop_step']} steps")
+        f"(95% CI {kk['beta_ci95'][0]:.3f}..{kk['beta_ci95'][1]:.3f}, R²={kk['r2']:.3f})")
+    out(f"stop    σ̂={kk['sigma_hat']:.3f}; kernel GD (α={kk['step_size']:.3g}) stops after {kk['stops']} steps")
     out(f"time    {res['seconds']} s")
     return res
 
@@ -72,6 +57,7 @@ def main(argv: list[str] | None = None):
         if a.cmd == 'compare':
             from ntk_finetune.compare import compare
             from ntk_finetune.core import save_json
+            from ntk_finetune.models import load_model
             m, tok = load_model(a.model)
             res = compare(m, tok, a.task, a.n_train, a.n_val, a.n_test, a.max_length, a.steps, a.lr, a.params, seed=a.seed, model_name=a.model)
             print(f"linearization R² {res['linearization_r2']:.3f}; predicted stops {res['predicted_stop_step']}; "

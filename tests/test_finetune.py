@@ -2,7 +2,7 @@ import json, math, subprocess, sys
 from pathlib import Path
 import pytest, torch
 from ntk_finetune.finetune import FinetuneConfig, TaskData, History, finetune, prepare_task, LinearizedModel, targets
-from ntk_finetune.compare import compare, predicted_stops, SpectralEarlyStoppingCallback
+from ntk_finetune.compare import compare, SpectralEarlyStoppingCallback
 from ntk_finetune.models import tiny_model, LabelWordMargin, HeadOutput, load_model, tokenize, make_output_fn
 from ntk_finetune.entk import empirical_ntk
 from ntk_finetune.dynamics import kernel_gd
@@ -88,7 +88,7 @@ def test_callback_real_trainer_smollm2(tmp_path):
     tr_ds = load_task('rt-sentiment', 'train', n=16, seed=0); b = tokenize(tok, tr_ds['text'], 32)
     ds = Dataset.from_dict({'input_ids': b['input_ids'].tolist(), 'attention_mask': b['attention_mask'].tolist(), 'labels': tr_ds['label']})
     cb = SpectralEarlyStoppingCallback(b, tr_ds['label'], HeadOutput(), 'attention', rule='cp')
-    args = TrainingArguments(output_dir=str(tmp_path), max_steps=12, per_device_train_batch_size=16, learning_rate=1.0, optim='sgd',
+    args = TrainingArguments(output_dir=str(tmp_path), max_steps=12, per_device_train_batch_size=16, learning_rate=0.005, optim='sgd',
                              lr_scheduler_type='constant', report_to=[], save_strategy='no', logging_steps=1000, use_cpu=True, disable_tqdm=True)
     trainer = Trainer(model=m, args=args, train_dataset=ds, callbacks=[cb]); trainer.train()
     assert cb.result['rule'] == 'cp' and cb.result['sigma_hat'] > 0
@@ -105,3 +105,28 @@ def test_callback_default_output_fn_is_the_head():
     class S: log_history = []
     cb.on_train_begin(A(), S(), None, model=tiny_model('llama', kind='classification'))
     assert cb.stop_step >= 1 and cb.result['rule'] == 'cp'
+
+def test_compare_validates_before_the_kernel(monkeypatch):
+    """Bad step counts and a diverging learning rate are refused before any fine-tuning."""
+    import ntk_finetune.compare as C
+    called = []
+    monkeypatch.setattr(C, 'finetune', lambda *a, **k: called.append(1))
+    m = tiny_model('gpt2', dtype=torch.float64)
+    with pytest.raises(ValueError, match='steps must be'): compare(m, None, 'toy', steps=0, data=toy(), output_fn=tiny_output_fn())
+    with pytest.raises(ValueError, match='diverges'): compare(m, None, 'toy', steps=3, lr=1e6, data=toy(), output_fn=tiny_output_fn())
+    with pytest.raises(ValueError, match='n_train must be'): compare(m, None, 'rt-sentiment', n_train=3, steps=3)
+    assert not called
+
+def test_finetune_reports_divergence():
+    """A learning rate far too large is reported as diverged, not completed."""
+    from ntk_finetune.finetune import FinetuneConfig, finetune
+    h = finetune(tiny_model('gpt2', dtype=torch.float64), toy(), tiny_output_fn(), FinetuneConfig(params='all', lr=50.0, steps=30), progress=False)
+    assert h.stopped.startswith('diverged'), h.stopped
+
+def test_callback_warns_for_adam():
+    from ntk_finetune import compare as C
+    cb = C.SpectralEarlyStoppingCallback(toy().train, toy().y_train, rule='cp')
+    class A: per_device_train_batch_size, gradient_accumulation_steps, learning_rate, optim = 16, 1, 0.05, 'adamw_torch'
+    class S: log_history = []
+    with pytest.warns(UserWarning, match='heuristic'):
+        cb.on_train_begin(A(), S(), None, model=tiny_model('llama', kind='classification'))

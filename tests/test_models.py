@@ -89,3 +89,105 @@ def test_interrupted_conversion_leaves_nothing(tmp_path, monkeypatch):
     assert r.returncode == 3
     out = tmp_path/'models'/'smollm2-135m-instruct'
     assert not out.exists()                                   # only a hidden temporary folder may remain
+
+# ---- canonical prompts, padding, architectures, hygiene
+from ntk_finetune.data import list_tasks
+from ntk_finetune.models import TINY_ARCHS, ENCODERS, is_causal_lm, LabelWordMargin, HeadOutput, check_inputs
+from ntk_finetune.core import as_batch
+
+@pytest.fixture(scope='module')
+def tokenizers():
+    from transformers import AutoTokenizer
+    from ntk_finetune.models import resolve_model
+    return {m: AutoTokenizer.from_pretrained(resolve_model(m)) for m in ('smollm2-135m', 'minilm-l6')}
+
+@pytest.mark.parametrize('model', ['smollm2-135m', 'minilm-l6'])
+@pytest.mark.parametrize('task', list_tasks())
+def test_tokenize_is_canonical_for_every_task_and_model(tokenizers, model, task):
+    """tokenize == tokenizer(template.format(text=t)) token for token when nothing is cut; when the prompt is too long,
+    only the text is shortened and the result is the canonical encoding of the shortened prompt."""
+    tok = tokenizers[model]; info = task_info(task)
+    texts = load_task(task, 'train', n=6, seed=1)['text']
+    b = tokenize(tok, texts, 512, info.template)
+    for i, t in enumerate(texts):
+        want = tok(info.template.format(text=t))['input_ids']
+        if len(want) <= 512: assert b['input_ids'][i, :len(want)].tolist() == want and b['attention_mask'][i].sum() == len(want)
+    short = tokenize(tok, texts, 24, info.template)
+    pre, post = info.template.split('{text}')
+    for i, t in enumerate(texts):
+        ids = short['input_ids'][i, :int(short['attention_mask'][i].sum())].tolist()
+        assert len(ids) <= 24
+        cuts = [0] + sorted({e for _, e in tok(t, add_special_tokens=False, return_offsets_mapping=True)['offset_mapping']})
+        enc = [tok(pre + t[:c] + post)['input_ids'] for c in cuts]
+        hit = [k for k, e in enumerate(enc) if e == ids]
+        assert hit, 'not the canonical encoding of any shortened prompt'
+        assert hit[-1] == len(cuts) - 1 or len(enc[hit[-1] + 1]) > 24      # and the longest one that fits
+
+def test_left_and_right_padding_give_the_same_outputs(smollm2):
+    model, tok = smollm2; info = task_info('rt-sentiment'); fn = make_output_fn(model, tok, info)
+    texts = load_task('rt-sentiment', 'test', n=4, seed=0)['text']
+    with torch.no_grad():
+        r = fn(model, tokenize(tok, texts, 48, info.template))
+        l = fn(model, tokenize(tok, texts, 48, info.template, padding_side='left'))
+        enc = tok([info.template.format(text=t) for t in texts], padding=True, return_tensors='pt', padding_side='left')
+        be = fn(model, enc)                                            # a BatchEncoding from the user's own call
+    torch.testing.assert_close(l, r, rtol=1e-4, atol=1e-4); torch.testing.assert_close(be, r, rtol=1e-4, atol=1e-4)
+
+@pytest.mark.parametrize('arch', TINY_ARCHS)
+def test_architecture_matrix(arch):
+    """Every architecture: attention found structurally, the natural output, and the kernel equals the reference."""
+    from ntk_finetune.entk import empirical_ntk
+    kind = 'classification' if arch in ENCODERS else 'lm'
+    m = tiny_model(arch, kind=kind, dtype=torch.float64, seed=3)
+    sel = select_params(m, 'attention')
+    assert sel and not any('norm' in n.lower() for n in sel)
+    fn = tiny_output_fn() if kind == 'lm' else make_output_fn(m, None)
+    assert is_causal_lm(m) == (kind == 'lm') and isinstance(fn, LabelWordMargin if kind == 'lm' else HeadOutput)
+    b = {'input_ids': torch.randint(1, 128, (4, 7), generator=torch.Generator().manual_seed(0))}
+    b['attention_mask'] = torch.ones_like(b['input_ids']); b['attention_mask'][1, 5:] = 0
+    G = empirical_ntk(m, b, fn, 'attention', progress=False)
+    R = empirical_ntk(m, b, fn, 'attention', method='reference', progress=False)
+    assert float((G - R).abs().max()) <= 1e-8 * float(R.abs().max())
+
+def test_gpt2_lm_head_gets_label_words_and_base_model_is_refused():
+    m = tiny_model('gpt2')
+    assert type(m).__name__ == 'GPT2LMHeadModel' and is_causal_lm(m)
+    with pytest.raises(ValueError, match='neither an LM head'): make_output_fn(tiny_model('gpt2', kind='base'), None, 'rt-sentiment')
+    with pytest.raises(ValueError, match='needs label words'): make_output_fn(m, None)
+
+def test_partial_attention_warns():
+    """T5's relative position bias lives in its attention module but is no linear layer: the selection says so."""
+    import transformers
+    t5 = transformers.T5ForSequenceClassification(transformers.T5Config(d_model=32, num_layers=2, num_heads=4, d_ff=64, vocab_size=128, d_kv=8))
+    with pytest.warns(UserWarning, match='relative_attention_bias'): sel = select_params(t5, 'attention')
+    assert all(n.endswith(('q.weight', 'k.weight', 'v.weight', 'o.weight')) for n in sel)
+
+def test_load_model_passes_kwargs_and_keeps_remote_code_off(tmp_path, monkeypatch):
+    m = tiny_model('gpt2'); m.save_pretrained(tmp_path)
+    from transformers import AutoTokenizer
+    tok_dir = tmp_path
+    import ntk_finetune.models as M
+    seen = {}
+    orig = M.AutoModelForCausalLM.from_pretrained
+    def spy(path, **kw): seen.update(kw); return orig(path, **kw)
+    monkeypatch.setattr(M.AutoModelForCausalLM, 'from_pretrained', spy)
+    monkeypatch.setattr(M.AutoTokenizer, 'from_pretrained', lambda *a, **k: type('T', (), {'pad_token': 'x', 'padding_side': 'right', 'pad_token_id': 0, 'eos_token': 'x'})())
+    lm, _ = load_model(str(tmp_path), device='cpu', low_cpu_mem_usage=True)
+    assert seen.get('low_cpu_mem_usage') is True and 'trust_remote_code' not in seen
+
+def test_no_global_side_effects(smollm2):
+    import transformers
+    model, tok = smollm2
+    state, level = torch.random.get_rng_state(), transformers.logging.get_verbosity()
+    reinit_model(tiny_model('llama'), seed=5); tiny_model('gpt2', seed=9)
+    assert torch.equal(torch.random.get_rng_state(), state) and transformers.logging.get_verbosity() == level
+    class NoPad:                                                        # a tokenizer without a pad token is not mutated
+        pad_token = pad_token_id = None; eos_token_id = 7; unk_token_id = None
+        def __call__(self, texts, **kw): return {'input_ids': [[5] * (len(t) % 4 + 1) for t in texts]}
+    t = NoPad(); b = tokenize(t, ['ab', 'abcd'], 8)
+    assert t.pad_token is None and b['input_ids'][1, -1] == 7          # padded with eos
+
+def test_check_inputs_errors():
+    m = tiny_model('gpt2')
+    with pytest.raises(ValueError, match='outside the vocabulary'): check_inputs(m, {'input_ids': torch.full((1, 3), 128)})
+    with pytest.raises(ValueError, match='64 positions'): check_inputs(m, {'input_ids': torch.ones(1, 65, dtype=torch.long)})

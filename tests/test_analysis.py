@@ -1,0 +1,117 @@
+import math, warnings
+import numpy as np, pytest, torch, datasets
+from ntk_finetune import analyze, Analysis
+from ntk_finetune.analysis import RULES, analyze_sample, make_sample, stopping_steps
+from ntk_finetune.data import load_task
+from ntk_finetune.models import tiny_model, tiny_output_fn, load_model
+
+def test_top_level_names():
+    import ntk_finetune as nf
+    for k in ('analyze', 'Analysis', 'load_model', 'load_task', 'empirical_ntk', 'tokenize', 'finetune'):
+        assert callable(getattr(nf, k)), k
+
+def test_minilm_loaded_with_head(minilm):
+    """An encoder with a new head (setting 2), passed as a loaded (model, tokenizer)."""
+    model, tok = minilm
+    a = analyze((model, tok), 'sms-spam', n=8, n_test=4, max_length=24, progress=False)
+    assert a.settings['head'] == 'new' and a.G.shape == (8, 8) and a.settings['output_fn'] == 'head_scalar'
+    assert set(a.stops) == set(RULES)
+
+def test_schedule_matches_the_stop():
+    g = torch.Generator().manual_seed(1); tb = {'input_ids': torch.randint(1, 128, (16, 6), generator=g)}
+    y = torch.arange(16) % 2
+    m = tiny_model('llama', kind='classification', dtype=torch.float64)
+    a = analyze((m, None), tb, labels=y, lr=0.01, batch_size=4, progress=False)
+    for r, t in a.stops.items():
+        s = a.schedule[r]
+        assert s['optimizer_steps'] == math.ceil(a.step_size * t / 0.01) and s['epochs'] == s['optimizer_steps'] * 4 / 16
+
+@pytest.mark.parametrize('bad, match', [
+    (dict(text_column='body'), "column 'body' is not in the dataset"),
+    (dict(label_words=(' bad', ' forsale')), "' forsale' is not"),
+    (dict(n=200), 'fewer than n \\+ n_test'),
+    (dict(n=3), 'n must be an integer >= 4'),
+    (dict(head='other'), 'head must be one of'),
+    (dict(multiclass='all'), "multiclass must be 'joint' or 'ovr'"),
+    (dict(params=r'^nothing$'), 'selects no parameters'),
+])
+def test_bad_input_one_line_before_the_kernel(smollm2, bad, match, monkeypatch):
+    import ntk_finetune.analysis as A
+    monkeypatch.setattr(A, 'train_test_ntk', lambda *a, **k: pytest.fail('the kernel was computed'))
+    rt = load_task('rt-sentiment', 'train', n=40, seed=3)
+    ds = datasets.Dataset.from_dict({'review': rt['text'], 'stars': ['good' if l else 'bad' for l in rt['label']]})
+    kw = dict(text_column='review', label_column='stars', label_words=(' bad', ' good'), n=8, n_test=8, progress=False)
+    with pytest.raises(ValueError, match=match) as e: analyze(smollm2, ds, **{**kw, **bad})
+    assert '\n' not in str(e.value)
+
+def test_regression_with_label_words_and_base_model_are_refused(monkeypatch):
+    g = torch.Generator().manual_seed(0); tb = {'input_ids': torch.randint(1, 128, (8, 5), generator=g)}
+    with pytest.raises(ValueError, match='regression target cannot use label-word'):
+        analyze((tiny_model('llama'), None), tb, labels=torch.linspace(0, 1, 8), progress=False)
+    with pytest.raises(ValueError, match='neither an LM head'):
+        analyze((tiny_model('llama', kind='base'), None), tb, labels=torch.arange(8) % 2, progress=False)
+
+def test_long_prompts_are_capped_at_the_positions():
+    """A max_length beyond the model's positions is capped (GPT-2 tiny: 64), with a warning."""
+    class Tok:
+        pad_token_id = 0
+        def __call__(self, texts, **kw):
+            enc = lambda t: [1 + (len(w) % 100) for w in t.split()]
+            return {'input_ids': enc(texts) if isinstance(texts, str) else [enc(t) for t in texts]}
+    ds = datasets.Dataset.from_dict({'text': [' '.join(['word'] * (100 + i)) for i in range(12)], 'label': [i % 2 for i in range(12)]})
+    clf = tiny_model('gpt2', kind='classification')
+    with pytest.warns(UserWarning, match='exceeds the model.s 64 positions'):
+        a = analyze((clf, Tok()), ds, n=6, n_test=4, max_length=512, progress=False)
+    assert a.settings['T'] <= 64
+
+def test_multiclass_joint_equals_contrasts_of_the_multi_output_kernel():
+    from ntk_finetune.entk import empirical_ntk
+    from ntk_finetune.models import HeadOutput
+    from ntk_finetune.analysis import helmert
+    m = tiny_model('gpt2', kind='classification', dtype=torch.float64); m.score = torch.nn.Linear(32, 4, bias=False).double()
+    tb = {'input_ids': torch.randint(1, 128, (8, 5), generator=torch.Generator().manual_seed(2))}
+    a = analyze((m, None), tb, labels=torch.arange(8) % 4, progress=False)
+    G4 = empirical_ntk(m, tb, HeadOutput(multi=True), 'attention', progress=False)        # (8, 8, 4, 4)
+    Q = helmert(4); J = torch.einsum('ao,ijop,bp->iajb', Q, G4, Q).reshape(24, 24)
+    torch.testing.assert_close(a.G, J)
+    assert a.curves['train_accuracy'][0] == float(((a.f0.reshape(8, 3) @ Q).argmax(1) == a.labels).double().mean())
+
+def test_analysis_load_errors(tmp_path):
+    with pytest.raises(ValueError, match='holds no analysis'): Analysis.load(tmp_path)
+    (tmp_path / 'analysis.json').write_text('{"trunc'); (tmp_path / 'analysis.safetensors').write_bytes(b'x')
+    with pytest.raises(ValueError, match='unreadable'): Analysis.load(tmp_path)
+
+# ---- GPU (run by `make gpu-check` on a machine with CUDA)
+gpu = pytest.mark.gpu
+
+@gpu
+def test_gpu_analyze_and_demo():
+    a = analyze('smollm2-135m', 'rt-sentiment', n=16, n_test=16, max_length=32, device='cuda', progress=False)
+    assert a.settings['device'].startswith('cuda') and set(a.stops) == set(RULES)
+    from ntk_finetune.cli import demo
+    assert demo(n=8, n_kernel=8, max_length=32, out=lambda *_: None)['kernel']['lambda_1'] > 0
+
+@gpu
+def test_gpu_kernel_matches_float64_reference():
+    from ntk_finetune.entk import empirical_ntk
+    from ntk_finetune.models import make_output_fn, tokenize
+    from ntk_finetune.data import task_info
+    model, tok = load_model('smollm2-135m', device='cuda')
+    info = task_info('rt-sentiment'); b = tokenize(tok, load_task('rt-sentiment', 'train', n=8, seed=0)['text'], 32, info.template)
+    fn = make_output_fn(model, tok, info)
+    G = empirical_ntk(model, b, fn, 'attention', progress=False)
+    m64, _ = load_model('smollm2-135m', device='cuda', dtype=torch.float64)
+    R = empirical_ntk(m64, b, make_output_fn(m64, tok, info), 'attention', method='reference', progress=False)
+    assert float((G - R).abs().max()) <= 1e-5 * float(R.abs().max())
+    for ac in (torch.bfloat16, torch.float16):
+        H = empirical_ntk(model, b, fn, 'attention', autocast=ac, progress=False)
+        assert float((H - R).abs().max()) <= 5e-2 * float(R.abs().max())
+
+@gpu
+def test_gpu_finetune_two_steps():
+    from ntk_finetune.finetune import prepare_task, finetune, FinetuneConfig
+    from ntk_finetune.models import make_output_fn
+    model, tok = load_model('smollm2-135m', device='cuda')
+    d = prepare_task(tok, 'rt-sentiment', 8, 4, 4, 32)
+    h = finetune(model, d, make_output_fn(model, tok, 'rt-sentiment'), FinetuneConfig(steps=2, lr=1e-3), progress=False)
+    assert h.stopped == 'completed' and len(h.train_loss) == 3
