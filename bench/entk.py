@@ -1,142 +1,191 @@
-"""Benchmark of the empirical NTK engine against the torch.func Jacobian-contraction recipe and a lower bound.
+"""Benchmark of the empirical NTK engine against the torch.func tutorial recipe, a per-example loop and a lower bound.
 
-    python bench/entk.py                  # full run (~15 min on 2 CPU cores), rewrites BENCHMARKS.md
-    python bench/entk.py --quick          # n = 16 only, prints, does not touch BENCHMARKS.md
+    python bench/entk.py                  # CPU rows (n = 32 ... 2048; ~2 h on 2 cores), rewrites BENCHMARKS.md
+    python bench/entk.py --quick          # n = 16 only, prints, writes nothing
+    python bench/entk.py --gpu            # GPU rows on a GPT-Neo-1.3B-shaped model with random weights
 
-Each measurement runs in its own subprocess so that peak memory (ru_maxrss) is that method's alone. The lower bound is
-one batched forward+backward of the same examples for the same parameters (in the same example blocks as ours, since a
-single 512 x 64 batch does not fit in memory) plus the Gram's 2 n^2 P multiply-adds at the machine's measured float32
-matmul speed (best of 5). Baselines: 'recipe' is torch.func's Jacobian contraction (`jacrev` of the batch outputs
-through `functional_call`, then J Jᵀ in float32; `vmap` over examples fails inside transformers' mask code), 'loop' is
-one autograd call per example (our `method='reference'`) + a float64 Gram. The model is SmolLM2-135M-Instruct
-(embedded), parameters 'attention' (26.5M), task rt-sentiment.
+Each measurement runs in its own subprocess, one after another, so that time and peak memory (ru_maxrss) are that
+method's alone. Methods, all on the same examples and the same parameters:
+
+* recipe      the torch.func "Neural Tangent Kernels" tutorial as written: `vmap(jacrev(fnet_single), (None, 0))` over
+              examples through `functional_call` (eager attention), then its `empirical_ntk_jacobian_contraction`
+              (per-parameter einsum of the two Jacobians, summed), which computes the Jacobian of x1 and of x2.
+* recipe_J1   the same with the Jacobian computed once (x2 is x1): the recipe at its fastest.
+* loop        one autograd call per example and output (`empirical_ntk(method='reference')`) + a float64 Gram.
+* ours        `empirical_ntk(...)` with its default memory budget.
+* lower_bound one batched forward+backward of the same examples for the same parameters (blocks of 32, with weight
+              gradients), plus the symmetric Gram's n^2 P multiply-adds (2 n^2 P / 2 flops: only the upper half is
+              needed) at the machine's measured float32 matmul speed (best of 5).
+
+The CPU model is SmolLM2-135M-Instruct (embedded), parameters 'attention' (26.5M), rt-sentiment prompts padded to T.
 """
 import argparse, json, os, platform, resource, subprocess, sys, time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / 'bench' / 'results' / 'entk.json'
 
-def _setup(n, T):
+def _setup(n, T, gpu=False, eager=False):
     os.environ.setdefault('HF_HUB_OFFLINE', '1')
     import torch
-    from ntk_finetune.models import load_model, tokenize, make_output_fn, select_params
+    from ntk_finetune.models import load_model, tokenize, make_output_fn, select_params, tiny_output_fn
     from ntk_finetune.data import load_task, task_info
-    model, tok = load_model('smollm2-135m'); info = task_info('rt-sentiment')
-    texts = load_task('rt-sentiment', 'train', n=n, seed=0)['text']
-    b = tokenize(tok, texts, T, info.template)
-    if b['input_ids'].shape[1] < T:   # pad to exactly T so that T is what the table says
-        pad = T - b['input_ids'].shape[1]
+    if gpu:                                   # the paper's GPT-Neo-1.3B shape, random weights (no hub on the GPU machine)
+        import transformers
+        cfg = transformers.GPTNeoConfig(hidden_size=2048, num_layers=24, num_heads=16, max_position_embeddings=2048,
+                                        attention_types=[[['global', 'local'], 12]], vocab_size=50257)
+        model = transformers.GPTNeoForCausalLM(cfg).cuda().eval()
+        g = torch.Generator().manual_seed(0)
+        b = {'input_ids': torch.randint(0, 50257, (n, T), generator=g), 'attention_mask': torch.ones(n, T, dtype=torch.long)}
+        from ntk_finetune.models import LabelWordMargin
+        class Vocab:
+            def __call__(self, w, add_special_tokens=False): return {'input_ids': [hash(w) % 50257]}
+        fn = LabelWordMargin(Vocab(), [' negative', ' positive'])
+    else:
+        model, tok = load_model('smollm2-135m', attn_implementation='eager' if eager else None)
+        info = task_info('rt-sentiment')
+        b = tokenize(tok, load_task('rt-sentiment', 'train', n=n, seed=0)['text'], T, info.template)
+        pad = T - b['input_ids'].shape[1]              # pad to exactly T so that T is what the table says
         b = {'input_ids': torch.nn.functional.pad(b['input_ids'], (0, pad), value=tok.pad_token_id),
              'attention_mask': torch.nn.functional.pad(b['attention_mask'], (0, pad), value=0)}
-    fn = make_output_fn(model, tok, info)
+        fn = make_output_fn(model, tok, info)
     with torch.no_grad(): fn(model, {k: v[:1] for k, v in b.items()})   # warm-up
     return torch, model, b, fn, select_params(model, 'attention')
 
-def worker(method, n, T, out):
-    torch, model, b, fn, sel = _setup(n, T)
+def _recipe(torch, model, b, fn, sel, once):
+    "The torch.func tutorial's recipe, with our label-word output written as a single-example function."
+    from torch.func import functional_call, vmap, jacrev
+    from ntk_finetune.models import last_token_index
+    for p in model.parameters(): p.requires_grad_(False)
+    params = {k: v.detach() for k, v in sel.items()}
+    W = model.get_output_embeddings().weight[fn.word_ids].detach()
+    base = model.base_model; prefix = model.base_model_prefix + '.'
+    def fnet_single(params, ids, mask, last):
+        h = functional_call(base, {k[len(prefix):]: v for k, v in params.items()}, (),
+                            {'input_ids': ids[None], 'attention_mask': mask[None]}).last_hidden_state[0]
+        logits = h.index_select(0, last[None])[0] @ W.T
+        return logits[1] - logits[0]
+    def empirical_ntk_jacobian_contraction(fnet_single, params, x1, x2):     # as in the tutorial
+        jac1 = vmap(jacrev(fnet_single), (None, 0, 0, 0))(params, *x1)
+        jac1 = [j.flatten(1) for j in jac1.values()]
+        jac2 = jac1 if once else [j.flatten(1) for j in vmap(jacrev(fnet_single), (None, 0, 0, 0))(params, *x2).values()]
+        return torch.stack([torch.einsum('Nf,Mf->NM', j1, j2) for j1, j2 in zip(jac1, jac2)]).sum(0)
+    x = (b['input_ids'], b['attention_mask'], last_token_index(b))
+    return empirical_ntk_jacobian_contraction(fnet_single, params, x, x)
+
+def worker(method, n, T, out, gpu):
+    torch, model, b, fn, sel = _setup(n, T, gpu, eager=method.startswith('recipe'))
+    sync = torch.cuda.synchronize if gpu else (lambda: None)
+    if gpu: torch.cuda.reset_peak_memory_stats()
     base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
-    t0 = time.perf_counter()
+    sync(); t0 = time.perf_counter(); G = None; res = {}
     if method == 'ours':
         from ntk_finetune.entk import empirical_ntk
-        G = empirical_ntk(model, b, fn, 'attention', memory_budget=6 << 30, progress=False)
-    elif method == 'loop':                                              # per-example autograd loop + Gram
+        G = empirical_ntk(model, b, fn, 'attention', progress=False)
+    elif method == 'loop':
         from ntk_finetune.entk import empirical_ntk
         G = empirical_ntk(model, b, fn, 'attention', method='reference', progress=False)
-    elif method == 'recipe':
-        from torch.func import functional_call, jacrev
-        for p in model.parameters(): p.requires_grad_(False)
-        class Wrap(torch.nn.Module):
-            def __init__(s, m): super().__init__(); s.model = m
-            def forward(s, batch): return fn(s.model, batch)
-        w = Wrap(model); params = {k: v.detach() for k, v in sel.items()}
-        J = jacrev(lambda p: functional_call(w, {'model.' + k: v for k, v in p.items()}, (b,)))(params)
-        Jf = torch.cat([J[k].reshape(n, -1) for k in params], 1); del J
-        G = (Jf @ Jf.T).double()                       # the recipe's own float32 contraction (timed)
-        sec_recipe = time.perf_counter() - t0
-        G64 = Jf.double() @ Jf.double().T              # its Jacobian contracted in float64, for the agreement (untimed)
-        torch.save(G64, out + '.64.pt')
+    elif method in ('recipe', 'recipe_J1'):
+        G = _recipe(torch, model, b, fn, sel, once=method == 'recipe_J1').double()
     elif method == 'lower_bound':
         for p in model.parameters(): p.requires_grad_(False)
         for p in sel.values(): p.requires_grad_(True)
-        blk = 32
-        for s in range(0, n, blk):
-            f = fn(model, {k: v[s:s + blk] for k, v in b.items()})
+        for s in range(0, n, 32):
+            f = fn(model, {k: v[s:s + 32] for k, v in b.items()})
             torch.autograd.grad(f.sum(), list(sel.values()))
-        t_fb = time.perf_counter() - t0
-        A = torch.randn(64, 1 << 20); ts = []
-        for _ in range(5): t1 = time.perf_counter(); A @ A.T; ts.append(time.perf_counter() - t1)
-        rate = 2 * 64 * 64 * (1 << 20) / min(ts)                       # best of 5: the machine's matmul speed
+        sync(); t_fb = time.perf_counter() - t0
+        A = torch.randn(64, 1 << 20, device='cuda' if gpu else 'cpu'); ts = []
+        for _ in range(5):
+            sync(); t1 = time.perf_counter(); A @ A.T; sync(); ts.append(time.perf_counter() - t1)
+        rate = 2 * 64 * 64 * (1 << 20) / min(ts)                    # best of 5: the machine's matmul speed
         P = sum(p.numel() for p in sel.values())
-        t_gram = 2 * n * n * P / rate
-        G = None
+        t_gram = n * n * P / rate                                   # symmetric: n^2 P flops, half of 2 n^2 P
         res = dict(seconds=t_fb + t_gram, fwd_bwd=t_fb, gram=t_gram, sgemm_gflops=rate / 1e9)
-    sec = sec_recipe if method == 'recipe' else time.perf_counter() - t0
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
-    if method != 'lower_bound': res = dict(seconds=sec)
-    res.update(method=method, n=n, T=T, peak_rss_gb=peak, model_rss_gb=base)
-    if G is not None: torch.save(G, out + '.pt')
+    sync()
+    if method != 'lower_bound': res = dict(seconds=time.perf_counter() - t0)
+    res.update(method=method, n=n, T=T, peak_rss_gb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
+               model_rss_gb=base)
+    if gpu: res['peak_gpu_gb'] = torch.cuda.max_memory_allocated() / 2**30
+    if G is not None: torch.save(G.cpu(), out + '.pt')
     Path(out).write_text(json.dumps(res))
 
-def run(method, n, T, tmp):
+def run(method, n, T, tmp, gpu=False):
     out = str(tmp / f'{method}_{n}_{T}.json')
-    r = subprocess.run([sys.executable, __file__, '--worker', method, str(n), str(T), out], capture_output=True, text=True)
+    r = subprocess.run([sys.executable, __file__, '--worker', method, str(n), str(T), out, str(int(gpu))],
+                       capture_output=True, text=True)
     if r.returncode != 0:
         tail = (r.stderr or r.stdout).strip().splitlines()[-1:] or ['killed']
         return dict(method=method, n=n, T=T, error=f"exit {r.returncode}: {tail[0][:160]}")
     return json.loads(Path(out).read_text())
 
-def machine():
+def machine(gpu=False):
     import torch
     cpu = next((l.split(':', 1)[1].strip() for l in open('/proc/cpuinfo') if l.startswith('model name')), platform.processor())
-    return f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__} ({torch.get_num_threads()} threads), Python {platform.python_version()}"
+    dev = f"{torch.cuda.get_device_name(0)}, " if gpu and torch.cuda.is_available() else ''
+    return f"{dev}{cpu}, {os.cpu_count()} cores, torch {torch.__version__} ({torch.get_num_threads()} threads), Python {platform.python_version()}"
+
+def markdown(res: dict) -> str:
+    "The BENCHMARKS.md section for one results file."
+    L = [f"Command: `{res['command']}` (from the repository root, in the project venv).  ",
+         f"Machine: {res['machine']}.  ", f"Date: {res['date']}.", "",
+         "Lower bound = one batched forward+backward of the same examples for the same parameters (with weight gradients) "
+         "+ the symmetric Gram's n²P flops at the measured float32 matmul speed. recipe = the torch.func NTK tutorial "
+         "(per-example `vmap(jacrev)`, eager attention, per-parameter contraction; it computes the Jacobian of x1 and of "
+         "x2); recipe_J1 = the same with the Jacobian computed once. loop = one autograd call per example + float64 Gram. "
+         "Peak = process peak RSS, model included. Agreement: max |G − G_ref| / max |G_ref| against the per-example loop "
+         "(float64 Gram).", "",
+         "| n × T | method | seconds | × lower bound | × ours | peak RSS GB | agreement |", "|---|---|---|---|---|---|---|"]
+    for r in res['rows']:
+        if 'error' in r: L.append(f"| {r['n']} × {r['T']} | {r['method']} | failed: {r['error']} | | | | |"); continue
+        f = lambda k, fmt: format(r[k], fmt) if r.get(k) is not None else ''
+        extra = (f" (fwd+bwd {r['fwd_bwd']:.1f} + Gram {r['gram']:.1f} at {r['sgemm_gflops']:.0f} GFLOP/s)"
+                 if r['method'] == 'lower_bound' else '')
+        L.append(f"| {r['n']} × {r['T']} | {r['method']} | {r['seconds']:.1f}{extra} | {f('x_lower_bound', '.2f')} | "
+                 f"{f('x_ours', '.2f')} | {r['peak_rss_gb']:.2f} | {f('agreement', '.1e')} |")
+    return '\n'.join(L)
+
+def write_benchmarks(res, title):
+    out = ROOT / 'BENCHMARKS.md'; old = out.read_text() if out.exists() else '# Benchmarks\n'
+    head, *secs = old.split('\n## ')
+    secs = [s for s in secs if not s.startswith(title)] + [f"{title}\n\n{markdown(res)}\n"]
+    order = lambda s: (0 if s.startswith('Empirical NTK') else 1, s)
+    text = head.rstrip('\n') + '\n\n' + '\n'.join('## ' + s.rstrip('\n') + '\n' for s in sorted(secs, key=order))
+    tmpf = out.with_suffix('.tmp'); tmpf.write_text(text); os.replace(tmpf, out)
 
 if __name__ == '__main__':
     if len(sys.argv) > 1 and sys.argv[1] == '--worker':
-        worker(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), sys.argv[5]); sys.exit(0)
-    ap = argparse.ArgumentParser(); ap.add_argument('--quick', action='store_true'); a = ap.parse_args()
+        worker(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), sys.argv[5], sys.argv[6] == '1'); sys.exit(0)
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument('--quick', action='store_true', help='n = 16 only; print, write nothing')
+    ap.add_argument('--gpu', action='store_true', help='GPU rows on a GPT-Neo-1.3B-shaped random model')
+    ap.add_argument('--max-n', type=int, default=2048, help='largest n of the CPU rows')
+    ap.add_argument('--quick-n', type=int, default=16, help='n of the --quick row')
+    a = ap.parse_args()
     import tempfile, torch
     tmp = Path(tempfile.mkdtemp())
-    cases = [(16, 32, ['ours', 'loop', 'recipe', 'lower_bound'])] if a.quick else \
-            [(32, 32, ['ours', 'loop', 'recipe', 'lower_bound']), (128, 64, ['ours', 'lower_bound']),
-             (256, 64, ['ours', 'lower_bound']), (512, 64, ['ours', 'lower_bound'])]
+    small = ['ours', 'loop', 'recipe', 'recipe_J1', 'lower_bound']
+    if a.quick: cases = [(a.quick_n, 32, small)]
+    elif a.gpu: cases = [(100, 128, ['ours', 'lower_bound']), (1000, 128, ['ours', 'lower_bound'])]
+    else: cases = [(32, 32, small)] + [(n, 64, ['ours', 'lower_bound']) for n in (128, 256, 512, 1024, 2048) if n <= a.max_n]
     rows = []
     for n, T, methods in cases:
-        res = {m: run(m, n, T, tmp) for m in methods}
-        agree = None
-        if 'recipe' in res and 'error' not in res['recipe'] and 'error' not in res['ours']:
-            G, R, R64 = (torch.load(tmp / f) for f in (f'ours_{n}_{T}.json.pt', f'recipe_{n}_{T}.json.pt', f'recipe_{n}_{T}.json.64.pt'))
-            agree = {'ours_vs_recipe_jacobian_fp64': float((G - R64).abs().max() / R64.abs().max()),
-                     'recipe_fp32_contraction_vs_fp64': float((R - R64).abs().max() / R64.abs().max())}
-        rows.append((n, T, res, agree)); print(json.dumps({'n': n, 'T': T, **res, 'agreement': agree}), flush=True)
-    if a.quick: sys.exit(0)
-    cmd = 'python bench/entk.py'
-    L = ["# Benchmarks", "", "Generated by `bench/entk.py`; do not edit by hand: rerun it.", "",
-         "## Empirical NTK: SmolLM2-135M, attention parameters (26.5M), rt-sentiment prompts", "",
-         f"Command: `{cmd}` (run from the repository root, inside the project venv).  ",
-         f"Machine: {machine()}.  ", f"Date: {time.strftime('%Y-%m-%d')}.", "",
-         "Lower bound = one batched forward+backward of the same examples for the same parameters (blocks of 32) + "
-         "the Gram's 2n²P flops at the measured float32 matmul speed (best of 5). 'recipe' = torch.func Jacobian "
-         "contraction (jacrev of the batch outputs via functional_call, J Jᵀ in float32); 'loop' = one autograd call "
-         "per example + float64 Gram (our method='reference'). Ours = `empirical_ntk(..., memory_budget=6 GiB)`. Peak = process peak RSS (ru_maxrss), model "
-         "included (≈ its size after load is given as 'model').", "",
-         "Agreement: max |G_ours − G_recipe| / max |G_recipe|, with the recipe's Jacobian contracted in float64; the "
-         "recipe's own float32 contraction over 26.5M columns is off by the amount in brackets.", "",
-         "| n | T | method | seconds | × lower bound | × recipe | peak RSS GB (model) | max rel. diff vs recipe |",
-         "|---|---|---|---|---|---|---|---|"]
-    for n, T, res, agree in rows:
-        lb = res.get('lower_bound', {}).get('seconds'); rc = res.get('recipe', {}).get('seconds')
-        agree_s = '' if agree is None else (f"{agree['ours_vs_recipe_jacobian_fp64']:.1e} "
-                                            f"(recipe fp32: {agree['recipe_fp32_contraction_vs_fp64']:.1e})")
+        res = {m: run(m, n, T, tmp, a.gpu) for m in methods}
+        ref = tmp / f'loop_{n}_{T}.json.pt'
         for m, r in res.items():
-            if 'error' in r: L.append(f"| {n} | {T} | {m} | failed: {r['error']} | | | | |"); continue
-            extra = (f" (fwd+bwd {r['fwd_bwd']:.1f} s + Gram {r['gram']:.1f} s at {r['sgemm_gflops']:.0f} GFLOP/s)"
-                     if m == 'lower_bound' else '')
-            x_lb = format(r['seconds'] / lb, '.2f') if lb else ''
-            x_rc = format(r['seconds'] / rc, '.2f') if rc else ''
-            L.append(f"| {n} | {T} | {m} | {r['seconds']:.1f}{extra} | {x_lb} | {x_rc} | "
-                     f"{r['peak_rss_gb']:.2f} ({r['model_rss_gb']:.2f}) | {agree_s if m == 'ours' else ''} |")
-    out = ROOT / 'BENCHMARKS.md'; old = out.read_text() if out.exists() else ''
-    marker = '\n## '
-    rest = ''.join(marker + s for s in old.split(marker)[1:] if not s.startswith('Empirical NTK'))
-    tmpf = out.with_suffix('.tmp'); tmpf.write_text('\n'.join(L) + '\n' + rest); os.replace(tmpf, out)
-    print(f"wrote {out}")
+            if 'error' in r: continue
+            if res.get('lower_bound', {}).get('seconds'): r['x_lower_bound'] = r['seconds'] / res['lower_bound']['seconds']
+            if res.get('ours', {}).get('seconds'): r['x_ours'] = r['seconds'] / res['ours']['seconds']
+            if ref.exists() and (tmp / f'{m}_{n}_{T}.json.pt').exists() and m != 'loop':
+                G, R = torch.load(tmp / f'{m}_{n}_{T}.json.pt'), torch.load(ref)
+                r['agreement'] = float((G - R).abs().max() / R.abs().max())
+            rows.append(r); print(json.dumps(r), flush=True)
+    if a.quick: sys.exit(0)
+    cmd = 'python bench/entk.py' + (' --gpu' if a.gpu else '')
+    res = {'command': cmd, 'machine': machine(a.gpu), 'date': time.strftime('%Y-%m-%d'), 'rows': rows}
+    target = RESULTS.with_name('entk_gpu.json') if a.gpu else RESULTS
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmpf = target.with_suffix('.tmp'); tmpf.write_text(json.dumps(res, indent=1)); os.replace(tmpf, target)
+    title = ('Empirical NTK on a GPU: GPT-Neo-1.3B shape (random weights), attention parameters' if a.gpu else
+             'Empirical NTK: SmolLM2-135M, attention parameters (26.5M), rt-sentiment prompts')
+    write_benchmarks(res, title)
+    print(f"wrote {target} and BENCHMARKS.md")

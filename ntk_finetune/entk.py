@@ -206,8 +206,8 @@ def _flat_T(x): return x.reshape(x.shape[0], -1, x.shape[-1])          # (b, T, 
 
 def _probe(model, batch, output_fn, sel, plan):
     """Run one example with hooks: layers that never run, or run more than once, go to the fallback; for the rest the
-    hook-built gradient Σ_t g_t a_tᵀ must equal autograd's parameter gradient (a weight also used outside its layer,
-    e.g. tied, is caught here). Returns the refined plan, the number of outputs O, the input slots and f(x_0)."""
+    hook-built gradient Σ_t g_t a_tᵀ must equal autograd's parameter gradient along a random direction (a weight also
+    used outside its layer, e.g. tied, is caught here). Returns the refined plan, the number of outputs O, the input slots and f(x_0)."""
     dev = model_device(model); hk = _Hooks(plan.modules)
     try: f = _outputs(output_fn, model, _slice(batch, 0, 1, dev), 0)
     finally: hk.remove()
@@ -219,6 +219,7 @@ def _probe(model, batch, output_fn, sel, plan):
     for t in plan.modules:
         if hk.calls.get(t[0], 0) != 1: fb.update({nm: sel[nm] for nm in t[3:] if nm})
     outs = [hk.outs[t[0]] for t in keep]; pnames = [nm for t in keep for nm in t[3:] if nm]
+    gen = torch.Generator().manual_seed(0)
     for o in range(f.shape[1] if keep else 0):
         gr = torch.autograd.grad(f[0, o], outs + [sel[k] for k in pnames], retain_graph=True, allow_unused=True)
         go, gp = gr[:len(outs)], dict(zip(pnames, gr[len(outs):]))
@@ -226,13 +227,17 @@ def _probe(model, batch, output_fn, sel, plan):
             g = _flat_T(torch.zeros_like(hk.outs[mn]) if g is None else g)[0].double()       # (T, d_out)
             a = _flat_T(hk.act(mn).detach())[0].double()                                      # (T, d_in)
             lin = kind == 'linear'
-            checks = ((wn, (g.T @ a) if lin else (a.T @ g), (g.abs().T @ a.abs()) if lin else (a.abs().T @ g.abs())),
-                      (bn, g.sum(0), g.abs().sum(0)))
-            for nm, built, mag in checks:
+            # compare the hook-built gradient with autograd's along a random direction u (cheap: O(T·d) per layer)
+            u = torch.randn(a.shape[1] if lin else g.shape[1], generator=gen, dtype=torch.float64).to(a.device)
+            built_u = g.T @ (a @ u) if lin else a.T @ (g @ u)
+            mag_u = g.abs().T @ (a.abs() @ u.abs()) if lin else a.abs().T @ (g.abs() @ u.abs())
+            for nm, built, mag, is_w in ((wn, built_u, mag_u, True), (bn, g.sum(0), g.abs().sum(0), False)):
                 if nm is None: continue
-                ref = torch.zeros_like(built) if gp[nm] is None else gp[nm].double().reshape(built.shape)
+                if gp[nm] is None: ref = torch.zeros_like(built)
+                elif is_w: ref = gp[nm].double().reshape(-1, u.numel()) @ u      # the weight gradient along u
+                else: ref = gp[nm].double().reshape(-1)
                 # scale Σ|terms|: exact cancellations (a key bias has zero gradient under softmax) are not flagged
-                tol = 1e-9 if g.dtype == torch.float64 and sel[nm].dtype == torch.float64 else 1e-4
+                tol = 1e-9 if sel[nm].dtype == torch.float64 else 1e-4
                 if float((built - ref).abs().max()) > tol * (float(mag.max()) + 1e-30):
                     raise ValueError(f"parameter {nm!r} gets gradient from outside its layer {mn!r} (a tied or reused "
                                      f"weight); use method='reference' or exclude it")
@@ -289,8 +294,8 @@ _COLS = 4096                                   # float32 Gram products run over 
 _FB_COLS = 1 << 16                             # fallback rows (float64) are stored and multiplied in blocks of this many
 
 def _tiles(n, sym):
-    "Example tiles [(s, e)] for the Gram: about n/8 examples (at least 64) per tile when symmetry is exploited."
-    size = max(64, -(-n // 8)) if sym else max(64, n)
+    "Example tiles [(s, e)] for the Gram: about n/8 examples (at least 128) per tile when symmetry is exploited."
+    size = max(128, -(-n // 8)) if sym else max(128, n)
     return [(s, min(n, s + size)) for s in range(0, n, size)]
 
 def _tile_pairs(t1, t2, sym):
@@ -346,27 +351,31 @@ def _layer_gram(c1, c2, mod, acc, budget, wd, dev):
     if wn is None: return
     k = max(1, _COLS // d_in); group = min(d_out, k * max(1, _GROUP_COLS // (k * d_in)))
     itemsize = 8 if wd == torch.float64 else 4
-    offs = [0, c1.n * O]                                            # row offsets of each batch's tiles in `buf`
-    keep_J = (offs[-1] + (caps[-1].n * O if c2 is not None else 0)) * group * d_in * itemsize <= 0.25 * budget
-    buf = torch.empty(offs[-1] + (caps[-1].n * O if c2 is not None else 0), group * d_in, dtype=wd, device=dev) \
-        if keep_J else None                                         # one allocation per layer, reused by every group
+    keep_J = sum(c.n for c in caps) * O * group * d_in * itemsize <= 0.25 * budget
+    _trim()
     for r0 in range(0, d_out, group):
-        r1 = min(d_out, r0 + group); have = set(); w = (r1 - r0) * d_in
-        _trim()
+        r1 = min(d_out, r0 + group); Js = {}
         def J(ci, ti):
-            s, e = tl[ci][ti]; rows = slice(offs[ci] + s * O, offs[ci] + e * O)
-            if (ci, ti) in have: return buf[rows, :w]
+            if (ci, ti) in Js: return Js[(ci, ti)]
             a, g = tile(ci, ti, (r0, r1))
             out = _weight_rows(a, g, r0, r1) if resident else _weight_rows(a, g, 0, r1 - r0)
-            if not keep_J: _trim(); return out
-            buf[rows, :w] = out; have.add((ci, ti))
-            return buf[rows, :w]
+            if keep_J: Js[(ci, ti)] = out
+            return out
         for i, j in acc.pairs:
-            Ji, Jj = J(0, i), J(ci2, j)
-            rows, cols_ = acc.rows(acc.t1, i), acc.rows(acc.t2, j)
-            for q0 in range(0, r1 - r0, k):                          # fixed column blocks: k whole output features
-                cs = slice(q0 * d_in, min(r1 - r0, q0 + k) * d_in)
-                acc.G[rows, cols_] += (Ji[:, cs] @ Jj[:, cs].T).double()
+            Ji = J(0, i); Jj = Ji if (ci2, j) == (0, i) else J(ci2, j)
+            acc.G[acc.rows(acc.t1, i), acc.rows(acc.t2, j)] += _blocked_product(Ji, Jj, r1 - r0, k, d_in)
+            if not keep_J: _trim()
+
+def _blocked_product(Ji, Jj, r, k, d_in):
+    "Σ over column blocks of k whole output features of Ji[:, blk] Jj[:, blk]ᵀ: float32 (or float64) products, float64 sum."
+    nb, rem = divmod(r, k)
+    out = torch.zeros(Ji.shape[0], Jj.shape[0], dtype=torch.float64, device=Ji.device)
+    if nb:                                                          # all whole blocks in one batched matmul
+        A = Ji[:, :nb * k * d_in].reshape(Ji.shape[0], nb, k * d_in).transpose(0, 1)     # (nb, Ni, k*d_in)
+        B = Jj[:, :nb * k * d_in].reshape(Jj.shape[0], nb, k * d_in).transpose(0, 1)     # (nb, Nj, k*d_in)
+        out += torch.bmm(A, B.transpose(1, 2)).double().sum(0)
+    if rem: out += (Ji[:, nb * k * d_in:] @ Jj[:, nb * k * d_in:].T).double()
+    return out
 
 def _fallback_gram(c1, c2, acc, budget, dev):
     "Add the fallback parameters' explicit per-example gradients (float64) to `acc`, one fixed column block at a time."
