@@ -24,7 +24,7 @@ from .early_stopping import (rwy_stopping_time, cp_stopping_time, discrepancy_st
 
 # %% auto #0
 __all__ = ['HEADS', 'RULES', 'targets', 'helmert', 'contrasts', 'contrast_kernel', 'Sample', 'make_sample', 'resolve_model',
-           'sample_output_fn', 'Analysis', 'analyze_sample', 'stopping_steps', 'analyze']
+           'sample_output_fn', 'Analysis', 'analyze_sample', 'stopping_steps', 'analyze', 'prepare']
 
 # %% ../nbs/07_analysis.ipynb #a1000007
 def targets(y: torch.Tensor) -> torch.Tensor:
@@ -426,12 +426,23 @@ def analyze(model='smollm2-135m',          # embedded name, paper preset, hub id
             progress: bool = True,
             **kernel_kw):                  # passed to the kernel engine: memory_budget, cache_dir, autocast, ...
     "My model and my labelled data → kernel, decay, σ̂, each rule's stopping step in optimizer steps and epochs, curves."
-    if head not in HEADS: raise ValueError(f"head must be one of {', '.join(HEADS)}, got {head!r}")
-    if multiclass not in ('joint', 'ovr'): raise ValueError(f"multiclass must be 'joint' or 'ovr', got {multiclass!r}")
     bad = [r for r in rules if r not in RULES]
     if bad: raise ValueError(f"unknown rule {bad[0]!r}; use {', '.join(RULES)}")
+    if multiclass not in ('joint', 'ovr'): raise ValueError(f"multiclass must be 'joint' or 'ovr', got {multiclass!r}")
+    m, tok, sample, fn, settings = prepare(model, data, n=n, n_test=n_test, max_length=max_length, head=head,
+                                           text_column=text_column, label_column=label_column, template=template,
+                                           label_words=label_words, labels=labels, test_data=test_data,
+                                           test_labels=test_labels, kind=kind, device=device, dtype=dtype, seed=seed)
+    return analyze_sample(m, tok, sample, fn, params, multiclass=multiclass, step_size=step_size, rules=rules, lr=lr,
+                          batch_size=batch_size, horizon=horizon, settings=settings, progress=progress, **kernel_kw)
+
+def prepare(model, data, *, n=64, n_test=64, max_length=64, head='auto', text_column='text', label_column='label',
+            template=None, label_words=None, labels=None, test_data=None, test_labels=None, kind=None, device='auto',
+            dtype=torch.float32, seed=0):
+    "(model, tokenizer, Sample, output function, settings): everything `analyze` resolves before the kernel."
+    if head not in HEADS: raise ValueError(f"head must be one of {', '.join(HEADS)}, got {head!r}")
     if isinstance(data, str): task_info(data)                              # unknown task names fail before loading
-    pre = _data_kind(data, label_column, labels, kind)
+    pre = _data_kind(data, label_column, labels, kind, text_column)
     m, tok, use = resolve_model(model, pre[0], pre[1], head, device, dtype, seed)
     P = max_positions(m)
     if P is not None and max_length > P:
@@ -442,18 +453,17 @@ def analyze(model='smollm2-135m',          # embedded name, paper preset, hub id
     name = model if isinstance(model, str) else getattr(m.config, '_name_or_path', '') or type(m).__name__
     settings = dict(model=name, architecture=type(m).__name__, head=use, data=data if isinstance(data, str) else sample.description,
                     max_length=max_length, seed=seed, device=str(model_device(m)), dtype=str(next(m.parameters()).dtype))
-    return analyze_sample(m, tok, sample, fn, params, multiclass=multiclass, step_size=step_size, rules=rules, lr=lr,
-                          batch_size=batch_size, horizon=horizon, settings=settings, progress=progress, **kernel_kw)
+    return m, tok, sample, fn, settings
 
-def _data_kind(data, label_column, labels, kind):
+def _data_kind(data, label_column, labels, kind, text_column='text'):
     "('binary' | 'multiclass' | 'regression', number of classes) before anything heavy is loaded."
     if kind == 'regression': return 'regression', 0
     if isinstance(data, str):
         info = task_info(data)
         return ('regression', 0) if info.kind == 'regression' else ('binary' if info.num_classes == 2 else 'multiclass', info.num_classes)
     if isinstance(data, datasets.Dataset):
-        if label_column not in data.column_names:
-            raise ValueError(f"column {label_column!r} is not in the dataset; its columns are {list(data.column_names)}")
+        for c in (text_column, label_column):
+            if c not in data.column_names: raise ValueError(f"column {c!r} is not in the dataset; its columns are {list(data.column_names)}")
         names, ks, _ = _label_codes(data.select_columns([label_column]).to_pandas()[label_column],
                                     data.features[label_column], None)
         return ks, len(names)

@@ -1,15 +1,170 @@
-import json, os, subprocess, sys
+"""The `ntk-finetune` command: the main job end to end on a small local model, and bad inputs (each one line on stderr,
+exit status 2, no traceback, nothing half-written)."""
+import json, os, signal, subprocess, sys, time
 from pathlib import Path
-BIN = Path(sys.executable).parent/'ntk-finetune'
+import pytest, torch
 
-def test_demo_cli(tmp_path):
-    r = subprocess.run([str(BIN), 'demo', '--n', '16', '--json', str(tmp_path/'d.json')], capture_output=True, text=True)
-    assert r.returncode == 0, r.stderr
-    assert 'zero-shot test accuracy' in r.stdout
-    d = json.loads((tmp_path/'d.json').read_text())
-    assert d['params']['attention'] == 26542080 and d['splits']['train'] > 8000
+BIN = Path(sys.executable).parent / 'ntk-finetune'
 
-def test_cli_bad_task_one_line_error():
-    r = subprocess.run([str(BIN), 'demo', '--task', 'nope'], capture_output=True, text=True)
-    assert r.returncode == 1
-    assert r.stderr.strip().count('\n') == 0 and 'unknown task' in r.stderr
+def run(*args, timeout=600, cwd=None):
+    r = subprocess.run([str(BIN), *map(str, args)], capture_output=True, text=True, timeout=timeout, cwd=cwd)
+    return r.returncode, r.stdout, r.stderr.strip()
+
+@pytest.fixture(scope='module')
+def tiny_lm(tmp_path_factory):
+    "A small random Llama with SmolLM2's tokenizer, saved as a local folder: the CLI loads it by path in a second."
+    import transformers
+    from ntk_finetune.models import resolve_model
+    d = tmp_path_factory.mktemp('tiny-lm')
+    tok = transformers.AutoTokenizer.from_pretrained(resolve_model('smollm2-135m'))
+    cfg = transformers.LlamaConfig(vocab_size=len(tok), hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
+                                   num_key_value_heads=2, intermediate_size=128, max_position_embeddings=256,
+                                   pad_token_id=tok.pad_token_id, tie_word_embeddings=True)
+    torch.manual_seed(0); transformers.LlamaForCausalLM(cfg).save_pretrained(d); tok.save_pretrained(d)
+    return d
+
+@pytest.fixture(scope='module')
+def report(tiny_lm, tmp_path_factory):
+    out = tmp_path_factory.mktemp('report')
+    code, stdout, err = run('analyze', '--model', tiny_lm, '--n', 16, '--n-test', 8, '--max-length', 32,
+                            '--lr', 0.01, '--batch-size', 4, '--out', out)
+    assert code == 0, err[-2000:]
+    return out, stdout
+
+def test_analyze_writes_the_report(report):
+    out, stdout = report
+    assert (out / 'report.html').exists() and (out / 'metrics.json').exists() and (out / 'analysis' / 'analysis.json').exists()
+    m = json.loads((out / 'metrics.json').read_text())
+    assert set(m['stops']) == {'rwy', 'cp', 'discrepancy'} and m['settings']['lr'] == 0.01 and m['settings']['batch_size'] == 4
+    for word in ('decay', 'noise', 'optimizer steps', 'report'): assert word in stdout
+    assert not list(out.glob('**/.*.tmp'))
+
+def test_spectrum_and_stop_read_a_saved_analysis(report):
+    out, _ = report
+    code, stdout, err = run('spectrum', out); assert code == 0 and 'power, all k' in stdout, err
+    code, stdout, err = run('stop', out, '--lr', 0.001, '--batch-size', 8); assert code == 0 and 'lr 0.001, batch 8' in stdout, err
+
+def test_kernel_subcommand(tiny_lm, tmp_path):
+    code, stdout, err = run('kernel', '--model', tiny_lm, '--n', 8, '--n-test', 4, '--max-length', 24, '--out', tmp_path)
+    assert code == 0, err
+    from safetensors.torch import load_file
+    t = load_file(str(tmp_path / 'kernel.safetensors')); assert t['G'].shape == (8, 8) and t['G_test'].shape == (4, 8)
+
+def test_finetune_beside_the_prediction(tiny_lm, tmp_path):
+    code, stdout, err = run('analyze', '--model', tiny_lm, '--n', 8, '--n-test', 8, '--max-length', 24, '--finetune',
+                            '--steps', 3, '--out', tmp_path)
+    assert code == 0, err
+    m = json.loads((tmp_path / 'metrics.json').read_text())
+    assert len(m['finetune']['train_loss']) == 4 and 'finetune' in stdout
+
+def test_help_is_fast_and_bare_command_prints_help():
+    t0 = time.time(); code, stdout, _ = run('--help'); dt = time.time() - t0
+    assert code == 0 and 'analyze' in stdout and dt < 3, dt
+    code, stdout, _ = run(); assert code == 0 and 'usage' in stdout
+    code, stdout, _ = run('--version'); assert code == 0 and 'ntk-finetune' in stdout
+    code, stdout, _ = run('analyze', '--help'); assert code == 0 and '(default: 64)' in stdout and '{auto,lm,new}' in stdout
+
+def test_list_tasks():
+    code, stdout, _ = run('list-tasks'); assert code == 0 and 'rt-sentiment' in stdout and 'sst2' in stdout
+
+@pytest.fixture(scope='module')
+def files(tmp_path_factory):
+    d = tmp_path_factory.mktemp('files')
+    (d / 'one_class.csv').write_text('text,label\n' + '\n'.join(f'review number {i},good' for i in range(40)))
+    (d / 'cols.csv').write_text('review,stars\n' + '\n'.join(f'review number {i},{"good" if i % 2 else "bad"}' for i in range(40)))
+    (d / 'notes.txt').write_text('x'); (d / 'a_file').write_text('x')
+    (d / 'empty_analysis').mkdir()
+    (d / 'broken' / 'analysis').mkdir(parents=True)
+    (d / 'broken' / 'analysis' / 'analysis.json').write_text('{"settings": {"n": 4')
+    (d / 'broken' / 'analysis' / 'analysis.safetensors').write_bytes(b'\x00' * 10)
+    return d
+
+BAD = [
+    (['analyze', '--model', 'no such model!', '--out', '{tmp}'], 'unknown model'),
+    (['analyze', '--model', 'EleutherAI/gpt-neo-1.3B', '--out', '{tmp}'], 'not in the local Hugging Face cache'),
+    (['analyze', '--task', 'nope'], 'unknown task'),
+    (['analyze', '--params', '([unclosed'], 'neither a preset'),
+    (['analyze', '--n', '0'], 'expected an integer >= 4'),
+    (['analyze', '--n', '1'], 'expected an integer >= 4'),
+    (['analyze', '--n-test', '-1'], 'expected an integer >= 0'),
+    (['analyze', '--max-length', '0'], 'expected an integer >= 8'),
+    (['analyze', '--lr', '-1'], 'expected a positive finite number'),
+    (['analyze', '--lr', 'nan'], 'expected a positive finite number'),
+    (['analyze', '--batch-size', '0'], 'expected an integer >= 1'),
+    (['analyze', '--finetune', '--steps', '-3'], 'expected an integer >= 1'),
+    (['analyze', '--rules', 'oracle'], "unknown rule 'oracle'"),
+    (['analyze', '--device', 'tpu'], 'unknown --device'),
+    (['analyze', '--dtype', 'int8'], 'invalid choice'),
+    (['analyze', '--head', 'both'], 'invalid choice'),
+    (['analyze', '--data', '{files}/missing.csv', '--out', '{tmp}'], 'does not exist'),
+    (['analyze', '--data', '{files}/notes.txt', '--out', '{tmp}'], 'must be a .csv'),
+    (['analyze', '--data', '{files}/cols.csv', '--model', '{tiny}', '--out', '{tmp}'], "column 'text' is not"),
+    (['analyze', '--data', '{files}/one_class.csv', '--model', '{tiny}', '--out', '{tmp}'], 'has 1 class'),
+    (['analyze', '--model', '{tiny}', '--label-words', 'no,forsale', '--out', '{tmp}'], "' forsale' is not"),
+    (['analyze', '--out', '{files}/a_file'], 'is a file'),
+    (['analyze', '--out', '{files}/a_file/sub'], 'is a file'),
+    (['spectrum', '{files}/empty_analysis'], 'holds no analysis'),
+    (['spectrum', '{files}/broken'], 'unreadable'),
+    (['stop', '{files}/nothing_here'], 'holds no analysis'),
+    (['taskvec', '--tasks', 'rt-sentiment'], 'needs at least two tasks'),
+    (['taskvec', '--tasks', 'nope,rt-sentiment', '--out', '{tmp}'], 'unknown task'),
+    (['compare', '--task', 'stsb', '--out', '{tmp}'], 'needs the Hugging Face hub'),
+    (['frobnicate'], 'invalid choice'),
+    (['analyze', '--no-such-flag'], 'unrecognized arguments'),
+]
+
+@pytest.mark.parametrize('args, message', BAD, ids=[' '.join(a)[:60] for a, _ in BAD])
+def test_bad_input_is_one_line_exit_2(args, message, files, tiny_lm, tmp_path):
+    args = [a.format(files=files, tiny=tiny_lm, tmp=tmp_path / 'out') for a in args]
+    code, stdout, err = run(*args)
+    assert code == 2, (code, err[-1500:])
+    assert err.count('\n') == 0 and 'Traceback' not in err and message in err, err
+    assert not list(tmp_path.rglob('report.html')) and not list(tmp_path.rglob('*.tmp'))
+
+def test_artefact_from_another_model_is_refused(tiny_lm, tmp_path):
+    "A kernel cache written for one model is not reused for another: one line, exit 2."
+    import transformers
+    other = tmp_path / 'other'
+    m = transformers.LlamaForCausalLM.from_pretrained(tiny_lm)
+    with torch.no_grad(): m.model.layers[0].self_attn.q_proj.weight.mul_(1.5)
+    m.save_pretrained(other); transformers.AutoTokenizer.from_pretrained(tiny_lm).save_pretrained(other)
+    out = tmp_path / 'out'
+    assert run('kernel', '--model', tiny_lm, '--n', 8, '--n-test', 0, '--max-length', 24, '--out', out)[0] == 0
+    code, _, err = run('kernel', '--model', other, '--n', 8, '--n-test', 0, '--max-length', 24, '--out', out)
+    assert code == 2 and 'holds a kernel for other inputs' in err and 'weights' in err and err.count('\n') == 0
+
+def test_full_disk_and_unwritable_folder(monkeypatch, tmp_path, capsys):
+    import shutil
+    from ntk_finetune import cli
+    Usage = type(shutil.disk_usage(tmp_path))
+    monkeypatch.setattr(shutil, 'disk_usage', lambda p: Usage(10 << 30, 10 << 30, 1 << 20))
+    with pytest.raises(SystemExit) as e: cli.main(['analyze', '--out', str(tmp_path / 'r')])
+    assert e.value.code == 2 and 'MiB free' in capsys.readouterr().err
+    if os.geteuid() != 0:                                                   # root ignores permissions
+        ro = tmp_path / 'ro'; ro.mkdir(); ro.chmod(0o500)
+        with pytest.raises(SystemExit) as e: cli.main(['analyze', '--out', str(ro / 'r')])
+        assert e.value.code == 2
+
+def test_ctrl_c_then_rerun_resumes(tmp_path):
+    "Ctrl-C during the kernel: one line, exit 2, nothing half-written; the same command again finishes from the cache."
+    import transformers
+    from ntk_finetune.models import resolve_model
+    big = tmp_path / 'lm'
+    tok = transformers.AutoTokenizer.from_pretrained(resolve_model('smollm2-135m'))
+    cfg = transformers.LlamaConfig(vocab_size=len(tok), hidden_size=256, num_hidden_layers=6, num_attention_heads=4,
+                                   num_key_value_heads=4, intermediate_size=512, max_position_embeddings=256,
+                                   pad_token_id=tok.pad_token_id, tie_word_embeddings=True)
+    transformers.LlamaForCausalLM(cfg).save_pretrained(big); tok.save_pretrained(big)
+    out = tmp_path / 'out'
+    cmd = [str(BIN), 'kernel', '--model', str(big), '--n', '96', '--n-test', '0', '--max-length', '64',
+           '--memory-budget', '0.05', '--out', str(out)]
+    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    cache = out / '.cache' / 'kernel'
+    t0 = time.time()
+    while time.time() - t0 < 120 and not list(cache.rglob('captures0.done.json')): time.sleep(0.2)
+    p.send_signal(signal.SIGINT); _, err = p.communicate(timeout=120)
+    assert p.returncode == 2 and 'Traceback' not in err, err                # progress bars, then one line
+    assert err.strip().splitlines()[-1].startswith('ntk-finetune: interrupted'), err
+    assert not (out / 'kernel.safetensors').exists() and not list(out.rglob('.*.tmp'))
+    code, stdout, err = run(*cmd[1:]); assert code == 0, err
+    assert (out / 'kernel.safetensors').exists()
