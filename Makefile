@@ -1,17 +1,19 @@
 # Two commands do everything on a fresh machine (Python 3.11, nothing installed): `make demo` and `make test`.
-# Each creates/updates the project venv (.venv) with the pinned dependencies on first use.
+# Each creates/updates the project venv (.venv) with the pinned dependencies on first use; `make test` also installs
+# Debian's chromium for the browser test of the documentation site.
 SHELL := /bin/bash
 PY ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+REPORT ?= ntk-report
 export HF_HUB_OFFLINE ?= 1
 export HF_DATASETS_OFFLINE ?= 1
 export TRANSFORMERS_VERBOSITY ?= error
 export TOKENIZERS_PARALLELISM ?= false
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: venv demo test test-fast test-slow docs bench clean
+.PHONY: venv browser demo test test-slow docs bench gpu-check clean
 
 venv: $(STAMP)
 
@@ -24,24 +26,42 @@ $(STAMP): requirements.txt requirements-data.txt setup.py settings.ini
 	$(BIN)/python -m ipykernel install --sys-prefix --name python3 >/dev/null
 	touch $(STAMP)
 
-demo: venv
-	$(BIN)/ntk-finetune demo
+# Debian's chromium for the browser test (Playwright drives it; no browser download).
+browser:
+	@command -v chromium >/dev/null || command -v chromium-browser >/dev/null || { \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  echo "installing Debian's chromium for the browser test"; \
+	  $$SUDO apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium >/dev/null; }
 
-# The whole suite: notebooks/library sync check, every notebook (minus slow/gpu cells), pytest (minus slow/gpu).
-test: venv
+# The main job on the embedded default: SmolLM2-135M, rt-sentiment, attention parameters.
+demo: venv
+	$(BIN)/ntk-finetune analyze --out $(REPORT)
+	@echo "open $(REPORT)/report.html"
+
+# The whole suite: notebooks/library sync, every notebook run once (minus slow/gpu cells; the executed copies feed the
+# docs), the documentation site built from them, and pytest (minus slow/gpu), which includes the browser test.
+test: venv browser
 	$(BIN)/python tools/check_sync.py
-	$(BIN)/nbdev_test --n_workers 2 --do_print --timing
+	$(BIN)/python tools/run_notebooks.py --n_workers 2
+	$(BIN)/python tools/build_docs.py
 	$(BIN)/python -m pytest tests -q -m "not slow and not gpu" -p no:cacheprovider
 
 test-slow: venv
 	$(BIN)/nbdev_test --n_workers 1 --flags slow
 	$(BIN)/python -m pytest tests -q -m "slow and not gpu"
 
+# The website with every notebook's outputs: _proc/_docs/index.html
 docs: venv
+	$(BIN)/python tools/run_notebooks.py --n_workers 2
 	$(BIN)/python tools/build_docs.py
 
 bench: venv
 	$(BIN)/python bench/entk.py
 
+# On a machine with a CUDA GPU: the gpu-marked tests and the GPU rows of the kernel benchmark (BENCHMARKS.md).
+gpu-check: venv
+	$(BIN)/python -m pytest tests -q -m gpu -p no:cacheprovider
+	$(BIN)/python bench/entk.py --gpu
+
 clean:
-	rm -rf _proc _docs .pytest_cache
+	rm -rf _proc _proc_src _exec _docs test-artifacts .pytest_cache

@@ -14,8 +14,8 @@ _LAZY = {
     'empirical_ntk': 'entk', 'train_test_ntk': 'entk',
     'eigendecomposition': 'spectrum', 'fit_power_law': 'spectrum',
     'kernel_gd': 'dynamics', 'rwy_stopping_time': 'early_stopping', 'cp_stopping_time': 'early_stopping',
-    'finetune': 'finetune', 'FinetuneConfig': 'finetune', 'compare': 'compare',
-    'SpectralEarlyStoppingCallback': 'compare',
+    'FinetuneConfig': 'finetune', 'prepare_task': 'finetune', 'SpectralEarlyStoppingCallback': 'compare',
+    'TaskVector': 'task_vectors', 'task_vector': 'task_vectors', 'write_report': 'report',
 }
 
 def __getattr__(name):

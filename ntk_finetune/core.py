@@ -12,7 +12,7 @@ import torch
 
 # %% auto #0
 __all__ = ['BATCH_KEYS', 'get_device', 'model_device', 'to_device', 'set_seed', 'seeded', 'cache_root', 'atomic_path',
-           'atomic_dir', 'save_json', 'load_json', 'as_f64', 'as_scalar', 'check_square', 'as_batch']
+           'atomic_dir', 'save_json', 'load_json', 'machine_info', 'as_f64', 'as_scalar', 'check_square', 'as_batch']
 
 # %% ../nbs/00_core.ipynb #fb8e03a5
 def get_device(device: str | torch.device = 'auto') -> torch.device:
@@ -95,6 +95,20 @@ def _json_default(o):
     if isinstance(o, (np.ndarray, torch.Tensor)): return o.tolist()
     if isinstance(o, Path): return str(o)
     raise TypeError(f"cannot serialise {type(o).__name__} to JSON")
+
+# %% ../nbs/00_core.ipynb #4e2b8c51
+def machine_info() -> dict:
+    "CPU, core count, memory, torch version and GPU (if any) of this machine."
+    import platform
+    cpu = platform.processor()
+    try: cpu = next(l.split(':', 1)[1].strip() for l in open('/proc/cpuinfo') if l.startswith('model name'))
+    except (OSError, StopIteration): pass
+    try:
+        import psutil; mem = round(psutil.virtual_memory().total / 2**30, 1)
+    except ImportError: mem = None
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
+    return {'cpu': cpu, 'cores': os.cpu_count(), 'memory_gb': mem, 'torch': torch.__version__,
+            'threads': torch.get_num_threads(), 'python': platform.python_version(), 'gpu': gpu}
 
 # %% ../nbs/00_core.ipynb #8954be59
 def as_f64(x, name: str = 'x', ndim: int | None = None, finite: bool = True) -> torch.Tensor:

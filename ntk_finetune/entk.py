@@ -294,8 +294,8 @@ _COLS = 4096                                   # float32 Gram products run over 
 _FB_COLS = 1 << 16                             # fallback rows (float64) are stored and multiplied in blocks of this many
 
 def _tiles(n, sym):
-    "Example tiles [(s, e)] for the Gram: about n/8 examples (at least 128) per tile when symmetry is exploited."
-    size = max(128, -(-n // 8)) if sym else max(128, n)
+    "Example tiles [(s, e)] for the Gram: about n/8 examples (at least 64) per tile when symmetry is exploited."
+    size = max(64, -(-n // 8)) if sym else max(64, n)
     return [(s, min(n, s + size)) for s in range(0, n, size)]
 
 def _tile_pairs(t1, t2, sym):

@@ -7,7 +7,7 @@ from ntk_finetune.models import tiny_model, tiny_output_fn, load_model
 
 def test_top_level_names():
     import ntk_finetune as nf
-    for k in ('analyze', 'Analysis', 'load_model', 'load_task', 'empirical_ntk', 'tokenize', 'finetune'):
+    for k in ('analyze', 'Analysis', 'load_model', 'load_task', 'empirical_ntk', 'tokenize', 'FinetuneConfig', 'TaskVector'):
         assert callable(getattr(nf, k)), k
 
 def test_minilm_loaded_with_head(minilm):
