@@ -24,7 +24,8 @@ from .early_stopping import (rwy_stopping_time, cp_stopping_time, discrepancy_st
 
 # %% auto #0
 __all__ = ['HEADS', 'RULES', 'targets', 'helmert', 'contrasts', 'contrast_kernel', 'Sample', 'make_sample', 'resolve_model',
-           'sample_output_fn', 'Analysis', 'analyze_sample', 'stopping_steps', 'analyze', 'prepare']
+           'sample_output_fn', 'Analysis', 'analyze_sample', 'stopping_steps', 'analyze', 'prepare', 'learning_curve',
+           'predict_learning_curve']
 
 # %% ../nbs/07_analysis.ipynb #a1000007
 def targets(y: torch.Tensor) -> torch.Tensor:
@@ -473,3 +474,59 @@ def _data_kind(data, label_column, labels, kind, text_column='text'):
         C = int(y.max()) + 1
         return ('binary' if C == 2 else 'multiclass'), C
     raise TypeError(f"data must be a task name, a datasets.Dataset or a tokenized batch, got {type(data).__name__}")
+
+# %% ../nbs/07_analysis.ipynb #a1000031
+def _balanced(labels, n, rng):
+    "n sorted indices, balanced over the classes of `labels` (one class: a plain random subsample)."
+    labels = np.asarray(labels); cls = np.unique(labels); take = []
+    for i, c in enumerate(cls):
+        idx = np.flatnonzero(labels == c); k = n // len(cls) + (i < n % len(cls))
+        if k > len(idx): raise ValueError(f"n={n} needs {k} examples of class {c}, the pool has {len(idx)}")
+        take.append(rng.choice(idx, k, replace=False))
+    return np.sort(np.concatenate(take))
+
+def learning_curve(G, y, f0, G_test, y_test, f0_test, ns, seeds=(0, 1, 2), rules=RULES, labels=None, test_labels=None,
+                   horizon: int = 5000) -> list:
+    "Test loss/accuracy of kernel GD from f_0 stopped by each rule and by the oracle, for subsamples of a pool, per (n, seed)."
+    G, G_test = torch.as_tensor(G).double(), torch.as_tensor(G_test).double()
+    y, f0, y_test, f0_test = (torch.as_tensor(v).double() for v in (y, f0, y_test, f0_test))
+    N = G.shape[0]; lab = None if labels is None else np.asarray(labels); rows = []
+    acc = lambda F: None if test_labels is None else ((F > 0).long() == torch.as_tensor(test_labels)[None]).double().mean(1)
+    for n in ns:
+        if not 4 <= n <= N: raise ValueError(f"n={n} must be in [4, {N}]")
+        for s in seeds:
+            S = torch.as_tensor(_balanced(lab if lab is not None else np.zeros(N), n, np.random.default_rng(1000 * s + n)))
+            eig = eigendecomposition(G[S][:, S] / n); a = min(1.0, 1.0 / float(eig.eigvals[0]))
+            st = stopping_steps(eig, y[S], f0[S], a, rules)
+            T = max([horizon] + [t for t in st['stops'].values() if t is not None])
+            path = kernel_gd(eig, y[S], a, T, f0[S], G_test[:, S] / n, f0_test)
+            loss = ((path.test - y_test)**2).mean(1) / 2; ac = acc(path.test)
+            t_or = int(loss.argmin())
+            row = {'n': n, 'seed': s, 'step_size': a, 'sigma_hat': st['sigma_hat'], 'oracle_step': t_or,
+                   'oracle_test_loss': float(loss[t_or]), 'oracle_test_accuracy': None if ac is None else float(ac[t_or]),
+                   'zero_shot_test_loss': float(loss[0])}
+            for r, t in st['stops'].items():
+                row[f'{r}_step'] = t
+                row[f'{r}_test_loss'] = None if t is None else float(loss[min(t, T)])
+                row[f'{r}_test_accuracy'] = None if (t is None or ac is None) else float(ac[min(t, T)])
+            rows.append(row)
+    return rows
+
+def predict_learning_curve(a: Analysis, ns, horizon: int = 100_000) -> list:
+    "Test loss and stopping step predicted for each n from a pilot analysis' spectrum, residual and σ̂ (no training)."
+    w = a.eigvals.numpy(); n_p = len(w); sigma2 = a.noise['sigma_hat']**2
+    z2 = ((a.eigvecs.T @ (a.y - a.f0))**2).numpy()
+    theta2 = np.maximum(z2 - sigma2, 0) / n_p                              # population signal energy per direction
+    f = a.fit('power'); out = []
+    for n in ns:
+        k = np.arange(1, n + 1)
+        mu = np.where(k <= n_p, np.pad(w, (0, max(0, n - n_p)))[:n], w[0] * f.predict(k) if f else 0.0)
+        th = np.pad(theta2, (0, max(0, n - n_p)))[:n]
+        alpha = min(1.0, 1.0 / mu[0])
+        t = np.unique(np.round(np.geomspace(1, horizon, 400)).astype(int))
+        p = (1 - alpha * mu[None, :]) ** t[:, None]                              # (steps, n)
+        R = ((p**2 * n * th[None, :]) + (1 - p)**2 * sigma2).sum(1) / n + theta2[n:].sum()   # + signal beyond reach
+        i = int(R.argmin())
+        out.append({'n': int(n), 'predicted_step': int(t[i]), 'predicted_risk': float(R[i]),
+                    'predicted_test_loss': float((R[i] + sigma2) / 2), 'step_size': float(alpha)})
+    return out

@@ -13,7 +13,7 @@ from .entk import empirical_ntk
 from .dynamics import kernel_gd
 from .early_stopping import stopping_schedule
 from .analysis import Sample, analyze_sample, targets, RULES
-from .finetune import FinetuneConfig, TaskData, prepare_task, finetune, History
+from .finetune import FinetuneConfig, TaskData, prepare_task, finetune, finetune_linearized, History
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +59,8 @@ def kernel_drift(K0, kernels: dict, n: int) -> list:
 def compare(model, tokenizer, task: str = 'rt-sentiment', n_train: int = 64, n_val: int = 16, n_test: int = 32,
             max_length: int = 32, steps: int = 30, lr: float | None = None, params='attention', drift_steps=None,
             seed: int = 0, model_name: str = '', progress: bool = True, data: TaskData | None = None, output_fn=None,
-            optimizer: str = 'gd', loss: str = 'mse', batch_size: int | None = None) -> dict:
+            optimizer: str = 'gd', loss: str = 'mse', batch_size: int | None = None, eval_every: int = 1,
+            linearized: bool = False, lr_scale: float = 1.0) -> dict:
     "Kernel prediction vs real fine-tuning on `task` (full-batch GD by default); returns the JSON-ready result."
     t0 = time.time()
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1: raise ValueError(f"steps must be an integer >= 1, got {steps!r}")
@@ -68,24 +69,40 @@ def compare(model, tokenizer, task: str = 'rt-sentiment', n_train: int = 64, n_v
             raise ValueError(f"{k} must be an integer >= {4 if k == 'n_train' else 2}, got {v!r}")
     if lr is not None: lr = as_scalar(lr, 'lr')
     FinetuneConfig(params=params if isinstance(params, str) else 'attention', lr=lr or 1.0, steps=steps,
-                   optimizer=optimizer, loss=loss, batch_size=batch_size)            # validates before the heavy work
+                   optimizer=optimizer, loss=loss, batch_size=batch_size, eval_every=eval_every)   # validated before the work
     data = data or prepare_task(tokenizer, task, n_train, n_val, n_test, max_length, seed)
     fn = output_fn or make_output_fn(model, tokenizer, task)
     sample = Sample(data.train, data.y_train, data.test, data.y_test, 'binary', ('0', '1'), description=str(task))
     an = analyze_sample(model, tokenizer, sample, fn, params, step_size=lr, horizon=steps, progress=progress,
                         settings={'model': model_name or getattr(model.config, '_name_or_path', type(model).__name__)})
     n, lr = an.n, an.step_size
+    if lr_scale != 1.0:                                                 # a multiple of the default step, checked for stability
+        lr = as_scalar(lr_scale, 'lr_scale') * lr
+        if lr * an.spectrum['lambda_1'] >= 2: raise ValueError(f"lr_scale={lr_scale} gives lr >= 2/λ_1: kernel GD diverges")
     pred = kernel_gd(an.eig, an.y, lr, steps, an.f0, an.G_test / n, an.f0_test)
     drift_steps = tuple(drift_steps) if drift_steps is not None else tuple(sorted({steps // 3, 2 * steps // 3, steps}))
+    drift_steps = tuple(t for t in drift_steps if t % eval_every == 0 or t == steps)
     kfn = lambda m, p: empirical_ntk(m, data.train, fn, p, progress=False)
+    lin = None
+    if linearized:                                                      # first: the network run changes the weights
+        cfg_lin = FinetuneConfig(params=params, lr=lr, steps=steps, seed=seed, eval_every=eval_every)
+        hl, _ = finetune_linearized(model, data, fn, cfg_lin, progress=progress)
+        lin = {'train_loss': hl.train_loss, 'test_loss': hl.test_loss, 'stopped': hl.stopped,
+               **{f'linearized_{k}': v for k, v in linearization_report(hl, pred, an.f0, an.f0_test).items()
+                  if k in ('linearization_r2', 'r2_per_step')}}
     hist = finetune(model, data, fn, FinetuneConfig(params=params, lr=lr, steps=steps, seed=seed, kernel_steps=drift_steps,
-                                                    optimizer=optimizer, loss=loss, batch_size=batch_size),
+                                                    optimizer=optimizer, loss=loss, batch_size=batch_size, eval_every=eval_every),
                     progress=progress, kernel_fn=kfn)
     rep = linearization_report(hist, pred, an.f0, an.f0_test, top=an.eigvecs[:, 0])
+    if linearized and len(hl.probe_train) == len(hist.probe_train):    # the network against its own linearization
+        f0 = torch.cat([an.f0, an.f0_test])
+        mv = lambda h: torch.cat([torch.stack(h.probe_train), torch.stack(h.probe_test)], 1).double() - f0
+        lin['network_vs_linearized_r2'] = _r2(mv(hist), mv(hl))
     yt = an.y_test
     kgd_test = ((pred.test - yt)**2).mean(1) / 2
     return {'model': an.settings['model'], 'task': task, 'params': an.settings['params'], 'n_params': an.settings['n_params'],
             'n_train': n, 'n_test': len(yt), 'lr': lr, 'steps': steps, 'optimizer': optimizer, 'loss': loss,
+            'eval_steps': hist.steps,
             'train_loss': hist.train_loss, 'test_loss': hist.test_loss, 'val_loss': hist.val_loss, 'test_acc': hist.test_acc,
             'kernel_gd_test_loss': kgd_test.tolist(), 'kernel_gd_train_loss': (((pred.train - an.y)**2).mean(1) / 2).tolist(),
             **rep, 'kernel_drift': kernel_drift(an.K, hist.kernels, n),
@@ -95,7 +112,7 @@ def compare(model, tokenizer, task: str = 'rt-sentiment', n_train: int = 64, n_v
             'lambda_1': an.spectrum['lambda_1'], 'lambda1_share': an.spectrum['lambda1_share'],
             'condition_number': an.spectrum['condition_number'], 'n_clipped_eigenvalues': an.spectrum['n_clipped'],
             'beta': an.beta, 'beta_se': (an.fits.get('power') or {}).get('se'), 'fits': an.fits,
-            'stopped': hist.stopped, 'seconds': time.time() - t0}
+            'stopped': hist.stopped, 'linearized': lin, 'seconds': time.time() - t0}
 
 # %% ../nbs/09_compare.ipynb #c863cca1
 from transformers import TrainerCallback

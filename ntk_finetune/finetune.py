@@ -17,7 +17,7 @@ from .analysis import targets
 
 # %% auto #0
 __all__ = ['SETTINGS', 'OPTIMIZERS', 'LOSSES', 'FinetuneConfig', 'TaskData', 'prepare_task', 'toy_task_data', 'History',
-           'finetune', 'LinearizedModel']
+           'finetune', 'LinearizedModel', 'finetune_linearized']
 
 # %% ../nbs/08_finetune.ipynb #975fed77
 SETTINGS, OPTIMIZERS, LOSSES = ('prompt', 'head', 'probe'), ('gd', 'sgd', 'adamw'), ('mse', 'ce')
@@ -264,3 +264,20 @@ class _Bound:
     def __call__(self, *a, **kw):
         from torch.func import functional_call
         return functional_call(self._s, self._p, a, kw, strict=False)
+
+# %% ../nbs/08_finetune.ipynb #7e2a9c15
+def finetune_linearized(model: nn.Module, data: TaskData, output_fn, config: FinetuneConfig = None,
+                        progress: bool = True) -> tuple:
+    "Fine-tune the linearized model of `config.params` (eager attention switched on for the run); (History, LinearizedModel)."
+    cfg = config or FinetuneConfig()
+    impl = getattr(model.config, '_attn_implementation', None)
+    keep = {n: p.requires_grad for n, p in model.named_parameters()}
+    model.config._attn_implementation = 'eager'                          # forward-mode AD needs eager attention
+    try:
+        lin = LinearizedModel(model, output_fn, cfg.params)
+        h = finetune(lin, data, lambda m, b: m(b), FinetuneConfig(**{**cfg.to_dict(), 'params': r'^delta\.', 'kernel_steps': ()}),
+                     progress=progress)
+    finally:
+        model.config._attn_implementation = impl
+        for n, p in model.named_parameters(): p.requires_grad_(keep[n])
+    return h, lin

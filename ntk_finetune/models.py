@@ -355,15 +355,20 @@ class LabelWordMargin:
         if len(set(self.word_ids)) < len(ids): raise ValueError(f"label words {label_words!r} are the same token")
         self.multi, self.label_words = multi, label_words
         self.name = f"label_word_{'logits' if multi else 'margin'}:{'|'.join(label_words)}:{self.word_ids}"
-    def __call__(self, model, batch):
+    @staticmethod
+    def hidden(model, batch) -> torch.Tensor:
+        "The last layer's hidden state at each example's last real token, (n, d)."
         b = _ready(model, batch)
         kw = {k: v for k, v in b.items() if k != 'input_ids' and k != 'token_type_ids'}
         h = model.base_model(input_ids=b['input_ids'], **kw).last_hidden_state                 # (n, T, d)
-        h = h[torch.arange(h.shape[0], device=h.device), last_token_index(b)]                  # (n, d)
+        return h[torch.arange(h.shape[0], device=h.device), last_token_index(b)]               # (n, d)
+    def from_hidden(self, model, h):
+        "The output from the last-token hidden states `h` (n, d): only the label words' rows of the LM head are used."
         head = model.get_output_embeddings()
         logits = h @ head.weight[self.word_ids].T                                              # (n, C)
         if getattr(head, 'bias', None) is not None: logits = logits + head.bias[self.word_ids]
         return logits if self.multi else logits[:, 1] - logits[:, 0]
+    def __call__(self, model, batch): return self.from_hidden(model, self.hidden(model, batch))
 
 class HeadOutput:
     "Output of a sequence-classification/regression head: logit difference (2 classes), value (regression) or logits."

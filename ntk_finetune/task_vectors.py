@@ -180,7 +180,11 @@ class StackedOutputs:
     def __init__(self, fns):
         self.fns = list(fns); self.name = 'stacked[' + ','.join(getattr(f, 'name', type(f).__name__) for f in self.fns) + ']'
     def __call__(self, model, batch):
-        outs = [f(model, batch) for f in self.fns]
+        from ntk_finetune.models import LabelWordMargin
+        if all(isinstance(f, LabelWordMargin) for f in self.fns):       # one forward pass serves every task's label words
+            h = LabelWordMargin.hidden(model, batch)
+            outs = [f.from_hidden(model, h) for f in self.fns]
+        else: outs = [f(model, batch) for f in self.fns]
         bad = [i for i, o in enumerate(outs) if o.ndim != 1]
         if bad: raise ValueError(f"output function {bad[0]} is not scalar; use scalar outputs (binary margins) per task")
         return torch.stack(outs, 1)
@@ -216,21 +220,13 @@ def principal_angles(G_AA, G_BB, G_AB, rank: int | None = None, rel_floor: float
 # %% ../nbs/10_task_vectors.ipynb #d1000021
 def _finetuned_vector(model, sample, fn, params, lr, steps, seed, linearized, progress):
     "Fine-tune (or fine-tune the linearized model) from the current weights; return τ and leave the weights unchanged."
-    from ntk_finetune.finetune import TaskData, FinetuneConfig, finetune, LinearizedModel
+    from ntk_finetune.finetune import TaskData, FinetuneConfig, finetune
     data = TaskData(sample.train, sample.labels, sample.test, sample.test_labels, sample.test, sample.test_labels)
     sel = _float_params(model, params)
     if linearized:
-        impl = getattr(model.config, '_attn_implementation', None)
-        model.config._attn_implementation = 'eager'                      # forward-mode AD needs eager attention
-        keep = {n: p.requires_grad for n, p in model.named_parameters()}
-        try:
-            lin = LinearizedModel(model, fn, params)
-            h = finetune(lin, data, lambda m, b: m(b), FinetuneConfig(params=r'^delta\.', lr=lr, steps=steps, seed=seed), progress=progress)
-            tau = TaskVector({k: d.detach().double() for k, d in zip(lin.names, lin.delta)})
-        finally:
-            model.config._attn_implementation = impl
-            for n, p in model.named_parameters(): p.requires_grad_(keep[n])
-        return tau, h
+        from ntk_finetune.finetune import finetune_linearized
+        h, lin = finetune_linearized(model, data, fn, FinetuneConfig(params=params, lr=lr, steps=steps, seed=seed), progress)
+        return TaskVector({k: d.detach().double() for k, d in zip(lin.names, lin.delta)}), h
     saved = {k: v.detach().clone() for k, v in sel.items()}
     try:
         h = finetune(model, data, fn, FinetuneConfig(params=params, lr=lr, steps=steps, seed=seed), progress=progress)

@@ -18,4 +18,5 @@ if __name__ == '__main__':
     for sym in (True, False):
         G = empirical_ntk(m, batch(40, 7, 5), fn, 'all', batch2=None if sym else batch(9, 6, 7), block_size=5, progress=False)
         torch.save(G, out / f'G_{int(sym)}_{dist.get_rank()}.pt')
+    dist.barrier()                                  # every rank is done before the group is torn down
     dist.destroy_process_group()
