@@ -13,7 +13,7 @@ export TRANSFORMERS_VERBOSITY ?= error
 export TOKENIZERS_PARALLELISM ?= false
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: venv browser demo test test-slow docs bench gpu-check clean
+.PHONY: venv browser demo test test-slow experiments docs bench gpu-check clean
 
 venv: $(STAMP)
 
@@ -49,6 +49,11 @@ test: venv browser
 test-slow: venv
 	$(BIN)/nbdev_test --n_workers 1 --flags slow
 	$(BIN)/python -m pytest tests -q -m "slow and not gpu"
+
+# The full-size experiment and theory runs (hours on 2 CPU cores); each writes its results/*.json.
+experiments: venv
+	$(BIN)/nbdev_test --n_workers 1 --flags slow --do_print --path nbs/experiments
+	$(BIN)/nbdev_test --n_workers 1 --flags slow --do_print --path nbs/theory
 
 # The website with every notebook's outputs: _proc/_docs/index.html
 docs: venv

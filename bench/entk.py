@@ -160,6 +160,8 @@ if __name__ == '__main__':
     ap.add_argument('--gpu', action='store_true', help='GPU rows on a GPT-Neo-1.3B-shaped random model')
     ap.add_argument('--max-n', type=int, default=2048, help='largest n of the CPU rows')
     ap.add_argument('--quick-n', type=int, default=16, help='n of the --quick row')
+    ap.add_argument('--rows', type=lambda v: [int(x) for x in v.split(',')], default=None,
+                    help='rerun only these n (comma-separated) and merge them into the committed results')
     a = ap.parse_args()
     import tempfile, torch
     tmp = Path(tempfile.mkdtemp())
@@ -167,6 +169,7 @@ if __name__ == '__main__':
     if a.quick: cases = [(a.quick_n, 32, small)]
     elif a.gpu: cases = [(100, 128, ['ours', 'lower_bound']), (1000, 128, ['ours', 'lower_bound'])]
     else: cases = [(32, 32, small)] + [(n, 64, ['ours', 'lower_bound']) for n in (128, 256, 512, 1024, 2048) if n <= a.max_n]
+    if a.rows: cases = [c for c in cases if c[0] in a.rows]
     rows = []
     for n, T, methods in cases:
         res = {m: run(m, n, T, tmp, a.gpu) for m in methods}
@@ -181,8 +184,11 @@ if __name__ == '__main__':
             rows.append(r); print(json.dumps(r), flush=True)
     if a.quick: sys.exit(0)
     cmd = 'python bench/entk.py' + (' --gpu' if a.gpu else '')
-    res = {'command': cmd, 'machine': machine(a.gpu), 'date': time.strftime('%Y-%m-%d'), 'rows': rows}
     target = RESULTS.with_name('entk_gpu.json') if a.gpu else RESULTS
+    if a.rows and target.exists():                                    # keep the other rows of the committed run
+        old = json.loads(target.read_text())['rows']
+        rows = sorted([r for r in old if r['n'] not in a.rows] + rows, key=lambda r: r['n'])
+    res = {'command': cmd, 'machine': machine(a.gpu), 'date': time.strftime('%Y-%m-%d'), 'rows': rows}
     target.parent.mkdir(parents=True, exist_ok=True)
     tmpf = target.with_suffix('.tmp'); tmpf.write_text(json.dumps(res, indent=1)); os.replace(tmpf, target)
     title = ('Empirical NTK on a GPU: GPT-Neo-1.3B shape (random weights), attention parameters' if a.gpu else

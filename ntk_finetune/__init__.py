@@ -8,21 +8,40 @@ __all__ = []
 
 # %% ../nbs/91_package.ipynb #b1000004
 _LAZY = {
-    'analyze': 'analysis', 'Analysis': 'analysis', 'stopping_steps': 'analysis',
-    'load_task': 'data', 'list_tasks': 'data', 'task_info': 'data',
-    'load_model': 'models', 'select_params': 'models', 'tokenize': 'models', 'make_output_fn': 'models',
-    'empirical_ntk': 'entk', 'train_test_ntk': 'entk',
-    'eigendecomposition': 'spectrum', 'fit_power_law': 'spectrum',
-    'kernel_gd': 'dynamics', 'rwy_stopping_time': 'early_stopping', 'cp_stopping_time': 'early_stopping',
-    'FinetuneConfig': 'finetune', 'prepare_task': 'finetune', 'SpectralEarlyStoppingCallback': 'compare',
-    'TaskVector': 'task_vectors', 'task_vector': 'task_vectors', 'write_report': 'report',
+    'analyze': 'analysis',
+    'Analysis': 'analysis',
+    'stopping_steps': 'analysis',
+    'load_task': 'data',
+    'list_tasks': 'data',
+    'task_info': 'data',
+    'load_model': 'models',
+    'select_params': 'models',
+    'tokenize': 'models',
+    'make_output_fn': 'models',
+    'empirical_ntk': 'entk',
+    'train_test_ntk': 'entk',
+    'eigendecomposition': 'spectrum',
+    'fit_power_law': 'spectrum',
+    'kernel_gd': 'dynamics',
+    'rwy_stopping_time': 'early_stopping',
+    'cp_stopping_time': 'early_stopping',
+    'FinetuneConfig': 'finetune',
+    'prepare_task': 'finetune',
+    'SpectralEarlyStoppingCallback': 'compare',
+    'TaskVector': 'task_vectors',
+    'task_vector': 'task_vectors',
+    'write_report': 'report',
 }
+
 
 def __getattr__(name):
     "Import a main name's module on first use."
     if name in _LAZY:
         import importlib
+
         return getattr(importlib.import_module(f'{__name__}.{_LAZY[name]}'), name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
-def __dir__(): return sorted(list(globals()) + list(_LAZY))
+
+def __dir__():
+    return sorted(list(globals()) + list(_LAZY))

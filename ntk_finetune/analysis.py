@@ -13,14 +13,31 @@ import torch
 import datasets
 from .core import as_batch, as_scalar, get_device, model_device, to_device, save_json, load_json, atomic_dir
 from .data import TaskInfo, task_info, load_task, balanced_subsample
-from .models import (load_model, select_params, count_params, tokenize, check_inputs, is_causal_lm, max_positions,
-                                 has_classifier,
-                                 LabelWordMargin, HeadOutput, KINDS, EMBEDDED_MODELS)
+from ntk_finetune.models import (
+    load_model,
+    select_params,
+    count_params,
+    tokenize,
+    check_inputs,
+    is_causal_lm,
+    max_positions,
+    has_classifier,
+    LabelWordMargin,
+    HeadOutput,
+    KINDS,
+    EMBEDDED_MODELS,
+)
 from .entk import train_test_ntk, empirical_ntk
 from .spectrum import Eigen, eigendecomposition, fit_power_law, fit_exponential, DecayFit, effective_rank
 from .dynamics import kernel_gd
-from .early_stopping import (rwy_stopping_time, cp_stopping_time, discrepancy_stopping_time, estimate_noise,
-                                         estimate_norm, stopping_schedule)
+from ntk_finetune.early_stopping import (
+    rwy_stopping_time,
+    cp_stopping_time,
+    discrepancy_stopping_time,
+    estimate_noise,
+    estimate_norm,
+    stopping_schedule,
+)
 
 # %% auto #0
 __all__ = ['HEADS', 'RULES', 'targets', 'helmert', 'contrasts', 'contrast_kernel', 'Sample', 'make_sample', 'resolve_model',
@@ -32,322 +49,518 @@ def targets(y: torch.Tensor) -> torch.Tensor:
     "±1 regression targets from 0/1 labels (the theory's squared-loss setting)."
     return torch.as_tensor(y).double() * 2 - 1
 
+
 def helmert(C: int) -> torch.Tensor:
     "(C-1, C) orthonormal contrasts: rows orthonormal and orthogonal to the all-ones vector."
-    if C < 2: raise ValueError(f"need at least 2 classes, got {C}")
+    if C < 2:
+        raise ValueError(f"need at least 2 classes, got {C}")
     Q = torch.zeros(C - 1, C, dtype=torch.float64)
     for a in range(1, C):
-        Q[a - 1, :a] = 1.0; Q[a - 1, a] = -a
+        Q[a - 1, :a] = 1.0
+        Q[a - 1, a] = -a
         Q[a - 1] /= math.sqrt(a * (a + 1))
     return Q
 
+
 def contrasts(C: int, multiclass: str) -> torch.Tensor:
     "The (O', C) output contrasts of a C-class problem: the margin for C = 2, Helmert rows (joint) or one-vs-rest rows."
-    if C == 2: return torch.tensor([[-1.0, 1.0]], dtype=torch.float64)
-    if multiclass == 'joint': return helmert(C)
-    A = torch.full((C, C), -1.0 / (C - 1), dtype=torch.float64); A.fill_diagonal_(1.0)
+    if C == 2:
+        return torch.tensor([[-1.0, 1.0]], dtype=torch.float64)
+    if multiclass == 'joint':
+        return helmert(C)
+    A = torch.full((C, C), -1.0 / (C - 1), dtype=torch.float64)
+    A.fill_diagonal_(1.0)
     return A
+
 
 def contrast_kernel(G4: torch.Tensor, A: torch.Tensor, B: torch.Tensor | None = None) -> torch.Tensor:
     "Kernel of the outputs A f (rows) against B f (columns) from a multi-output kernel (n, m, C, C): (n·a, m·b)."
     B = A if B is None else B
-    M = torch.einsum('ao,ijop,bp->iajb', A, G4.double(), B)                    # (n, a, m, b)
+    M = torch.einsum('ao,ijop,bp->iajb', A, G4.double(), B)  # (n, a, m, b)
     return M.reshape(M.shape[0] * M.shape[1], M.shape[2] * M.shape[3])
 
 # %% ../nbs/07_analysis.ipynb #a1000010
 @dataclass
 class Sample:
     "Tokenized train/test examples with labels, and what the labels mean."
-    train: dict; labels: torch.Tensor                # (n, T) batch; (n,) int class ids or float targets
-    test: dict | None; test_labels: torch.Tensor | None
-    kind: str                                        # 'binary', 'multiclass' or 'regression'
-    classes: tuple = ()                              # class names (classification)
+
+    train: dict
+    labels: torch.Tensor  # (n, T) batch; (n,) int class ids or float targets
+    test: dict | None
+    test_labels: torch.Tensor | None
+    kind: str  # 'binary', 'multiclass' or 'regression'
+    classes: tuple = ()  # class names (classification)
     template: str | None = None
     label_words: tuple | None = None
     description: str = ''
+
     @property
-    def n(self): return int(self.labels.shape[0])
+    def n(self):
+        return int(self.labels.shape[0])
+
     @property
-    def num_classes(self): return len(self.classes)
+    def num_classes(self):
+        return len(self.classes)
+
 
 def _pick(df, n, seed, kind, what):
     "A class-balanced (classification) or random (regression) subsample of n rows of a pandas frame."
-    if n > len(df): raise ValueError(f"{what} has {len(df)} examples, fewer than the {n} asked for")
-    if kind == 'regression': return df.sample(n=n, random_state=seed).reset_index(drop=True)
+    if n > len(df):
+        raise ValueError(f"{what} has {len(df)} examples, fewer than the {n} asked for")
+    if kind == 'regression':
+        return df.sample(n=n, random_state=seed).reset_index(drop=True)
     return balanced_subsample(df, n, seed)
+
 
 def _frame(data, text_column, label_column):
     "(pandas frame with columns text, label; the label feature) from a datasets.Dataset, columns checked."
     cols = list(data.column_names)
     bad = [c for c in (text_column, label_column) if c not in cols]
-    if bad: raise ValueError(f"column {bad[0]!r} is not in the dataset; its columns are {cols}")
+    if bad:
+        raise ValueError(f"column {bad[0]!r} is not in the dataset; its columns are {cols}")
     df = data.select_columns([text_column, label_column]).to_pandas()
     return df.rename(columns={text_column: 'text', label_column: 'label'}), data.features[label_column]
+
 
 def _label_codes(lab, feature, kind):
     "(class names, kind, encode) for a label column: ClassLabel names, other values in sorted order, or floats."
     if kind == 'regression' or (kind is None and lab.dtype.kind == 'f' and not np.allclose(lab, np.round(lab))):
         return (), 'regression', lambda s: s.astype(float)
-    if hasattr(feature, 'names'): names, encode = tuple(feature.names), (lambda s: s.astype(int))
+    if hasattr(feature, 'names'):
+        names, encode = tuple(feature.names), (lambda s: s.astype(int))
     else:
-        values = sorted(lab.unique()); order = {v: i for i, v in enumerate(values)}
+        values = sorted(lab.unique())
+        order = {v: i for i, v in enumerate(values)}
         names, encode = tuple(str(v) for v in values), (lambda s: s.map(order))
-    if len(names) < 2: raise ValueError(f"the label column has {len(names)} class; need at least 2")
+    if len(names) < 2:
+        raise ValueError(f"the label column has {len(names)} class; need at least 2")
     return names, 'binary' if len(names) == 2 else 'multiclass', encode
+
 
 def _sample_from_batch(data, labels, test_data, test_labels, label_words, kind):
     "A Sample from already tokenized examples."
-    if labels is None: labels = data.get('labels')
-    if labels is None: raise ValueError("a tokenized batch needs labels=... (or a 'labels' entry)")
+    if labels is None:
+        labels = data.get('labels')
+    if labels is None:
+        raise ValueError("a tokenized batch needs labels=... (or a 'labels' entry)")
     y = torch.as_tensor(np.asarray(labels))
     reg = kind == 'regression' or (kind is None and y.is_floating_point() and not torch.equal(y, y.round()))
     tr = as_batch(data)
-    if len(y) != tr['input_ids'].shape[0]: raise ValueError(f"labels has {len(y)} entries, the batch {tr['input_ids'].shape[0]}")
+    if len(y) != tr['input_ids'].shape[0]:
+        raise ValueError(f"labels has {len(y)} entries, the batch {tr['input_ids'].shape[0]}")
     te = None if test_data is None else as_batch(test_data, 'test_data')
-    if (te is None) != (test_labels is None): raise ValueError("give test_data and test_labels together")
+    if (te is None) != (test_labels is None):
+        raise ValueError("give test_data and test_labels together")
     yt = None if test_labels is None else torch.as_tensor(np.asarray(test_labels))
-    if reg: return Sample(tr, y.double(), te, None if yt is None else yt.double(), 'regression', description='tokenized batch')
+    if reg:
+        return Sample(
+            tr, y.double(), te, None if yt is None else yt.double(), 'regression', description='tokenized batch'
+        )
     classes = tuple(range(int(y.max()) + 1))
-    if y.min() < 0 or len(torch.unique(y)) < 2: raise ValueError("labels must be class ids 0..C-1 with at least two classes")
-    return Sample(tr, y.long(), te, None if yt is None else yt.long(), 'binary' if len(classes) == 2 else 'multiclass',
-                  tuple(map(str, classes)), None, tuple(label_words) if label_words else None, 'tokenized batch')
+    if y.min() < 0 or len(torch.unique(y)) < 2:
+        raise ValueError("labels must be class ids 0..C-1 with at least two classes")
+    return Sample(
+        tr,
+        y.long(),
+        te,
+        None if yt is None else yt.long(),
+        'binary' if len(classes) == 2 else 'multiclass',
+        tuple(map(str, classes)),
+        None,
+        tuple(label_words) if label_words else None,
+        'tokenized batch',
+    )
 
-def make_sample(tokenizer, data, n: int = 64, n_test: int = 64, max_length: int = 64, seed: int = 0,
-                text_column: str = 'text', label_column: str = 'label', template: str | None = None,
-                label_words=None, labels=None, test_data=None, test_labels=None, kind: str | None = None) -> Sample:
+
+def make_sample(
+    tokenizer,
+    data,
+    n: int = 64,
+    n_test: int = 64,
+    max_length: int = 64,
+    seed: int = 0,
+    text_column: str = 'text',
+    label_column: str = 'label',
+    template: str | None = None,
+    label_words=None,
+    labels=None,
+    test_data=None,
+    test_labels=None,
+    kind: str | None = None,
+) -> Sample:
     "Draw, prompt and tokenize the train and test examples of a task name, a `datasets.Dataset` or a tokenized batch."
-    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 4: raise ValueError(f"n must be an integer >= 4, got {n!r}")
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 4:
+        raise ValueError(f"n must be an integer >= 4, got {n!r}")
     if isinstance(n_test, bool) or not isinstance(n_test, (int, np.integer)) or n_test < 0:
         raise ValueError(f"n_test must be an integer >= 0, got {n_test!r}")
-    if kind not in (None, 'classification', 'regression'): raise ValueError(f"kind must be 'classification' or 'regression', got {kind!r}")
-    if isinstance(data, Mapping): return _sample_from_batch(data, labels, test_data, test_labels, label_words, kind)
+    if kind not in (None, 'classification', 'regression'):
+        raise ValueError(f"kind must be 'classification' or 'regression', got {kind!r}")
+    if isinstance(data, Mapping):
+        return _sample_from_batch(data, labels, test_data, test_labels, label_words, kind)
     if isinstance(data, str):
         info = task_info(data)
         df, feat = _frame(load_task(data, 'train'), 'text', 'label')
         dft = _frame(load_task(data, 'test'), 'text', 'label')[0]
-        classes, ks = ((), 'regression') if info.kind == 'regression' else \
-            (info.label_names, 'binary' if info.num_classes == 2 else 'multiclass')
+        classes, ks = (
+            ((), 'regression')
+            if info.kind == 'regression'
+            else (info.label_names, 'binary' if info.num_classes == 2 else 'multiclass')
+        )
         template = info.template if template is None else template
         label_words = info.label_words if label_words is None else label_words
         desc = f"{data}: {info.description}"
     elif isinstance(data, datasets.Dataset):
         df, feat = _frame(data, text_column, label_column)
         classes, ks, encode = _label_codes(df['label'], feat, kind)
-        if test_data is not None: dft = _frame(test_data, text_column, label_column)[0]
-        elif len(df) < n + n_test: raise ValueError(f"the dataset has {len(df)} examples, fewer than n + n_test = {n + n_test}")
-        else: dft = None                                               # drawn below from what the training sample leaves
+        if test_data is not None:
+            dft = _frame(test_data, text_column, label_column)[0]
+        elif len(df) < n + n_test:
+            raise ValueError(f"the dataset has {len(df)} examples, fewer than n + n_test = {n + n_test}")
+        else:
+            dft = None  # drawn below from what the training sample leaves
         df = df.assign(label=encode(df['label']))
-        if dft is not None: dft = dft.assign(label=encode(dft['label']))
-        if dft is not None and dft['label'].isna().any(): raise ValueError("the test data has labels that the training data does not")
-        if label_words is None and hasattr(feat, 'names'): label_words = tuple(' ' + w for w in feat.names)
-        desc = f"a dataset of {len(df) + (0 if dft is None else len(dft))} rows (columns {text_column!r}, {label_column!r})"
-    else: raise TypeError(f"data must be a task name, a datasets.Dataset or a tokenized batch, got {type(data).__name__}")
+        if dft is not None:
+            dft = dft.assign(label=encode(dft['label']))
+        if dft is not None and dft['label'].isna().any():
+            raise ValueError("the test data has labels that the training data does not")
+        if label_words is None and hasattr(feat, 'names'):
+            label_words = tuple(' ' + w for w in feat.names)
+        rows_ = len(df) + (0 if dft is None else len(dft))
+        desc = f"a dataset of {rows_} rows (columns {text_column!r}, {label_column!r})"
+    else:
+        raise TypeError(f"data must be a task name, a datasets.Dataset or a tokenized batch, got {type(data).__name__}")
     if ks != 'regression':
         df = df.assign(label=df['label'].astype(int))
-        if dft is not None: dft = dft.assign(label=dft['label'].astype(int))
+        if dft is not None:
+            dft = dft.assign(label=dft['label'].astype(int))
     df = df.assign(_row=np.arange(len(df)))
     trs = _pick(df, n, seed, ks, 'the training data')
-    if dft is None: dft = df[~df['_row'].isin(set(trs['_row']))].reset_index(drop=True)   # disjoint from the training sample
+    if dft is None:
+        dft = df[~df['_row'].isin(set(trs['_row']))].reset_index(drop=True)  # disjoint from the training sample
     tes = _pick(dft, n_test, seed, ks, 'the test data') if n_test > 0 else None
     tok = lambda d: tokenize(tokenizer, [str(t) for t in d['text']], max_length, template)
     lab = lambda d: torch.tensor(d['label'].to_numpy(), dtype=torch.float64 if ks == 'regression' else torch.long)
-    return Sample(tok(trs), lab(trs), None if tes is None else tok(tes), None if tes is None else lab(tes), ks,
-                  tuple(classes), template, tuple(label_words) if label_words else None, desc)
+    return Sample(
+        tok(trs),
+        lab(trs),
+        None if tes is None else tok(tes),
+        None if tes is None else lab(tes),
+        ks,
+        tuple(classes),
+        template,
+        tuple(label_words) if label_words else None,
+        desc,
+    )
 
 # %% ../nbs/07_analysis.ipynb #a1000012
 HEADS = ('auto', 'lm', 'new')
 
-def resolve_model(model, sample_kind: str, num_classes: int, head: str = 'auto', device: str = 'auto',
-                  dtype=torch.float32, seed: int = 0, **load_kw):
+
+def resolve_model(
+    model,
+    sample_kind: str,
+    num_classes: int,
+    head: str = 'auto',
+    device: str = 'auto',
+    dtype=torch.float32,
+    seed: int = 0,
+    **load_kw,
+):
     "(model, tokenizer, 'lm' | 'new') from a model name or a loaded (model, tokenizer) pair."
-    if head not in HEADS: raise ValueError(f"head must be one of {', '.join(HEADS)}, got {head!r}")
+    if head not in HEADS:
+        raise ValueError(f"head must be one of {', '.join(HEADS)}, got {head!r}")
     if sample_kind == 'regression' and head == 'lm':
         raise ValueError("a regression target cannot use label-word outputs; use head='new' (a regression head)")
     if isinstance(model, (tuple, list)):
-        if len(model) != 2: raise ValueError("model must be a name or a (model, tokenizer) pair")
+        if len(model) != 2:
+            raise ValueError("model must be a name or a (model, tokenizer) pair")
         m, tok = model
-        if not isinstance(m, torch.nn.Module): raise TypeError(f"model[0] must be a torch module, got {type(m).__name__}")
+        if not isinstance(m, torch.nn.Module):
+            raise TypeError(f"model[0] must be a torch module, got {type(m).__name__}")
         lm = is_causal_lm(m)
-        if head == 'lm' and not lm: raise ValueError(f"head='lm' needs a causal LM; {type(m).__name__} is not one")
+        if head == 'lm' and not lm:
+            raise ValueError(f"head='lm' needs a causal LM; {type(m).__name__} is not one")
         if lm and sample_kind == 'regression':
             raise ValueError("a regression target cannot use label-word outputs; load the model with kind='regression'")
-        if lm and head == 'new': raise ValueError("a loaded causal LM has no new head: load it with kind='classification', "
-                                                  "or pass the model by name with head='new'")
+        if lm and head == 'new':
+            raise ValueError(
+                "a loaded causal LM has no new head: load it with kind='classification', "
+                "or pass the model by name with head='new'"
+            )
         return m, tok, 'lm' if lm else 'new'
-    if not isinstance(model, str): raise TypeError(f"model must be a name or a (model, tokenizer) pair, got {type(model).__name__}")
+    if not isinstance(model, str):
+        raise TypeError(f"model must be a name or a (model, tokenizer) pair, got {type(model).__name__}")
     want_lm = head == 'lm' or (head == 'auto' and sample_kind != 'regression' and model != 'minilm-l6')
     if want_lm:
-        try: m, tok = load_model(model, 'lm', dtype=dtype, device=device, seed=seed, **load_kw)
+        try:
+            m, tok = load_model(model, 'lm', dtype=dtype, device=device, seed=seed, **load_kw)
         except ValueError:
-            if head == 'lm': raise
+            if head == 'lm':
+                raise
             want_lm = False
     if not want_lm:
         kind = 'regression' if sample_kind == 'regression' else 'classification'
-        m, tok = load_model(model, kind, dtype=dtype, device=device, num_labels=max(2, num_classes), seed=seed, **load_kw)
+        m, tok = load_model(
+            model, kind, dtype=dtype, device=device, num_labels=max(2, num_classes), seed=seed, **load_kw
+        )
     return m, tok, 'lm' if want_lm else 'new'
+
 
 def sample_output_fn(model, tokenizer, sample: Sample, use: str):
     "The raw output for a sample: label-word margin/logits (LM) or head output; scalar for binary and regression."
     multi = sample.kind == 'multiclass'
     if use == 'lm':
-        if sample.kind == 'regression': raise ValueError("a regression target cannot use label-word outputs")
-        if not sample.label_words: raise ValueError("a causal LM's output needs label_words=(' word0', ' word1', ...)")
+        if sample.kind == 'regression':
+            raise ValueError("a regression target cannot use label-word outputs")
+        if not sample.label_words:
+            raise ValueError("a causal LM's output needs label_words=(' word0', ' word1', ...)")
         if len(sample.label_words) != sample.num_classes:
             raise ValueError(f"{len(sample.label_words)} label words for {sample.num_classes} classes")
         return LabelWordMargin(tokenizer, sample.label_words, multi=multi)
     if not has_classifier(model):
-        raise ValueError(f"{type(model).__name__} has neither an LM head nor a classification/regression head; load it with "
-                         f"kind='lm' (a causal LM) or kind='classification'/'regression' (a new head)")
+        raise ValueError(
+            f"{type(model).__name__} has neither an LM head nor a classification/regression head; load it with "
+            f"kind='lm' (a causal LM) or kind='classification'/'regression' (a new head)"
+        )
     return HeadOutput(multi=multi)
 
 # %% ../nbs/07_analysis.ipynb #a1000014
 _TENSORS = ('G', 'G_test', 'eigvals', 'eigvecs', 'f0', 'y', 'f0_test', 'y_test', 'labels', 'test_labels')
 
+
 @dataclass
 class Analysis:
-    "The kernel, its spectrum and decay, the noise and norm estimates, each rule's stop, its schedule and the predicted curves."
-    settings: dict                      # model, data, parameters, n, step size, lr, batch size, seed, timings, ...
-    G: torch.Tensor                     # (N, N) unnormalized Gram on the training sample (N = n·outputs)
-    G_test: torch.Tensor | None         # (M, N) cross block test × train
-    eigvals: torch.Tensor               # (N,) descending eigenvalues of K = G/n (clipped at 0)
-    eigvecs: torch.Tensor               # (N, N)
-    f0: torch.Tensor; y: torch.Tensor   # (N,) pretrained outputs and targets on the training sample
-    f0_test: torch.Tensor | None; y_test: torch.Tensor | None
-    labels: torch.Tensor; test_labels: torch.Tensor | None   # class ids (or regression targets)
-    spectrum: dict                      # n_clipped, min_raw, condition_number, lambda1_share, effective_rank
-    fits: dict                          # 'power', 'power_k2', 'exponential' -> DecayFit as dict (or None) 
-    noise: dict                         # sigma_hat, norm_hat, gcv_lambda, df
-    stops: dict                         # rule -> kernel-GD step (or None)
-    notes: dict                         # rule -> why it does not apply
-    schedule: dict                      # rule -> optimizer steps and epochs
-    curves: dict                        # step, train_mse, test_mse, train_accuracy, test_accuracy (lists)
+    "The kernel, its spectrum and decay, noise and norm estimates, each rule's stop and schedule, the predicted curves."
+
+    settings: dict  # model, data, parameters, n, step size, lr, batch size, seed, timings, ...
+    G: torch.Tensor  # (N, N) unnormalized Gram on the training sample (N = n·outputs)
+    G_test: torch.Tensor | None  # (M, N) cross block test × train
+    eigvals: torch.Tensor  # (N,) descending eigenvalues of K = G/n (clipped at 0)
+    eigvecs: torch.Tensor  # (N, N)
+    f0: torch.Tensor
+    y: torch.Tensor  # (N,) pretrained outputs and targets on the training sample
+    f0_test: torch.Tensor | None
+    y_test: torch.Tensor | None
+    labels: torch.Tensor
+    test_labels: torch.Tensor | None  # class ids (or regression targets)
+    spectrum: dict  # n_clipped, min_raw, condition_number, lambda1_share, effective_rank
+    fits: dict  # 'power', 'power_k2', 'exponential' -> DecayFit as dict (or None)
+    noise: dict  # sigma_hat, norm_hat, gcv_lambda, df
+    stops: dict  # rule -> kernel-GD step (or None)
+    notes: dict  # rule -> why it does not apply
+    schedule: dict  # rule -> optimizer steps and epochs
+    curves: dict  # step, train_mse, test_mse, train_accuracy, test_accuracy (lists)
+
     @property
-    def n(self) -> int: return int(self.settings['n'])
+    def n(self) -> int:
+        return int(self.settings['n'])
+
     @property
-    def K(self) -> torch.Tensor: return self.G / self.n
+    def K(self) -> torch.Tensor:
+        return self.G / self.n
+
     @property
-    def step_size(self) -> float: return float(self.settings['step_size'])
+    def step_size(self) -> float:
+        return float(self.settings['step_size'])
+
     @property
     def eig(self) -> Eigen:
         return Eigen(self.eigvals, self.eigvecs, int(self.spectrum['n_clipped']), float(self.spectrum['min_raw']))
+
     @property
-    def beta(self) -> float | None: return (self.fits.get('power') or {}).get('rate')
+    def beta(self) -> float | None:
+        return (self.fits.get('power') or {}).get('rate')
+
     def fit(self, name: str = 'power') -> DecayFit | None:
         d = self.fits.get(name)
         return None if d is None else DecayFit(**{**d, 'ci95': tuple(d['ci95'])})
+
     def save(self, path) -> Path:
         "Write `path/analysis.safetensors` and `path/analysis.json` (the folder is replaced atomically)."
         from safetensors.torch import save_file
+
         path = Path(path)
         tensors = {k: getattr(self, k).contiguous().double() for k in _TENSORS if getattr(self, k) is not None}
         meta = {k: v for k, v in asdict(self).items() if k not in _TENSORS}
         with atomic_dir(path) as tmp:
-            save_file(tensors, str(tmp / 'analysis.safetensors')); save_json({**meta, 'format': 1}, tmp / 'analysis.json')
+            save_file(tensors, str(tmp / 'analysis.safetensors'))
+            save_json({**meta, 'format': 1}, tmp / 'analysis.json')
         return path
+
     @classmethod
     def load(cls, path) -> 'Analysis':
         "Read an analysis written by `save`."
         from safetensors.torch import load_file
+
         path = Path(path)
         for f in ('analysis.json', 'analysis.safetensors'):
-            if not (path / f).is_file(): raise ValueError(f"{str(path)!r} holds no analysis ({f} is missing)")
-        try: meta = load_json(path / 'analysis.json'); t = load_file(str(path / 'analysis.safetensors'))
-        except Exception as e: raise ValueError(f"the analysis in {str(path)!r} is unreadable (truncated?): {e}") from None
+            if not (path / f).is_file():
+                raise ValueError(f"{str(path)!r} holds no analysis ({f} is missing)")
+        try:
+            meta = load_json(path / 'analysis.json')
+            t = load_file(str(path / 'analysis.safetensors'))
+        except Exception as e:
+            raise ValueError(f"the analysis in {str(path)!r} is unreadable (truncated?): {e}") from None
         if meta.pop('format', None) != 1 or 'settings' not in meta:
             raise ValueError(f"{str(path / 'analysis.json')!r} is not an analysis written by this package")
         kw = {k: t.get(k) for k in _TENSORS}
         for k in ('labels', 'test_labels'):
-            if kw[k] is not None and meta['settings'].get('kind') != 'regression': kw[k] = kw[k].long()
+            if kw[k] is not None and meta['settings'].get('kind') != 'regression':
+                kw[k] = kw[k].long()
         return cls(**meta, **kw)
 
 # %% ../nbs/07_analysis.ipynb #a1000016
 RULES = ('rwy', 'cp', 'discrepancy')
 
+
 def _outputs(model, fn, batch, block: int = 32) -> torch.Tensor:
     "output_fn on a batch without gradients, in blocks, as float64 on the CPU."
     b = as_batch(batch)
     with torch.no_grad():
-        return torch.cat([fn(model, {k: v[s:s + block] for k, v in b.items()}).double().cpu()
-                          for s in range(0, b['input_ids'].shape[0], block)])
+        return torch.cat(
+            [
+                fn(model, {k: v[s : s + block] for k, v in b.items()}).double().cpu()
+                for s in range(0, b['input_ids'].shape[0], block)
+            ]
+        )
+
 
 def _accuracy(F, labels, A, kind):
     "Accuracy of outputs F (steps, N) against class labels, through the contrasts A (O', C)."
-    if kind == 'regression': return None
-    n = len(labels); F = F.reshape(F.shape[0], n, A.shape[0])             # (S, n, O')
-    scores = F @ A                                                         # (S, n, C): contrasts back to logit space
+    if kind == 'regression':
+        return None
+    n = len(labels)
+    F = F.reshape(F.shape[0], n, A.shape[0])  # (S, n, O')
+    scores = F @ A  # (S, n, C): contrasts back to logit space
     return (scores.argmax(-1) == labels[None]).double().mean(1)
+
 
 def _fits(w) -> dict:
     out = {}
-    for name, f in (('power', lambda: fit_power_law(w)), ('power_k2', lambda: fit_power_law(w, k_min=2)),
-                    ('exponential', lambda: fit_exponential(w))):
-        try: out[name] = f().as_dict()
-        except ValueError: out[name] = None
+    for name, f in (
+        ('power', lambda: fit_power_law(w)),
+        ('power_k2', lambda: fit_power_law(w, k_min=2)),
+        ('exponential', lambda: fit_exponential(w)),
+    ):
+        try:
+            out[name] = f().as_dict()
+        except ValueError:
+            out[name] = None
     return out
 
-def analyze_sample(model, tokenizer, sample: Sample, output_fn, params='attention', *, multiclass: str = 'joint',
-                   step_size=None, rules=RULES, lr=None, batch_size: int | None = None, horizon: int | None = None,
-                   settings: dict | None = None, progress: bool = True, **kernel_kw):
+
+def analyze_sample(
+    model,
+    tokenizer,
+    sample: Sample,
+    output_fn,
+    params='attention',
+    *,
+    multiclass: str = 'joint',
+    step_size=None,
+    rules=RULES,
+    lr=None,
+    batch_size: int | None = None,
+    horizon: int | None = None,
+    settings: dict | None = None,
+    progress: bool = True,
+    **kernel_kw,
+):
     "The pipeline on a prepared sample: kernel, spectrum, fits, σ̂ and norm, stops, schedules and curves."
     t0 = time.time()
     bad = [r for r in rules if r not in RULES]
-    if bad: raise ValueError(f"unknown rule {bad[0]!r}; use {', '.join(RULES)}")
-    if multiclass not in ('joint', 'ovr'): raise ValueError(f"multiclass must be 'joint' or 'ovr', got {multiclass!r}")
-    sel = select_params(model, params)                                     # fails early: no attention, empty regex
+    if bad:
+        raise ValueError(f"unknown rule {bad[0]!r}; use {', '.join(RULES)}")
+    if multiclass not in ('joint', 'ovr'):
+        raise ValueError(f"multiclass must be 'joint' or 'ovr', got {multiclass!r}")
+    sel = select_params(model, params)  # fails early: no attention, empty regex
     train = check_inputs(model, sample.train, 'train')
     test = None if sample.test is None else check_inputs(model, sample.test, 'test')
     C = max(2, sample.num_classes)
     A = contrasts(C, multiclass) if sample.kind != 'regression' else torch.ones(1, 1, dtype=torch.float64)
-    if step_size is not None: step_size = as_scalar(step_size, 'step_size')
-    if lr is not None: lr = as_scalar(lr, 'lr')
-    if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1):
+    if step_size is not None:
+        step_size = as_scalar(step_size, 'step_size')
+    if lr is not None:
+        lr = as_scalar(lr, 'lr')
+    if batch_size is not None and (
+        isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1
+    ):
         raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
     # the kernel and the outputs of the raw output function (scalar, or C multi-outputs)
     t1 = time.time()
     kw = dict(progress=progress, **kernel_kw)
-    if test is not None: G, Gt = train_test_ntk(model, train, test, output_fn, sel, **kw)
-    else: G, Gt = empirical_ntk(model, train, output_fn, sel, **kw), None
+    if test is not None:
+        G, Gt = train_test_ntk(model, train, test, output_fn, sel, **kw)
+    else:
+        G, Gt = empirical_ntk(model, train, output_fn, sel, **kw), None
     t_kernel = time.time() - t1
     f0, f0t = _outputs(model, output_fn, train), (None if test is None else _outputs(model, output_fn, test))
     n = sample.n
     scalar = G.ndim == 2
+
     def to_problem(G_, Gt_, f_, ft_, A_):
         "Kernel, test kernel, outputs and targets of the outputs A_ f (flattened example-major)."
-        if scalar:                                                         # binary margin or regression value
+        if scalar:  # binary margin or regression value
             return G_, Gt_, f_, ft_
-        return (contrast_kernel(G_, A_), None if Gt_ is None else contrast_kernel(Gt_, A_),
-                (f_ @ A_.T).reshape(-1), None if ft_ is None else (ft_ @ A_.T).reshape(-1))
+        return (
+            contrast_kernel(G_, A_),
+            None if Gt_ is None else contrast_kernel(Gt_, A_),
+            (f_ @ A_.T).reshape(-1),
+            None if ft_ is None else (ft_ @ A_.T).reshape(-1),
+        )
+
     def y_of(labels, A_):
-        if labels is None: return None
-        if sample.kind == 'regression': return labels.double()
-        if A_.shape[0] == 1 and C == 2: return targets(labels)                  # the margin: ±1
-        E = torch.eye(C, dtype=torch.float64)[labels]                          # (n, C) one-hot
+        if labels is None:
+            return None
+        if sample.kind == 'regression':
+            return labels.double()
+        if A_.shape[0] == 1 and C == 2:
+            return targets(labels)  # the margin: ±1
+        E = torch.eye(C, dtype=torch.float64)[labels]  # (n, C) one-hot
         return (E @ A_.T).reshape(-1) if multiclass == 'joint' else None
+
     problems = []
     if sample.kind == 'multiclass' and multiclass == 'ovr':
         for c in range(C):
-            Ac = A[c:c + 1]
+            Ac = A[c : c + 1]
             Gc, Gtc, fc, ftc = to_problem(G, Gt, f0, f0t, Ac)
-            yc = targets((sample.labels == c).long()); ytc = None if sample.test_labels is None else targets((sample.test_labels == c).long())
+            yc = targets((sample.labels == c).long())
+            ytc = None if sample.test_labels is None else targets((sample.test_labels == c).long())
             problems.append((Gc, Gtc, fc, ftc, yc, ytc, Ac, c))
     else:
         Gp, Gtp, fp, ftp = to_problem(G, Gt, f0, f0t, A)
         problems.append((Gp, Gtp, fp, ftp, y_of(sample.labels, A), y_of(sample.test_labels, A), A, None))
-    base = dict(settings or {}, kind=sample.kind, classes=list(sample.classes), multiclass=multiclass if sample.kind == 'multiclass' else None,
-                n=n, n_test=0 if test is None else int(test['input_ids'].shape[0]), T=int(train['input_ids'].shape[1]),
-                params=params if isinstance(params, str) else 'custom', n_params=count_params(sel),
-                output_fn=getattr(output_fn, 'name', type(output_fn).__name__), template=sample.template,
-                label_words=list(sample.label_words) if sample.label_words else None, description=sample.description,
-                kernel_seconds=t_kernel)
-    out = [_solve(Gp, Gtp, fp, ftp, yp, ytp, Ap, c, sample, base, step_size, rules, lr, batch_size, horizon, t0)
-           for Gp, Gtp, fp, ftp, yp, ytp, Ap, c in problems]
+    base = dict(
+        settings or {},
+        kind=sample.kind,
+        classes=list(sample.classes),
+        multiclass=multiclass if sample.kind == 'multiclass' else None,
+        n=n,
+        n_test=0 if test is None else int(test['input_ids'].shape[0]),
+        T=int(train['input_ids'].shape[1]),
+        params=params if isinstance(params, str) else 'custom',
+        n_params=count_params(sel),
+        output_fn=getattr(output_fn, 'name', type(output_fn).__name__),
+        template=sample.template,
+        label_words=list(sample.label_words) if sample.label_words else None,
+        description=sample.description,
+        kernel_seconds=t_kernel,
+    )
+    out = [
+        _solve(Gp, Gtp, fp, ftp, yp, ytp, Ap, c, sample, base, step_size, rules, lr, batch_size, horizon, t0)
+        for Gp, Gtp, fp, ftp, yp, ytp, Ap, c in problems
+    ]
     return out if len(out) > 1 else out[0]
+
 
 def stopping_steps(K, y, f0, step_size: float, rules=RULES) -> dict:
     "Each rule's kernel-GD stopping step with the plug-in σ̂ and norm; a rule that cannot apply gives None and a note."
     eig = K if isinstance(K, Eigen) else eigendecomposition(K)
-    w = eig.eigvals; lam1 = float(w[0]); a = as_scalar(step_size, 'step_size')
-    if lam1 <= 0: raise ValueError("the kernel is zero: the output does not move with the selected parameters")
+    w = eig.eigvals
+    lam1 = float(w[0])
+    a = as_scalar(step_size, 'step_size')
+    if lam1 <= 0:
+        raise ValueError("the kernel is zero: the output does not move with the selected parameters")
     sigma, info = estimate_noise(eig, y, f0, return_info=True)
     norm = estimate_norm(eig, y, f0, lam=info['lam'])
     stops, notes = {}, {}
@@ -355,122 +568,270 @@ def stopping_steps(K, y, f0, step_size: float, rules=RULES) -> dict:
         warnings.simplefilter('always')
         for r in rules:
             if r == 'rwy' and a > min(1.0, 1.0 / lam1) * (1 + 1e-12):
-                stops[r] = None; notes[r] = f"step {a:.3g} exceeds min(1, 1/λ_1) = {min(1.0, 1 / lam1):.3g} (RWY's condition)"
+                stops[r] = None
+                notes[r] = f"step {a:.3g} exceeds min(1, 1/λ_1) = {min(1.0, 1 / lam1):.3g} (RWY's condition)"
             elif r != 'rwy' and a * lam1 >= 2:
-                stops[r] = None; notes[r] = f"step {a:.3g} >= 2/λ_1: kernel GD diverges"
-            elif r == 'rwy': stops[r] = rwy_stopping_time(w, sigma, a, norm_bound=max(norm, 1e-12))
-            elif r == 'cp': stops[r] = cp_stopping_time(eig, y, sigma, a, f0)
-            else: stops[r] = discrepancy_stopping_time(eig, y, sigma, a, f0)
-    if caught: notes['warnings'] = [str(c.message) for c in caught]
-    return {'stops': stops, 'notes': notes, 'sigma_hat': sigma, 'norm_hat': norm, 'gcv_lambda': info['lam'], 'df': info['df']}
+                stops[r] = None
+                notes[r] = f"step {a:.3g} >= 2/λ_1: kernel GD diverges"
+            elif r == 'rwy':
+                stops[r] = rwy_stopping_time(w, sigma, a, norm_bound=max(norm, 1e-12))
+            elif r == 'cp':
+                stops[r] = cp_stopping_time(eig, y, sigma, a, f0)
+            else:
+                stops[r] = discrepancy_stopping_time(eig, y, sigma, a, f0)
+    if caught:
+        notes['warnings'] = [str(c.message) for c in caught]
+    return {
+        'stops': stops,
+        'notes': notes,
+        'sigma_hat': sigma,
+        'norm_hat': norm,
+        'gcv_lambda': info['lam'],
+        'df': info['df'],
+    }
+
 
 def _solve(G, Gt, f0, f0t, y, yt, A, cls, sample, base, step_size, rules, lr, batch_size, horizon, t0):
     "Spectrum, fits, noise, stops, schedules and curves of one regression problem."
-    n = sample.n; K = G / n
-    eig = eigendecomposition(K); w = eig.eigvals; lam1 = float(w[0])
-    if lam1 <= 0: raise ValueError("the kernel is zero: the output does not move with the selected parameters")
+    n = sample.n
+    K = G / n
+    eig = eigendecomposition(K)
+    w = eig.eigvals
+    lam1 = float(w[0])
+    if lam1 <= 0:
+        raise ValueError("the kernel is zero: the output does not move with the selected parameters")
     a = min(1.0, 1.0 / lam1) if step_size is None else step_size
-    if a * lam1 >= 2: raise ValueError(f"step_size={a:.3g} >= 2/λ_1 = {2/lam1:.3g}: kernel GD diverges; use a smaller one")
-    st = stopping_steps(eig, y, f0, a, rules); stops, notes = st['stops'], st['notes']
+    if a * lam1 >= 2:
+        raise ValueError(f"step_size={a:.3g} >= 2/λ_1 = {2 / lam1:.3g}: kernel GD diverges; use a smaller one")
+    st = stopping_steps(eig, y, f0, a, rules)
+    stops, notes = st['stops'], st['notes']
     finite = [t for t in stops.values() if t is not None]
     T = int(horizon) if horizon is not None else int(min(20_000, max(100, 2 * max(finite, default=0))))
     path = kernel_gd(eig, y, a, T, f0, Gt / n if Gt is not None else None, f0t)
-    curves = {'step': list(range(T + 1)), 'train_mse': (((path.train - y)**2).mean(1) / 2).tolist()}
+    curves = {'step': list(range(T + 1)), 'train_mse': (((path.train - y) ** 2).mean(1) / 2).tolist()}
     labels, tl = sample.labels, sample.test_labels
-    if cls is not None: labels = (labels == cls).long(); tl = None if tl is None else (tl == cls).long()
+    if cls is not None:
+        labels = (labels == cls).long()
+        tl = None if tl is None else (tl == cls).long()
     acc_A = A if cls is None and A.shape[0] > 1 else torch.tensor([[1.0]], dtype=torch.float64)
     bin_ = cls is not None or (sample.kind == 'binary')
+
     def acc(F, lab):
-        if sample.kind == 'regression' or lab is None: return None
-        if bin_: return ((F > 0).long() == lab[None]).double().mean(1).tolist()
+        if sample.kind == 'regression' or lab is None:
+            return None
+        if bin_:
+            return ((F > 0).long() == lab[None]).double().mean(1).tolist()
         return _accuracy(F, lab, acc_A, sample.kind).tolist()
+
     curves['train_accuracy'] = acc(path.train, labels)
     if path.test is not None and yt is not None:
-        curves['test_mse'] = (((path.test - yt)**2).mean(1) / 2).tolist()
+        curves['test_mse'] = (((path.test - yt) ** 2).mean(1) / 2).tolist()
         curves['test_accuracy'] = acc(path.test, tl)
         curves['test_optimal_step'] = int(np.argmin(curves['test_mse']))
-    sched = {r: (None if t is None else stopping_schedule(int(t), a, n, lr, min(batch_size or n, n))) for r, t in stops.items()}
-    share = float(w[0]**2 / (w**2).sum())
-    spec = {'n_clipped': eig.n_clipped, 'min_raw': eig.min_raw, 'condition_number': eig.condition_number,
-            'lambda_1': lam1, 'lambda1_share': share, 'effective_rank': effective_rank(w)}
-    settings = dict(base, step_size=a, lr=a if lr is None else lr, batch_size=min(batch_size or n, n), horizon=T,
-                    rules=list(rules), class_index=cls, class_name=None if cls is None else sample.classes[cls],
-                    seconds=time.time() - t0)
+    sched = {
+        r: (None if t is None else stopping_schedule(int(t), a, n, lr, min(batch_size or n, n)))
+        for r, t in stops.items()
+    }
+    share = float(w[0] ** 2 / (w**2).sum())
+    spec = {
+        'n_clipped': eig.n_clipped,
+        'min_raw': eig.min_raw,
+        'condition_number': eig.condition_number,
+        'lambda_1': lam1,
+        'lambda1_share': share,
+        'effective_rank': effective_rank(w),
+    }
+    settings = dict(
+        base,
+        step_size=a,
+        lr=a if lr is None else lr,
+        batch_size=min(batch_size or n, n),
+        horizon=T,
+        rules=list(rules),
+        class_index=cls,
+        class_name=None if cls is None else sample.classes[cls],
+        seconds=time.time() - t0,
+    )
     noise = {k: st[k] for k in ('sigma_hat', 'norm_hat', 'gcv_lambda', 'df')}
-    return Analysis(settings, G, Gt, w, eig.eigvecs, f0, y, f0t, yt, sample.labels, sample.test_labels, spec, _fits(w),
-                    noise, stops, notes, sched, curves)
+    return Analysis(
+        settings,
+        G,
+        Gt,
+        w,
+        eig.eigvecs,
+        f0,
+        y,
+        f0t,
+        yt,
+        sample.labels,
+        sample.test_labels,
+        spec,
+        _fits(w),
+        noise,
+        stops,
+        notes,
+        sched,
+        curves,
+    )
 
 # %% ../nbs/07_analysis.ipynb #a1000017
-def analyze(model='smollm2-135m',          # embedded name, paper preset, hub id or folder, or a loaded (model, tokenizer)
-            data='rt-sentiment',           # task name, datasets.Dataset, or a tokenized batch (with labels=...)
-            *,
-            params='attention',            # select_params preset, regex, callable, or 'trainable'
-            n: int = 64,                   # training examples in the kernel
-            n_test: int = 64,              # test examples for the predicted test curve (0: none)
-            max_length: int = 64,          # tokens per prompt (capped at the model's positions)
-            step_size=None,                # kernel-GD step α; default min(1, 1/λ_1), the largest RWY allow
-            rules=RULES,                   # stopping rules to apply
-            lr=None,                       # optimizer learning rate for the schedule (default α)
-            batch_size: int | None = None, # optimizer batch size for the schedule (default n: full batch)
-            head: str = 'auto',            # 'auto', 'lm' (label words, setting 1) or 'new' (new head, setting 2)
-            multiclass: str = 'joint',     # C > 2 classes: 'joint' (Helmert contrasts) or 'ovr' (a list of analyses)
-            text_column: str = 'text', label_column: str = 'label',   # for a datasets.Dataset
-            template: str | None = None,   # prompt with a {text} slot (default: the task's; none for a Dataset)
-            label_words=None,              # one single-token word per class (default: the task's / ClassLabel names)
-            labels=None,                   # labels of a tokenized batch
-            test_data=None, test_labels=None,  # an explicit test set (a Dataset, or a tokenized batch with labels)
-            kind: str | None = None,       # force 'classification' or 'regression' (default: from the labels)
-            device: str = 'auto',          # where a model loaded by name goes ('auto': CUDA when available)
-            dtype=torch.float32,           # dtype of a model loaded by name
-            seed: int = 0,                 # sampling and new-head seed
-            horizon: int | None = None,    # steps of the predicted curves (default: past the latest stop)
-            progress: bool = True,
-            **kernel_kw):                  # passed to the kernel engine: memory_budget, cache_dir, autocast, ...
-    "My model and my labelled data → kernel, decay, σ̂, each rule's stopping step in optimizer steps and epochs, curves."
+def analyze(
+    model='smollm2-135m',  # embedded name, paper preset, hub id or folder, or a loaded (model, tokenizer)
+    data='rt-sentiment',  # task name, datasets.Dataset, or a tokenized batch (with labels=...)
+    *,
+    params='attention',  # select_params preset, regex, callable, or 'trainable'
+    n: int = 64,  # training examples in the kernel
+    n_test: int = 64,  # test examples for the predicted test curve (0: none)
+    max_length: int = 64,  # tokens per prompt (capped at the model's positions)
+    step_size=None,  # kernel-GD step α; default min(1, 1/λ_1), the largest RWY allow
+    rules=RULES,  # stopping rules to apply
+    lr=None,  # optimizer learning rate for the schedule (default α)
+    batch_size: int | None = None,  # optimizer batch size for the schedule (default n: full batch)
+    head: str = 'auto',  # 'auto', 'lm' (label words, setting 1) or 'new' (new head, setting 2)
+    multiclass: str = 'joint',  # C > 2 classes: 'joint' (Helmert contrasts) or 'ovr' (a list of analyses)
+    text_column: str = 'text',
+    label_column: str = 'label',  # for a datasets.Dataset
+    template: str | None = None,  # prompt with a {text} slot (default: the task's; none for a Dataset)
+    label_words=None,  # one single-token word per class (default: the task's / ClassLabel names)
+    labels=None,  # labels of a tokenized batch
+    test_data=None,
+    test_labels=None,  # an explicit test set (a Dataset, or a tokenized batch with labels)
+    kind: str | None = None,  # force 'classification' or 'regression' (default: from the labels)
+    device: str = 'auto',  # where a model loaded by name goes ('auto': CUDA when available)
+    dtype=torch.float32,  # dtype of a model loaded by name
+    seed: int = 0,  # sampling and new-head seed
+    horizon: int | None = None,  # steps of the predicted curves (default: past the latest stop)
+    progress: bool = True,
+    **kernel_kw,
+):  # passed to the kernel engine: memory_budget, cache_dir, autocast, ...
+    "My model and my labelled data → kernel, decay, σ̂, each rule's stop in optimizer steps and epochs, curves."
     bad = [r for r in rules if r not in RULES]
-    if bad: raise ValueError(f"unknown rule {bad[0]!r}; use {', '.join(RULES)}")
-    if multiclass not in ('joint', 'ovr'): raise ValueError(f"multiclass must be 'joint' or 'ovr', got {multiclass!r}")
-    m, tok, sample, fn, settings = prepare(model, data, n=n, n_test=n_test, max_length=max_length, head=head,
-                                           text_column=text_column, label_column=label_column, template=template,
-                                           label_words=label_words, labels=labels, test_data=test_data,
-                                           test_labels=test_labels, kind=kind, device=device, dtype=dtype, seed=seed)
-    return analyze_sample(m, tok, sample, fn, params, multiclass=multiclass, step_size=step_size, rules=rules, lr=lr,
-                          batch_size=batch_size, horizon=horizon, settings=settings, progress=progress, **kernel_kw)
+    if bad:
+        raise ValueError(f"unknown rule {bad[0]!r}; use {', '.join(RULES)}")
+    if multiclass not in ('joint', 'ovr'):
+        raise ValueError(f"multiclass must be 'joint' or 'ovr', got {multiclass!r}")
+    m, tok, sample, fn, settings = prepare(
+        model,
+        data,
+        n=n,
+        n_test=n_test,
+        max_length=max_length,
+        head=head,
+        text_column=text_column,
+        label_column=label_column,
+        template=template,
+        label_words=label_words,
+        labels=labels,
+        test_data=test_data,
+        test_labels=test_labels,
+        kind=kind,
+        device=device,
+        dtype=dtype,
+        seed=seed,
+    )
+    return analyze_sample(
+        m,
+        tok,
+        sample,
+        fn,
+        params,
+        multiclass=multiclass,
+        step_size=step_size,
+        rules=rules,
+        lr=lr,
+        batch_size=batch_size,
+        horizon=horizon,
+        settings=settings,
+        progress=progress,
+        **kernel_kw,
+    )
 
-def prepare(model, data, *, n=64, n_test=64, max_length=64, head='auto', text_column='text', label_column='label',
-            template=None, label_words=None, labels=None, test_data=None, test_labels=None, kind=None, device='auto',
-            dtype=torch.float32, seed=0):
+
+def prepare(
+    model,
+    data,
+    *,
+    n=64,
+    n_test=64,
+    max_length=64,
+    head='auto',
+    text_column='text',
+    label_column='label',
+    template=None,
+    label_words=None,
+    labels=None,
+    test_data=None,
+    test_labels=None,
+    kind=None,
+    device='auto',
+    dtype=torch.float32,
+    seed=0,
+):
     "(model, tokenizer, Sample, output function, settings): everything `analyze` resolves before the kernel."
-    if head not in HEADS: raise ValueError(f"head must be one of {', '.join(HEADS)}, got {head!r}")
-    if isinstance(data, str): task_info(data)                              # unknown task names fail before loading
+    if head not in HEADS:
+        raise ValueError(f"head must be one of {', '.join(HEADS)}, got {head!r}")
+    if isinstance(data, str):
+        task_info(data)  # unknown task names fail before loading
     pre = _data_kind(data, label_column, labels, kind, text_column)
     m, tok, use = resolve_model(model, pre[0], pre[1], head, device, dtype, seed)
     P = max_positions(m)
     if P is not None and max_length > P:
-        warnings.warn(f"max_length={max_length} exceeds the model's {P} positions: using {P}"); max_length = P
-    sample = make_sample(tok, data, n, n_test, max_length, seed, text_column, label_column, template, label_words,
-                         labels, test_data, test_labels, kind)
+        warnings.warn(f"max_length={max_length} exceeds the model's {P} positions: using {P}")
+        max_length = P
+    sample = make_sample(
+        tok,
+        data,
+        n,
+        n_test,
+        max_length,
+        seed,
+        text_column,
+        label_column,
+        template,
+        label_words,
+        labels,
+        test_data,
+        test_labels,
+        kind,
+    )
     fn = sample_output_fn(m, tok, sample, use)
     name = model if isinstance(model, str) else getattr(m.config, '_name_or_path', '') or type(m).__name__
-    settings = dict(model=name, architecture=type(m).__name__, head=use, data=data if isinstance(data, str) else sample.description,
-                    max_length=max_length, seed=seed, device=str(model_device(m)), dtype=str(next(m.parameters()).dtype))
+    settings = dict(
+        model=name,
+        architecture=type(m).__name__,
+        head=use,
+        data=data if isinstance(data, str) else sample.description,
+        max_length=max_length,
+        seed=seed,
+        device=str(model_device(m)),
+        dtype=str(next(m.parameters()).dtype),
+    )
     return m, tok, sample, fn, settings
+
 
 def _data_kind(data, label_column, labels, kind, text_column='text'):
     "('binary' | 'multiclass' | 'regression', number of classes) before anything heavy is loaded."
-    if kind == 'regression': return 'regression', 0
+    if kind == 'regression':
+        return 'regression', 0
     if isinstance(data, str):
         info = task_info(data)
-        return ('regression', 0) if info.kind == 'regression' else ('binary' if info.num_classes == 2 else 'multiclass', info.num_classes)
+        return (
+            ('regression', 0)
+            if info.kind == 'regression'
+            else ('binary' if info.num_classes == 2 else 'multiclass', info.num_classes)
+        )
     if isinstance(data, datasets.Dataset):
         for c in (text_column, label_column):
-            if c not in data.column_names: raise ValueError(f"column {c!r} is not in the dataset; its columns are {list(data.column_names)}")
-        names, ks, _ = _label_codes(data.select_columns([label_column]).to_pandas()[label_column],
-                                    data.features[label_column], None)
+            if c not in data.column_names:
+                raise ValueError(f"column {c!r} is not in the dataset; its columns are {list(data.column_names)}")
+        names, ks, _ = _label_codes(
+            data.select_columns([label_column]).to_pandas()[label_column], data.features[label_column], None
+        )
         return ks, len(names)
     if isinstance(data, Mapping):
         y = torch.as_tensor(np.asarray(labels if labels is not None else data.get('labels', [0, 1])))
-        if kind != 'classification' and y.is_floating_point() and not torch.equal(y, y.round()): return 'regression', 0
+        if kind != 'classification' and y.is_floating_point() and not torch.equal(y, y.round()):
+            return 'regression', 0
         C = int(y.max()) + 1
         return ('binary' if C == 2 else 'multiclass'), C
     raise TypeError(f"data must be a task name, a datasets.Dataset or a tokenized batch, got {type(data).__name__}")
@@ -478,33 +839,66 @@ def _data_kind(data, label_column, labels, kind, text_column='text'):
 # %% ../nbs/07_analysis.ipynb #a1000031
 def _balanced(labels, n, rng):
     "n sorted indices, balanced over the classes of `labels` (one class: a plain random subsample)."
-    labels = np.asarray(labels); cls = np.unique(labels); take = []
+    labels = np.asarray(labels)
+    cls = np.unique(labels)
+    take = []
     for i, c in enumerate(cls):
-        idx = np.flatnonzero(labels == c); k = n // len(cls) + (i < n % len(cls))
-        if k > len(idx): raise ValueError(f"n={n} needs {k} examples of class {c}, the pool has {len(idx)}")
+        idx = np.flatnonzero(labels == c)
+        k = n // len(cls) + (i < n % len(cls))
+        if k > len(idx):
+            raise ValueError(f"n={n} needs {k} examples of class {c}, the pool has {len(idx)}")
         take.append(rng.choice(idx, k, replace=False))
     return np.sort(np.concatenate(take))
 
-def learning_curve(G, y, f0, G_test, y_test, f0_test, ns, seeds=(0, 1, 2), rules=RULES, labels=None, test_labels=None,
-                   horizon: int = 5000) -> list:
-    "Test loss/accuracy of kernel GD from f_0 stopped by each rule and by the oracle, for subsamples of a pool, per (n, seed)."
+
+def learning_curve(
+    G,
+    y,
+    f0,
+    G_test,
+    y_test,
+    f0_test,
+    ns,
+    seeds=(0, 1, 2),
+    rules=RULES,
+    labels=None,
+    test_labels=None,
+    horizon: int = 5000,
+) -> list:
+    "Test loss/accuracy of kernel GD from f_0 stopped by each rule and by the oracle, per subsample size n and seed."
     G, G_test = torch.as_tensor(G).double(), torch.as_tensor(G_test).double()
     y, f0, y_test, f0_test = (torch.as_tensor(v).double() for v in (y, f0, y_test, f0_test))
-    N = G.shape[0]; lab = None if labels is None else np.asarray(labels); rows = []
-    acc = lambda F: None if test_labels is None else ((F > 0).long() == torch.as_tensor(test_labels)[None]).double().mean(1)
+    N = G.shape[0]
+    lab = None if labels is None else np.asarray(labels)
+    rows = []
+    acc = lambda F: (
+        None if test_labels is None else ((F > 0).long() == torch.as_tensor(test_labels)[None]).double().mean(1)
+    )
     for n in ns:
-        if not 4 <= n <= N: raise ValueError(f"n={n} must be in [4, {N}]")
+        if not 4 <= n <= N:
+            raise ValueError(f"n={n} must be in [4, {N}]")
         for s in seeds:
-            S = torch.as_tensor(_balanced(lab if lab is not None else np.zeros(N), n, np.random.default_rng(1000 * s + n)))
-            eig = eigendecomposition(G[S][:, S] / n); a = min(1.0, 1.0 / float(eig.eigvals[0]))
+            S = torch.as_tensor(
+                _balanced(lab if lab is not None else np.zeros(N), n, np.random.default_rng(1000 * s + n))
+            )
+            eig = eigendecomposition(G[S][:, S] / n)
+            a = min(1.0, 1.0 / float(eig.eigvals[0]))
             st = stopping_steps(eig, y[S], f0[S], a, rules)
             T = max([horizon] + [t for t in st['stops'].values() if t is not None])
             path = kernel_gd(eig, y[S], a, T, f0[S], G_test[:, S] / n, f0_test)
-            loss = ((path.test - y_test)**2).mean(1) / 2; ac = acc(path.test)
+            loss = ((path.test - y_test) ** 2).mean(1) / 2
+            ac = acc(path.test)
             t_or = int(loss.argmin())
-            row = {'n': n, 'seed': s, 'step_size': a, 'sigma_hat': st['sigma_hat'], 'oracle_step': t_or,
-                   'oracle_test_loss': float(loss[t_or]), 'oracle_test_accuracy': None if ac is None else float(ac[t_or]),
-                   'zero_shot_test_loss': float(loss[0])}
+            row = {
+                'n': n,
+                'seed': s,
+                'step_size': a,
+                'sigma_hat': st['sigma_hat'],
+                'oracle_step': t_or,
+                'oracle_test_loss': float(loss[t_or]),
+                'oracle_test_accuracy': None if ac is None else float(ac[t_or]),
+                'zero_shot_test_loss': float(loss[0]),
+            }
             for r, t in st['stops'].items():
                 row[f'{r}_step'] = t
                 row[f'{r}_test_loss'] = None if t is None else float(loss[min(t, T)])
@@ -512,21 +906,32 @@ def learning_curve(G, y, f0, G_test, y_test, f0_test, ns, seeds=(0, 1, 2), rules
             rows.append(row)
     return rows
 
+
 def predict_learning_curve(a: Analysis, ns, horizon: int = 100_000) -> list:
     "Test loss and stopping step predicted for each n from a pilot analysis' spectrum, residual and σ̂ (no training)."
-    w = a.eigvals.numpy(); n_p = len(w); sigma2 = a.noise['sigma_hat']**2
-    z2 = ((a.eigvecs.T @ (a.y - a.f0))**2).numpy()
-    theta2 = np.maximum(z2 - sigma2, 0) / n_p                              # population signal energy per direction
-    f = a.fit('power'); out = []
+    w = a.eigvals.numpy()
+    n_p = len(w)
+    sigma2 = a.noise['sigma_hat'] ** 2
+    z2 = ((a.eigvecs.T @ (a.y - a.f0)) ** 2).numpy()
+    theta2 = np.maximum(z2 - sigma2, 0) / n_p  # population signal energy per direction
+    f = a.fit('power')
+    out = []
     for n in ns:
         k = np.arange(1, n + 1)
         mu = np.where(k <= n_p, np.pad(w, (0, max(0, n - n_p)))[:n], w[0] * f.predict(k) if f else 0.0)
         th = np.pad(theta2, (0, max(0, n - n_p)))[:n]
         alpha = min(1.0, 1.0 / mu[0])
         t = np.unique(np.round(np.geomspace(1, horizon, 400)).astype(int))
-        p = (1 - alpha * mu[None, :]) ** t[:, None]                              # (steps, n)
-        R = ((p**2 * n * th[None, :]) + (1 - p)**2 * sigma2).sum(1) / n + theta2[n:].sum()   # + signal beyond reach
+        p = (1 - alpha * mu[None, :]) ** t[:, None]  # (steps, n)
+        R = ((p**2 * n * th[None, :]) + (1 - p) ** 2 * sigma2).sum(1) / n + theta2[n:].sum()  # + signal beyond reach
         i = int(R.argmin())
-        out.append({'n': int(n), 'predicted_step': int(t[i]), 'predicted_risk': float(R[i]),
-                    'predicted_test_loss': float((R[i] + sigma2) / 2), 'step_size': float(alpha)})
+        out.append(
+            {
+                'n': int(n),
+                'predicted_step': int(t[i]),
+                'predicted_risk': float(R[i]),
+                'predicted_test_loss': float((R[i] + sigma2) / 2),
+                'step_size': float(alpha),
+            }
+        )
     return out

