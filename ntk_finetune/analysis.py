@@ -6,13 +6,21 @@
 from __future__ import annotations
 import math, time, warnings
 from collections.abc import Mapping
-from dataclasses import dataclass, field, asdict
+from dataclasses import dataclass, asdict
 from pathlib import Path
 import numpy as np
 import torch
 import datasets
-from .core import as_batch, as_scalar, get_device, model_device, to_device, save_json, load_json, atomic_dir
-from .data import TaskInfo, task_info, load_task, balanced_subsample
+from ntk_finetune.core import (
+    as_batch,
+    as_scalar,
+    model_device,
+    save_json,
+    load_json,
+    atomic_dir,
+    eval_mode,
+)
+from .data import task_info, load_task, balanced_subsample
 from ntk_finetune.models import (
     load_model,
     select_params,
@@ -24,11 +32,16 @@ from ntk_finetune.models import (
     has_classifier,
     LabelWordMargin,
     HeadOutput,
-    KINDS,
-    EMBEDDED_MODELS,
 )
 from .entk import train_test_ntk, empirical_ntk
-from .spectrum import Eigen, eigendecomposition, fit_power_law, fit_exponential, DecayFit, effective_rank
+from ntk_finetune.spectrum import (
+    Eigen,
+    eigendecomposition,
+    fit_power_law,
+    fit_exponential,
+    DecayFit,
+    effective_rank,
+)
 from .dynamics import kernel_gd
 from ntk_finetune.early_stopping import (
     rwy_stopping_time,
@@ -73,7 +86,9 @@ def contrasts(C: int, multiclass: str) -> torch.Tensor:
     return A
 
 
-def contrast_kernel(G4: torch.Tensor, A: torch.Tensor, B: torch.Tensor | None = None) -> torch.Tensor:
+def contrast_kernel(
+    G4: torch.Tensor, A: torch.Tensor, B: torch.Tensor | None = None
+) -> torch.Tensor:
     "Kernel of the outputs A f (rows) against B f (columns) from a multi-output kernel (n, m, C, C): (n·a, m·b)."
     B = A if B is None else B
     M = torch.einsum('ao,ijop,bp->iajb', A, G4.double(), B)  # (n, a, m, b)
@@ -117,14 +132,20 @@ def _frame(data, text_column, label_column):
     cols = list(data.column_names)
     bad = [c for c in (text_column, label_column) if c not in cols]
     if bad:
-        raise ValueError(f"column {bad[0]!r} is not in the dataset; its columns are {cols}")
+        raise ValueError(
+            f"column {bad[0]!r} is not in the dataset; its columns are {cols}"
+        )
     df = data.select_columns([text_column, label_column]).to_pandas()
-    return df.rename(columns={text_column: 'text', label_column: 'label'}), data.features[label_column]
+    return df.rename(
+        columns={text_column: 'text', label_column: 'label'}
+    ), data.features[label_column]
 
 
 def _label_codes(lab, feature, kind):
     "(class names, kind, encode) for a label column: ClassLabel names, other values in sorted order, or floats."
-    if kind == 'regression' or (kind is None and lab.dtype.kind == 'f' and not np.allclose(lab, np.round(lab))):
+    if kind == 'regression' or (
+        kind is None and lab.dtype.kind == 'f' and not np.allclose(lab, np.round(lab))
+    ):
         return (), 'regression', lambda s: s.astype(float)
     if hasattr(feature, 'names'):
         names, encode = tuple(feature.names), (lambda s: s.astype(int))
@@ -144,21 +165,34 @@ def _sample_from_batch(data, labels, test_data, test_labels, label_words, kind):
     if labels is None:
         raise ValueError("a tokenized batch needs labels=... (or a 'labels' entry)")
     y = torch.as_tensor(np.asarray(labels))
-    reg = kind == 'regression' or (kind is None and y.is_floating_point() and not torch.equal(y, y.round()))
+    reg = kind == 'regression' or (
+        kind is None and y.is_floating_point() and not torch.equal(y, y.round())
+    )
     tr = as_batch(data)
     if len(y) != tr['input_ids'].shape[0]:
-        raise ValueError(f"labels has {len(y)} entries, the batch {tr['input_ids'].shape[0]}")
+        raise ValueError(
+            f"labels has {len(y)} entries, the batch {tr['input_ids'].shape[0]}"
+        )
     te = None if test_data is None else as_batch(test_data, 'test_data')
     if (te is None) != (test_labels is None):
         raise ValueError("give test_data and test_labels together")
     yt = None if test_labels is None else torch.as_tensor(np.asarray(test_labels))
     if reg:
         return Sample(
-            tr, y.double(), te, None if yt is None else yt.double(), 'regression', description='tokenized batch'
+            tr,
+            y.double(),
+            te,
+            None if yt is None else yt.double(),
+            'regression',
+            description='tokenized batch',
         )
     classes = tuple(range(int(y.max()) + 1))
     if y.min() < 0 or len(torch.unique(y)) < 2:
         raise ValueError("labels must be class ids 0..C-1 with at least two classes")
+    if yt is not None and (yt.min() < 0 or yt.max() >= len(classes)):
+        raise ValueError(
+            f"test_labels must be class ids of the training classes 0..{len(classes) - 1}"
+        )
     return Sample(
         tr,
         y.long(),
@@ -191,12 +225,18 @@ def make_sample(
     "Draw, prompt and tokenize the train and test examples of a task name, a `datasets.Dataset` or a tokenized batch."
     if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 4:
         raise ValueError(f"n must be an integer >= 4, got {n!r}")
-    if isinstance(n_test, bool) or not isinstance(n_test, (int, np.integer)) or n_test < 0:
+    if (
+        isinstance(n_test, bool)
+        or not isinstance(n_test, (int, np.integer))
+        or n_test < 0
+    ):
         raise ValueError(f"n_test must be an integer >= 0, got {n_test!r}")
     if kind not in (None, 'classification', 'regression'):
         raise ValueError(f"kind must be 'classification' or 'regression', got {kind!r}")
     if isinstance(data, Mapping):
-        return _sample_from_batch(data, labels, test_data, test_labels, label_words, kind)
+        return _sample_from_batch(
+            data, labels, test_data, test_labels, label_words, kind
+        )
     if isinstance(data, str):
         info = task_info(data)
         df, feat = _frame(load_task(data, 'train'), 'text', 'label')
@@ -215,7 +255,9 @@ def make_sample(
         if test_data is not None:
             dft = _frame(test_data, text_column, label_column)[0]
         elif len(df) < n + n_test:
-            raise ValueError(f"the dataset has {len(df)} examples, fewer than n + n_test = {n + n_test}")
+            raise ValueError(
+                f"the dataset has {len(df)} examples, fewer than n + n_test = {n + n_test}"
+            )
         else:
             dft = None  # drawn below from what the training sample leaves
         df = df.assign(label=encode(df['label']))
@@ -228,7 +270,9 @@ def make_sample(
         rows_ = len(df) + (0 if dft is None else len(dft))
         desc = f"a dataset of {rows_} rows (columns {text_column!r}, {label_column!r})"
     else:
-        raise TypeError(f"data must be a task name, a datasets.Dataset or a tokenized batch, got {type(data).__name__}")
+        raise TypeError(
+            f"data must be a task name, a datasets.Dataset or a tokenized batch, got {type(data).__name__}"
+        )
     if ks != 'regression':
         df = df.assign(label=df['label'].astype(int))
         if dft is not None:
@@ -236,10 +280,16 @@ def make_sample(
     df = df.assign(_row=np.arange(len(df)))
     trs = _pick(df, n, seed, ks, 'the training data')
     if dft is None:
-        dft = df[~df['_row'].isin(set(trs['_row']))].reset_index(drop=True)  # disjoint from the training sample
+        dft = df[~df['_row'].isin(set(trs['_row']))].reset_index(
+            drop=True
+        )  # disjoint from the training sample
     tes = _pick(dft, n_test, seed, ks, 'the test data') if n_test > 0 else None
-    tok = lambda d: tokenize(tokenizer, [str(t) for t in d['text']], max_length, template)
-    lab = lambda d: torch.tensor(d['label'].to_numpy(), dtype=torch.float64 if ks == 'regression' else torch.long)
+    tok = lambda d: tokenize(
+        tokenizer, [str(t) for t in d['text']], max_length, template
+    )
+    lab = lambda d: torch.tensor(
+        d['label'].to_numpy(), dtype=torch.float64 if ks == 'regression' else torch.long
+    )
     return Sample(
         tok(trs),
         lab(trs),
@@ -270,7 +320,9 @@ def resolve_model(
     if head not in HEADS:
         raise ValueError(f"head must be one of {', '.join(HEADS)}, got {head!r}")
     if sample_kind == 'regression' and head == 'lm':
-        raise ValueError("a regression target cannot use label-word outputs; use head='new' (a regression head)")
+        raise ValueError(
+            "a regression target cannot use label-word outputs; use head='new' (a regression head)"
+        )
     if isinstance(model, (tuple, list)):
         if len(model) != 2:
             raise ValueError("model must be a name or a (model, tokenizer) pair")
@@ -279,9 +331,13 @@ def resolve_model(
             raise TypeError(f"model[0] must be a torch module, got {type(m).__name__}")
         lm = is_causal_lm(m)
         if head == 'lm' and not lm:
-            raise ValueError(f"head='lm' needs a causal LM; {type(m).__name__} is not one")
+            raise ValueError(
+                f"head='lm' needs a causal LM; {type(m).__name__} is not one"
+            )
         if lm and sample_kind == 'regression':
-            raise ValueError("a regression target cannot use label-word outputs; load the model with kind='regression'")
+            raise ValueError(
+                "a regression target cannot use label-word outputs; load the model with kind='regression'"
+            )
         if lm and head == 'new':
             raise ValueError(
                 "a loaded causal LM has no new head: load it with kind='classification', "
@@ -289,11 +345,17 @@ def resolve_model(
             )
         return m, tok, 'lm' if lm else 'new'
     if not isinstance(model, str):
-        raise TypeError(f"model must be a name or a (model, tokenizer) pair, got {type(model).__name__}")
-    want_lm = head == 'lm' or (head == 'auto' and sample_kind != 'regression' and model != 'minilm-l6')
+        raise TypeError(
+            f"model must be a name or a (model, tokenizer) pair, got {type(model).__name__}"
+        )
+    want_lm = head == 'lm' or (
+        head == 'auto' and sample_kind != 'regression' and model != 'minilm-l6'
+    )
     if want_lm:
         try:
-            m, tok = load_model(model, 'lm', dtype=dtype, device=device, seed=seed, **load_kw)
+            m, tok = load_model(
+                model, 'lm', dtype=dtype, device=device, seed=seed, **load_kw
+            )
         except ValueError:
             if head == 'lm':
                 raise
@@ -301,7 +363,13 @@ def resolve_model(
     if not want_lm:
         kind = 'regression' if sample_kind == 'regression' else 'classification'
         m, tok = load_model(
-            model, kind, dtype=dtype, device=device, num_labels=max(2, num_classes), seed=seed, **load_kw
+            model,
+            kind,
+            dtype=dtype,
+            device=device,
+            num_labels=max(2, num_classes),
+            seed=seed,
+            **load_kw,
         )
     return m, tok, 'lm' if want_lm else 'new'
 
@@ -313,9 +381,13 @@ def sample_output_fn(model, tokenizer, sample: Sample, use: str):
         if sample.kind == 'regression':
             raise ValueError("a regression target cannot use label-word outputs")
         if not sample.label_words:
-            raise ValueError("a causal LM's output needs label_words=(' word0', ' word1', ...)")
+            raise ValueError(
+                "a causal LM's output needs label_words=(' word0', ' word1', ...)"
+            )
         if len(sample.label_words) != sample.num_classes:
-            raise ValueError(f"{len(sample.label_words)} label words for {sample.num_classes} classes")
+            raise ValueError(
+                f"{len(sample.label_words)} label words for {sample.num_classes} classes"
+            )
         return LabelWordMargin(tokenizer, sample.label_words, multi=multi)
     if not has_classifier(model):
         raise ValueError(
@@ -325,7 +397,18 @@ def sample_output_fn(model, tokenizer, sample: Sample, use: str):
     return HeadOutput(multi=multi)
 
 # %% ../nbs/07_analysis.ipynb #a1000014
-_TENSORS = ('G', 'G_test', 'eigvals', 'eigvecs', 'f0', 'y', 'f0_test', 'y_test', 'labels', 'test_labels')
+_TENSORS = (
+    'G',
+    'G_test',
+    'eigvals',
+    'eigvecs',
+    'f0',
+    'y',
+    'f0_test',
+    'y_test',
+    'labels',
+    'test_labels',
+)
 
 
 @dataclass
@@ -343,7 +426,9 @@ class Analysis:
     y_test: torch.Tensor | None
     labels: torch.Tensor
     test_labels: torch.Tensor | None  # class ids (or regression targets)
-    spectrum: dict  # n_clipped, min_raw, condition_number, lambda1_share, effective_rank
+    spectrum: (
+        dict  # n_clipped, min_raw, condition_number, lambda1_share, effective_rank
+    )
     fits: dict  # 'power', 'power_k2', 'exponential' -> DecayFit as dict (or None)
     noise: dict  # sigma_hat, norm_hat, gcv_lambda, df
     stops: dict  # rule -> kernel-GD step (or None)
@@ -365,7 +450,12 @@ class Analysis:
 
     @property
     def eig(self) -> Eigen:
-        return Eigen(self.eigvals, self.eigvecs, int(self.spectrum['n_clipped']), float(self.spectrum['min_raw']))
+        return Eigen(
+            self.eigvals,
+            self.eigvecs,
+            int(self.spectrum['n_clipped']),
+            float(self.spectrum['min_raw']),
+        )
 
     @property
     def beta(self) -> float | None:
@@ -380,7 +470,11 @@ class Analysis:
         from safetensors.torch import save_file
 
         path = Path(path)
-        tensors = {k: getattr(self, k).contiguous().double() for k in _TENSORS if getattr(self, k) is not None}
+        tensors = {
+            k: getattr(self, k).contiguous().double()
+            for k in _TENSORS
+            if getattr(self, k) is not None
+        }
         meta = {k: v for k, v in asdict(self).items() if k not in _TENSORS}
         with atomic_dir(path) as tmp:
             save_file(tensors, str(tmp / 'analysis.safetensors'))
@@ -400,9 +494,13 @@ class Analysis:
             meta = load_json(path / 'analysis.json')
             t = load_file(str(path / 'analysis.safetensors'))
         except Exception as e:
-            raise ValueError(f"the analysis in {str(path)!r} is unreadable (truncated?): {e}") from None
+            raise ValueError(
+                f"the analysis in {str(path)!r} is unreadable (truncated?): {e}"
+            ) from None
         if meta.pop('format', None) != 1 or 'settings' not in meta:
-            raise ValueError(f"{str(path / 'analysis.json')!r} is not an analysis written by this package")
+            raise ValueError(
+                f"{str(path / 'analysis.json')!r} is not an analysis written by this package"
+            )
         kw = {k: t.get(k) for k in _TENSORS}
         for k in ('labels', 'test_labels'):
             if kw[k] is not None and meta['settings'].get('kind') != 'regression':
@@ -416,7 +514,7 @@ RULES = ('rwy', 'cp', 'discrepancy')
 def _outputs(model, fn, batch, block: int = 32) -> torch.Tensor:
     "output_fn on a batch without gradients, in blocks, as float64 on the CPU."
     b = as_batch(batch)
-    with torch.no_grad():
+    with torch.no_grad(), eval_mode(model):
         return torch.cat(
             [
                 fn(model, {k: v[s : s + block] for k, v in b.items()}).double().cpu()
@@ -468,6 +566,10 @@ def analyze_sample(
 ):
     "The pipeline on a prepared sample: kernel, spectrum, fits, σ̂ and norm, stops, schedules and curves."
     t0 = time.time()
+    if 'multi' in kernel_kw:
+        raise ValueError(
+            "multi is set by the analysis from the output function's shape; don't pass it"
+        )
     bad = [r for r in rules if r not in RULES]
     if bad:
         raise ValueError(f"unknown rule {bad[0]!r}; use {', '.join(RULES)}")
@@ -477,13 +579,19 @@ def analyze_sample(
     train = check_inputs(model, sample.train, 'train')
     test = None if sample.test is None else check_inputs(model, sample.test, 'test')
     C = max(2, sample.num_classes)
-    A = contrasts(C, multiclass) if sample.kind != 'regression' else torch.ones(1, 1, dtype=torch.float64)
+    A = (
+        contrasts(C, multiclass)
+        if sample.kind != 'regression'
+        else torch.ones(1, 1, dtype=torch.float64)
+    )
     if step_size is not None:
         step_size = as_scalar(step_size, 'step_size')
     if lr is not None:
         lr = as_scalar(lr, 'lr')
     if batch_size is not None and (
-        isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1
+        isinstance(batch_size, bool)
+        or not isinstance(batch_size, (int, np.integer))
+        or batch_size < 1
     ):
         raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
     # the kernel and the outputs of the raw output function (scalar, or C multi-outputs)
@@ -494,7 +602,10 @@ def analyze_sample(
     else:
         G, Gt = empirical_ntk(model, train, output_fn, sel, **kw), None
     t_kernel = time.time() - t1
-    f0, f0t = _outputs(model, output_fn, train), (None if test is None else _outputs(model, output_fn, test))
+    f0, f0t = (
+        _outputs(model, output_fn, train),
+        (None if test is None else _outputs(model, output_fn, test)),
+    )
     n = sample.n
     scalar = G.ndim == 2
 
@@ -525,11 +636,26 @@ def analyze_sample(
             Ac = A[c : c + 1]
             Gc, Gtc, fc, ftc = to_problem(G, Gt, f0, f0t, Ac)
             yc = targets((sample.labels == c).long())
-            ytc = None if sample.test_labels is None else targets((sample.test_labels == c).long())
+            ytc = (
+                None
+                if sample.test_labels is None
+                else targets((sample.test_labels == c).long())
+            )
             problems.append((Gc, Gtc, fc, ftc, yc, ytc, Ac, c))
     else:
         Gp, Gtp, fp, ftp = to_problem(G, Gt, f0, f0t, A)
-        problems.append((Gp, Gtp, fp, ftp, y_of(sample.labels, A), y_of(sample.test_labels, A), A, None))
+        problems.append(
+            (
+                Gp,
+                Gtp,
+                fp,
+                ftp,
+                y_of(sample.labels, A),
+                y_of(sample.test_labels, A),
+                A,
+                None,
+            )
+        )
     base = dict(
         settings or {},
         kind=sample.kind,
@@ -547,7 +673,24 @@ def analyze_sample(
         kernel_seconds=t_kernel,
     )
     out = [
-        _solve(Gp, Gtp, fp, ftp, yp, ytp, Ap, c, sample, base, step_size, rules, lr, batch_size, horizon, t0)
+        _solve(
+            Gp,
+            Gtp,
+            fp,
+            ftp,
+            yp,
+            ytp,
+            Ap,
+            c,
+            sample,
+            base,
+            step_size,
+            rules,
+            lr,
+            batch_size,
+            horizon,
+            t0,
+        )
         for Gp, Gtp, fp, ftp, yp, ytp, Ap, c in problems
     ]
     return out if len(out) > 1 else out[0]
@@ -560,7 +703,9 @@ def stopping_steps(K, y, f0, step_size: float, rules=RULES) -> dict:
     lam1 = float(w[0])
     a = as_scalar(step_size, 'step_size')
     if lam1 <= 0:
-        raise ValueError("the kernel is zero: the output does not move with the selected parameters")
+        raise ValueError(
+            "the kernel is zero: the output does not move with the selected parameters"
+        )
     sigma, info = estimate_noise(eig, y, f0, return_info=True)
     norm = estimate_norm(eig, y, f0, lam=info['lam'])
     stops, notes = {}, {}
@@ -569,7 +714,9 @@ def stopping_steps(K, y, f0, step_size: float, rules=RULES) -> dict:
         for r in rules:
             if r == 'rwy' and a > min(1.0, 1.0 / lam1) * (1 + 1e-12):
                 stops[r] = None
-                notes[r] = f"step {a:.3g} exceeds min(1, 1/λ_1) = {min(1.0, 1 / lam1):.3g} (RWY's condition)"
+                notes[r] = (
+                    f"step {a:.3g} exceeds min(1, 1/λ_1) = {min(1.0, 1 / lam1):.3g} (RWY's condition)"
+                )
             elif r != 'rwy' and a * lam1 >= 2:
                 stops[r] = None
                 notes[r] = f"step {a:.3g} >= 2/λ_1: kernel GD diverges"
@@ -591,7 +738,24 @@ def stopping_steps(K, y, f0, step_size: float, rules=RULES) -> dict:
     }
 
 
-def _solve(G, Gt, f0, f0t, y, yt, A, cls, sample, base, step_size, rules, lr, batch_size, horizon, t0):
+def _solve(
+    G,
+    Gt,
+    f0,
+    f0t,
+    y,
+    yt,
+    A,
+    cls,
+    sample,
+    base,
+    step_size,
+    rules,
+    lr,
+    batch_size,
+    horizon,
+    t0,
+):
     "Spectrum, fits, noise, stops, schedules and curves of one regression problem."
     n = sample.n
     K = G / n
@@ -599,21 +763,36 @@ def _solve(G, Gt, f0, f0t, y, yt, A, cls, sample, base, step_size, rules, lr, ba
     w = eig.eigvals
     lam1 = float(w[0])
     if lam1 <= 0:
-        raise ValueError("the kernel is zero: the output does not move with the selected parameters")
+        raise ValueError(
+            "the kernel is zero: the output does not move with the selected parameters"
+        )
     a = min(1.0, 1.0 / lam1) if step_size is None else step_size
     if a * lam1 >= 2:
-        raise ValueError(f"step_size={a:.3g} >= 2/λ_1 = {2 / lam1:.3g}: kernel GD diverges; use a smaller one")
+        raise ValueError(
+            f"step_size={a:.3g} >= 2/λ_1 = {2 / lam1:.3g}: kernel GD diverges; use a smaller one"
+        )
     st = stopping_steps(eig, y, f0, a, rules)
     stops, notes = st['stops'], st['notes']
     finite = [t for t in stops.values() if t is not None]
-    T = int(horizon) if horizon is not None else int(min(20_000, max(100, 2 * max(finite, default=0))))
+    T = (
+        int(horizon)
+        if horizon is not None
+        else int(min(20_000, max(100, 2 * max(finite, default=0))))
+    )
     path = kernel_gd(eig, y, a, T, f0, Gt / n if Gt is not None else None, f0t)
-    curves = {'step': list(range(T + 1)), 'train_mse': (((path.train - y) ** 2).mean(1) / 2).tolist()}
+    curves = {
+        'step': list(range(T + 1)),
+        'train_mse': (((path.train - y) ** 2).mean(1) / 2).tolist(),
+    }
     labels, tl = sample.labels, sample.test_labels
     if cls is not None:
         labels = (labels == cls).long()
         tl = None if tl is None else (tl == cls).long()
-    acc_A = A if cls is None and A.shape[0] > 1 else torch.tensor([[1.0]], dtype=torch.float64)
+    acc_A = (
+        A
+        if cls is None and A.shape[0] > 1
+        else torch.tensor([[1.0]], dtype=torch.float64)
+    )
     bin_ = cls is not None or (sample.kind == 'binary')
 
     def acc(F, lab):
@@ -629,7 +808,11 @@ def _solve(G, Gt, f0, f0t, y, yt, A, cls, sample, base, step_size, rules, lr, ba
         curves['test_accuracy'] = acc(path.test, tl)
         curves['test_optimal_step'] = int(np.argmin(curves['test_mse']))
     sched = {
-        r: (None if t is None else stopping_schedule(int(t), a, n, lr, min(batch_size or n, n)))
+        r: (
+            None
+            if t is None
+            else stopping_schedule(int(t), a, n, lr, min(batch_size or n, n))
+        )
         for r, t in stops.items()
     }
     share = float(w[0] ** 2 / (w**2).sum())
@@ -686,21 +869,25 @@ def analyze(
     step_size=None,  # kernel-GD step α; default min(1, 1/λ_1), the largest RWY allow
     rules=RULES,  # stopping rules to apply
     lr=None,  # optimizer learning rate for the schedule (default α)
-    batch_size: int | None = None,  # optimizer batch size for the schedule (default n: full batch)
+    batch_size: int
+    | None = None,  # optimizer batch size for the schedule (default n: full batch)
     head: str = 'auto',  # 'auto', 'lm' (label words, setting 1) or 'new' (new head, setting 2)
     multiclass: str = 'joint',  # C > 2 classes: 'joint' (Helmert contrasts) or 'ovr' (a list of analyses)
     text_column: str = 'text',
     label_column: str = 'label',  # for a datasets.Dataset
-    template: str | None = None,  # prompt with a {text} slot (default: the task's; none for a Dataset)
+    template: str
+    | None = None,  # prompt with a {text} slot (default: the task's; none for a Dataset)
     label_words=None,  # one single-token word per class (default: the task's / ClassLabel names)
     labels=None,  # labels of a tokenized batch
     test_data=None,
     test_labels=None,  # an explicit test set (a Dataset, or a tokenized batch with labels)
-    kind: str | None = None,  # force 'classification' or 'regression' (default: from the labels)
+    kind: str
+    | None = None,  # force 'classification' or 'regression' (default: from the labels)
     device: str = 'auto',  # where a model loaded by name goes ('auto': CUDA when available)
     dtype=torch.float32,  # dtype of a model loaded by name
     seed: int = 0,  # sampling and new-head seed
-    horizon: int | None = None,  # steps of the predicted curves (default: past the latest stop)
+    horizon: int
+    | None = None,  # steps of the predicted curves (default: past the latest stop)
     progress: bool = True,
     **kernel_kw,
 ):  # passed to the kernel engine: memory_budget, cache_dir, autocast, ...
@@ -776,7 +963,9 @@ def prepare(
     m, tok, use = resolve_model(model, pre[0], pre[1], head, device, dtype, seed)
     P = max_positions(m)
     if P is not None and max_length > P:
-        warnings.warn(f"max_length={max_length} exceeds the model's {P} positions: using {P}")
+        warnings.warn(
+            f"max_length={max_length} exceeds the model's {P} positions: using {P}"
+        )
         max_length = P
     sample = make_sample(
         tok,
@@ -795,7 +984,11 @@ def prepare(
         kind,
     )
     fn = sample_output_fn(m, tok, sample, use)
-    name = model if isinstance(model, str) else getattr(m.config, '_name_or_path', '') or type(m).__name__
+    name = (
+        model
+        if isinstance(model, str)
+        else getattr(m.config, '_name_or_path', '') or type(m).__name__
+    )
     settings = dict(
         model=name,
         architecture=type(m).__name__,
@@ -823,18 +1016,30 @@ def _data_kind(data, label_column, labels, kind, text_column='text'):
     if isinstance(data, datasets.Dataset):
         for c in (text_column, label_column):
             if c not in data.column_names:
-                raise ValueError(f"column {c!r} is not in the dataset; its columns are {list(data.column_names)}")
+                raise ValueError(
+                    f"column {c!r} is not in the dataset; its columns are {list(data.column_names)}"
+                )
         names, ks, _ = _label_codes(
-            data.select_columns([label_column]).to_pandas()[label_column], data.features[label_column], None
+            data.select_columns([label_column]).to_pandas()[label_column],
+            data.features[label_column],
+            None,
         )
         return ks, len(names)
     if isinstance(data, Mapping):
-        y = torch.as_tensor(np.asarray(labels if labels is not None else data.get('labels', [0, 1])))
-        if kind != 'classification' and y.is_floating_point() and not torch.equal(y, y.round()):
+        y = torch.as_tensor(
+            np.asarray(labels if labels is not None else data.get('labels', [0, 1]))
+        )
+        if (
+            kind != 'classification'
+            and y.is_floating_point()
+            and not torch.equal(y, y.round())
+        ):
             return 'regression', 0
         C = int(y.max()) + 1
         return ('binary' if C == 2 else 'multiclass'), C
-    raise TypeError(f"data must be a task name, a datasets.Dataset or a tokenized batch, got {type(data).__name__}")
+    raise TypeError(
+        f"data must be a task name, a datasets.Dataset or a tokenized batch, got {type(data).__name__}"
+    )
 
 # %% ../nbs/07_analysis.ipynb #a1000031
 def _balanced(labels, n, rng):
@@ -846,7 +1051,9 @@ def _balanced(labels, n, rng):
         idx = np.flatnonzero(labels == c)
         k = n // len(cls) + (i < n % len(cls))
         if k > len(idx):
-            raise ValueError(f"n={n} needs {k} examples of class {c}, the pool has {len(idx)}")
+            raise ValueError(
+                f"n={n} needs {k} examples of class {c}, the pool has {len(idx)}"
+            )
         take.append(rng.choice(idx, k, replace=False))
     return np.sort(np.concatenate(take))
 
@@ -867,19 +1074,27 @@ def learning_curve(
 ) -> list:
     "Test loss/accuracy of kernel GD from f_0 stopped by each rule and by the oracle, per subsample size n and seed."
     G, G_test = torch.as_tensor(G).double(), torch.as_tensor(G_test).double()
-    y, f0, y_test, f0_test = (torch.as_tensor(v).double() for v in (y, f0, y_test, f0_test))
+    y, f0, y_test, f0_test = (
+        torch.as_tensor(v).double() for v in (y, f0, y_test, f0_test)
+    )
     N = G.shape[0]
     lab = None if labels is None else np.asarray(labels)
     rows = []
     acc = lambda F: (
-        None if test_labels is None else ((F > 0).long() == torch.as_tensor(test_labels)[None]).double().mean(1)
+        None
+        if test_labels is None
+        else ((F > 0).long() == torch.as_tensor(test_labels)[None]).double().mean(1)
     )
     for n in ns:
         if not 4 <= n <= N:
             raise ValueError(f"n={n} must be in [4, {N}]")
         for s in seeds:
             S = torch.as_tensor(
-                _balanced(lab if lab is not None else np.zeros(N), n, np.random.default_rng(1000 * s + n))
+                _balanced(
+                    lab if lab is not None else np.zeros(N),
+                    n,
+                    np.random.default_rng(1000 * s + n),
+                )
             )
             eig = eigendecomposition(G[S][:, S] / n)
             a = min(1.0, 1.0 / float(eig.eigvals[0]))
@@ -902,7 +1117,9 @@ def learning_curve(
             for r, t in st['stops'].items():
                 row[f'{r}_step'] = t
                 row[f'{r}_test_loss'] = None if t is None else float(loss[min(t, T)])
-                row[f'{r}_test_accuracy'] = None if (t is None or ac is None) else float(ac[min(t, T)])
+                row[f'{r}_test_accuracy'] = (
+                    None if (t is None or ac is None) else float(ac[min(t, T)])
+                )
             rows.append(row)
     return rows
 
@@ -911,6 +1128,11 @@ def predict_learning_curve(a: Analysis, ns, horizon: int = 100_000) -> list:
     "Test loss and stopping step predicted for each n from a pilot analysis' spectrum, residual and σ̂ (no training)."
     w = a.eigvals.numpy()
     n_p = len(w)
+    if n_p != a.n:
+        raise ValueError(
+            f"the learning-curve prediction needs a scalar output per example (binary or regression); this analysis has "
+            f"{n_p // a.n} outputs per example: use multiclass='ovr' and predict each class's curve"
+        )
     sigma2 = a.noise['sigma_hat'] ** 2
     z2 = ((a.eigvecs.T @ (a.y - a.f0)) ** 2).numpy()
     theta2 = np.maximum(z2 - sigma2, 0) / n_p  # population signal energy per direction
@@ -918,12 +1140,20 @@ def predict_learning_curve(a: Analysis, ns, horizon: int = 100_000) -> list:
     out = []
     for n in ns:
         k = np.arange(1, n + 1)
-        mu = np.where(k <= n_p, np.pad(w, (0, max(0, n - n_p)))[:n], w[0] * f.predict(k) if f else 0.0)
+        mu = np.where(
+            k <= n_p,
+            np.pad(w, (0, max(0, n - n_p)))[:n],
+            w[0] * f.predict(k) if f else 0.0,
+        )
         th = np.pad(theta2, (0, max(0, n - n_p)))[:n]
         alpha = min(1.0, 1.0 / mu[0])
-        t = np.unique(np.round(np.geomspace(1, horizon, 400)).astype(int))
+        t = np.unique(
+            np.r_[0, np.round(np.geomspace(1, horizon, 400))].astype(int)
+        )  # from no training at all
         p = (1 - alpha * mu[None, :]) ** t[:, None]  # (steps, n)
-        R = ((p**2 * n * th[None, :]) + (1 - p) ** 2 * sigma2).sum(1) / n + theta2[n:].sum()  # + signal beyond reach
+        R = ((p**2 * n * th[None, :]) + (1 - p) ** 2 * sigma2).sum(1) / n + theta2[
+            n:
+        ].sum()  # + signal beyond reach
         i = int(R.argmin())
         out.append(
             {

@@ -4,7 +4,7 @@
 
 # %% ../nbs/90_cli.ipynb #8c4cb2ef
 from __future__ import annotations
-import argparse, os, shutil, sys, tempfile, time
+import argparse, os, shutil, sys, tempfile
 from pathlib import Path
 
 # %% auto #0
@@ -21,7 +21,9 @@ def check_out_dir(path, min_free: int = 50 << 20) -> Path:
     p = Path(path).expanduser()
     for q in [p, *p.parents]:
         if q.exists() and not q.is_dir():
-            raise UsageError(f"{str(q)!r} is a file, not a folder: choose another --out")
+            raise UsageError(
+                f"{str(q)!r} is a file, not a folder: choose another --out"
+            )
     try:
         p.mkdir(parents=True, exist_ok=True)
         fd, probe = tempfile.mkstemp(dir=p, prefix='.write-check-')
@@ -41,7 +43,9 @@ def _positive_int(lo=1):
         try:
             v = int(s)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"expected an integer >= {lo}, got {s!r}") from None
+            raise argparse.ArgumentTypeError(
+                f"expected an integer >= {lo}, got {s!r}"
+            ) from None
         if v < lo:
             raise argparse.ArgumentTypeError(f"expected an integer >= {lo}, got {v}")
         return v
@@ -53,9 +57,13 @@ def _positive_float(s):
     try:
         v = float(s)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {s!r}") from None
+        raise argparse.ArgumentTypeError(
+            f"expected a positive number, got {s!r}"
+        ) from None
     if not (v > 0 and v < float('inf')):
-        raise argparse.ArgumentTypeError(f"expected a positive finite number, got {s!r}")
+        raise argparse.ArgumentTypeError(
+            f"expected a positive finite number, got {s!r}"
+        )
     return v
 
 
@@ -75,16 +83,22 @@ def _load_data(a):
         try:
             return datasets.load_from_disk(str(p))
         except Exception as e:
-            raise UsageError(f"--data {str(p)!r} is not a saved dataset: {str(e).splitlines()[0]}") from None
+            raise UsageError(
+                f"--data {str(p)!r} is not a saved dataset: {str(e).splitlines()[0]}"
+            ) from None
     kinds = {'.csv': 'csv', '.json': 'json', '.jsonl': 'json', '.parquet': 'parquet'}
     if p.suffix not in kinds:
-        raise UsageError(f"--data must be a .csv, .json, .jsonl or .parquet file or a dataset folder, got {str(p)!r}")
+        raise UsageError(
+            f"--data must be a .csv, .json, .jsonl or .parquet file or a dataset folder, got {str(p)!r}"
+        )
     if not p.is_file():
         raise UsageError(f"--data {str(p)!r} does not exist")
     try:
         return datasets.load_dataset(kinds[p.suffix], data_files=str(p), split='train')
     except Exception as e:
-        raise UsageError(f"cannot read --data {str(p)!r}: {str(e).splitlines()[0]}") from None
+        raise UsageError(
+            f"cannot read --data {str(p)!r}: {str(e).splitlines()[0]}"
+        ) from None
 
 
 def _prepare(a, n_test=None):
@@ -110,10 +124,38 @@ def _prepare(a, n_test=None):
     )
 
 
+_NOT_KERNEL = {
+    'cmd',
+    'out',
+    'memory_budget',
+    'rules',
+    'step_size',
+    'lr',
+    'batch_size',
+    'finetune',
+}  # don't change G
+
+
+def _cache_dir(a, out) -> str:
+    "A cache folder per kernel-determining arguments: the same command resumes, another one starts its own."
+    import hashlib, json
+
+    key = {
+        k: repr(v)
+        for k, v in sorted(vars(a).items())
+        if k not in _NOT_KERNEL and not callable(v)
+    }
+    return str(
+        out
+        / '.cache'
+        / f"kernel-{hashlib.sha1(json.dumps(key).encode()).hexdigest()[:12]}"
+    )
+
+
 def _kernel_kw(a, out):
     return dict(
         memory_budget=None if a.memory_budget is None else int(a.memory_budget * 2**30),
-        cache_dir=str(out / '.cache' / 'kernel'),
+        cache_dir=_cache_dir(a, out),
     )
 
 
@@ -142,12 +184,12 @@ def cmd_analyze(a, out=print):
         progress=True,
         **_kernel_kw(a, folder),
     )
-    if isinstance(an, list):
-        an = an[0]
     history = _finetune(a, m, sample, fn, an) if a.finetune else None
     out(summary_table(an))
     if history is not None:
-        out(f"finetune  {history['stopped']}; measured test loss lowest at step {history['oracle_best_step']}")
+        out(
+            f"finetune  {history['stopped']}; measured test loss lowest at step {history['oracle_best_step']}"
+        )
     path = write_report(an, folder, history)
     out(f"report    {path}")
     return an
@@ -158,10 +200,30 @@ def _finetune(a, m, sample, fn, an):
     import numpy as np
     from ntk_finetune.finetune import TaskData, FinetuneConfig, finetune
 
-    steps = a.steps or min(200, max(10, 2 * max([s['optimizer_steps'] for s in an.schedule.values() if s], default=10)))
-    data = TaskData(sample.train, sample.labels, sample.test, sample.test_labels, sample.test, sample.test_labels)
+    steps = a.steps or min(
+        200,
+        max(
+            10,
+            2
+            * max(
+                [s['optimizer_steps'] for s in an.schedule.values() if s], default=10
+            ),
+        ),
+    )
+    data = TaskData(
+        sample.train,
+        sample.labels,
+        sample.test,
+        sample.test_labels,
+        sample.test,
+        sample.test_labels,
+    )
     h = finetune(
-        m, data, fn, FinetuneConfig(params=a.params, lr=an.settings['lr'], steps=steps, seed=a.seed), progress=True
+        m,
+        data,
+        fn,
+        FinetuneConfig(params=a.params, lr=an.settings['lr'], steps=steps, seed=a.seed),
+        progress=True,
     )
     return {
         'steps': h.steps,
@@ -169,7 +231,9 @@ def _finetune(a, m, sample, fn, an):
         'test_loss': h.test_loss,
         'test_acc': h.test_acc,
         'stopped': h.stopped,
-        'oracle_best_step': h.steps[int(np.nanargmin(h.test_loss))] if h.test_loss else None,
+        'oracle_best_step': h.steps[int(np.nanargmin(h.test_loss))]
+        if h.test_loss
+        else None,
         'lr': an.settings['lr'],
     }
 
@@ -188,8 +252,14 @@ def cmd_kernel(a, out=print):
     else:
         G, Gt = empirical_ntk(m, sample.train, fn, a.params, **kw), None
     with atomic_path(folder / 'kernel.safetensors') as t:
-        save_file({k: v.contiguous() for k, v in (('G', G), ('G_test', Gt)) if v is not None}, str(t))
-    save_json({**settings, 'params': a.params, 'n': sample.n, 'shape': list(G.shape)}, folder / 'kernel.json')
+        save_file(
+            {k: v.contiguous() for k, v in (('G', G), ('G_test', Gt)) if v is not None},
+            str(t),
+        )
+    save_json(
+        {**settings, 'params': a.params, 'n': sample.n, 'shape': list(G.shape)},
+        folder / 'kernel.json',
+    )
     out(
         f"kernel    G {tuple(G.shape)}"
         + (f", G_test {tuple(Gt.shape)}" if Gt is not None else '')
@@ -201,7 +271,11 @@ def _load_analysis(path):
     from ntk_finetune.analysis import Analysis
 
     try:
-        return Analysis.load(Path(path).expanduser() / 'analysis' if (Path(path) / 'analysis').is_dir() else path)
+        return Analysis.load(
+            Path(path).expanduser() / 'analysis'
+            if (Path(path) / 'analysis').is_dir()
+            else path
+        )
     except ValueError as e:
         raise UsageError(str(e)) from None
 
@@ -240,7 +314,9 @@ def cmd_stop(a, out=print):
     bs = a.batch_size or an.settings['batch_size']
     if bs > an.n:
         raise UsageError(f"--batch-size {bs} exceeds the analysis' n = {an.n}")
-    out(f"{'rule':<12}{'kernel-GD steps':>16}{'optimizer steps':>17}{'epochs':>9}   (lr {lr:.3g}, batch {bs})")
+    out(
+        f"{'rule':<12}{'kernel-GD steps':>16}{'optimizer steps':>17}{'epochs':>9}   (lr {lr:.3g}, batch {bs})"
+    )
     for r, t in an.stops.items():
         if t is None:
             out(f"{r:<12}{'—':>16}   {an.notes.get(r, '')}")
@@ -255,13 +331,10 @@ def cmd_compare(a, out=print):
     from ntk_finetune.core import save_json
     from ntk_finetune.models import load_model
 
-    folder = check_out_dir(a.out)
-    if a.task is None:
-        raise UsageError("compare needs --task")
-    from ntk_finetune.data import task_info
+    import torch
 
-    task_info(a.task)
-    m, tok = load_model(a.model, device=a.device)
+    folder = check_out_dir(a.out)
+    m, tok = load_model(a.model, device=a.device, dtype=getattr(torch, a.dtype))
     res = compare(
         m,
         tok,
@@ -275,6 +348,7 @@ def cmd_compare(a, out=print):
         a.params,
         seed=a.seed,
         model_name=a.model,
+        memory_budget=_kernel_kw(a, folder)['memory_budget'],
     )
     save_json(res, folder / 'compare.json')
     if res['stopped'].startswith('diverged'):
@@ -292,13 +366,16 @@ def cmd_taskvec(a, out=print):
     from ntk_finetune.models import load_model
     from ntk_finetune.data import task_info
     from ntk_finetune.task_vectors import study
+    import torch
 
     if len(a.tasks) < 2:
-        raise UsageError(f"a task-vector study needs at least two tasks, got {len(a.tasks)}")
+        raise UsageError(
+            f"a task-vector study needs at least two tasks, got {len(a.tasks)}"
+        )
     for t in a.tasks:
         task_info(t)
     folder = check_out_dir(a.out)
-    m, tok = load_model(a.model, device=a.device)
+    m, tok = load_model(a.model, device=a.device, dtype=getattr(torch, a.dtype))
     res = study(
         m,
         tok,
@@ -310,7 +387,7 @@ def cmd_taskvec(a, out=print):
         lr=a.lr,
         params=a.params,
         seed=a.seed,
-        cache_dir=str(folder / '.cache' / 'kernel'),
+        **_kernel_kw(a, folder),
     )
     save_json(res, folder / 'taskvec.json')
     out(f"{'pair':<40}{'overlap':>9}{'cos τ':>8}{'norm. acc.':>12}")
@@ -343,14 +420,8 @@ class _Parser(argparse.ArgumentParser):
         raise UsageError(message)
 
 
-def _common(p, out_default):
-    g = p.add_argument
-    g(
-        '--model',
-        default='smollm2-135m',
-        help='embedded name (smollm2-135m, minilm-l6), paper preset (gpt-neo-125m, gpt-neo-1.3b), hub id or folder',
-    )
-    g('--task', default='rt-sentiment', help='task name (see list-tasks)')
+def _data_flags(g):
+    "Your own data and prompt: the commands that run on a user's dataset."
     g(
         '--data',
         default=None,
@@ -358,7 +429,11 @@ def _common(p, out_default):
     )
     g('--text-column', default='text', help='text column of --data')
     g('--label-column', default='label', help='label column of --data')
-    g('--template', default=None, help="prompt with a {text} slot (default: the task's)")
+    g(
+        '--template',
+        default=None,
+        help="prompt with a {text} slot (default: the task's)",
+    )
     g(
         '--label-words',
         type=_words,
@@ -366,25 +441,48 @@ def _common(p, out_default):
         help="comma-separated label words, one per class (default: the task's)",
     )
     g(
-        '--params',
-        default='attention',
-        help=f"parameters of the kernel: a preset ({', '.join(PARAM_PRESETS)}) or a regex",
-    )
-    g(
         '--head',
         default='auto',
         choices=('auto', 'lm', 'new'),
         help="the model's own label-word output (lm) or a new head (new)",
     )
+
+
+def _common(p, out_default, own_data: bool = True, task: bool = True):
+    "The flags every model command shares; `own_data=False` for commands that take embedded tasks only."
+    g = p.add_argument
+    g(
+        '--model',
+        default='smollm2-135m',
+        help='embedded name (smollm2-135m, minilm-l6), paper preset (gpt-neo-125m, gpt-neo-1.3b), hub id or folder',
+    )
+    if task:
+        g('--task', default='rt-sentiment', help='task name (see list-tasks)')
+    if own_data:
+        _data_flags(g)
+    g(
+        '--params',
+        default='attention',
+        help=f"parameters of the kernel: a preset ({', '.join(PARAM_PRESETS)}) or a regex",
+    )
     g('--n', type=_positive_int(4), default=64, help='training examples in the kernel')
-    g('--n-test', type=_positive_int(0), default=64, help='test examples for the predicted test curve')
+    g(
+        '--n-test',
+        type=_positive_int(0),
+        default=64,
+        help='test examples for the predicted test curve',
+    )
     g(
         '--max-length',
         type=_positive_int(8),
         default=64,
         help='tokens per prompt (the text is shortened, the template kept)',
     )
-    g('--device', default='auto', help="'auto' (CUDA when available), 'cpu', 'cuda', 'cuda:N'")
+    g(
+        '--device',
+        default='auto',
+        help="'auto' (CUDA when available), 'cpu', 'cuda', 'cuda:N'",
+    )
     g(
         '--dtype',
         default='float32',
@@ -411,15 +509,30 @@ def parser() -> argparse.ArgumentParser:
     )
     p.add_argument('--version', action='version', version=f'ntk-finetune {__version__}')
     sub = p.add_subparsers(dest='cmd', metavar='COMMAND', parser_class=_Parser)
-    an = sub.add_parser('analyze', help='the main job: kernel, decay, stopping steps, report.html', formatter_class=fmt)
+    an = sub.add_parser(
+        'analyze',
+        help='the main job: kernel, decay, stopping steps, report.html',
+        formatter_class=fmt,
+    )
     _common(an, 'ntk-report')
     an.add_argument(
-        '--lr', type=_positive_float, default=None, help='learning rate for the schedule (default: the kernel step α)'
+        '--lr',
+        type=_positive_float,
+        default=None,
+        help='learning rate for the schedule (default: the kernel step α)',
     )
     an.add_argument(
-        '--batch-size', type=_positive_int(1), default=None, help='batch size for the schedule (default: n)'
+        '--batch-size',
+        type=_positive_int(1),
+        default=None,
+        help='batch size for the schedule (default: n)',
     )
-    an.add_argument('--step-size', type=_positive_float, default=None, help='kernel-GD step α (default: min(1, 1/λ_1))')
+    an.add_argument(
+        '--step-size',
+        type=_positive_float,
+        default=None,
+        help='kernel-GD step α (default: min(1, 1/λ_1))',
+    )
     an.add_argument(
         '--rules',
         type=lambda s: tuple(s.split(',')),
@@ -427,7 +540,9 @@ def parser() -> argparse.ArgumentParser:
         help=f"comma-separated rules from {', '.join(RULE_NAMES)}",
     )
     an.add_argument(
-        '--finetune', action='store_true', help='also fine-tune (full-batch GD) and draw the measured curves'
+        '--finetune',
+        action='store_true',
+        help='also fine-tune (full-batch GD) and draw the measured curves',
     )
     an.add_argument(
         '--steps',
@@ -435,34 +550,83 @@ def parser() -> argparse.ArgumentParser:
         default=None,
         help='fine-tuning steps (default: twice the latest predicted stop)',
     )
-    ke = sub.add_parser('kernel', help='the kernel alone (safetensors + JSON)', formatter_class=fmt)
+    ke = sub.add_parser(
+        'kernel', help='the kernel alone (safetensors + JSON)', formatter_class=fmt
+    )
     _common(ke, 'ntk-kernel')
-    sp = sub.add_parser('spectrum', help="decay fits of a saved analysis", formatter_class=fmt)
-    sp.add_argument('analysis', help='a folder written by analyze (or its analysis/ subfolder)')
+    sp = sub.add_parser(
+        'spectrum', help="decay fits of a saved analysis", formatter_class=fmt
+    )
+    sp.add_argument(
+        'analysis', help='a folder written by analyze (or its analysis/ subfolder)'
+    )
     st = sub.add_parser(
-        'stop', help="stops of a saved analysis for a learning rate and batch size", formatter_class=fmt
+        'stop',
+        help="stops of a saved analysis for a learning rate and batch size",
+        formatter_class=fmt,
     )
-    st.add_argument('analysis', help='a folder written by analyze (or its analysis/ subfolder)')
-    st.add_argument('--lr', type=_positive_float, default=None, help="learning rate (default: the analysis')")
-    st.add_argument('--batch-size', type=_positive_int(1), default=None, help="batch size (default: the analysis')")
-    co = sub.add_parser('compare', help='fine-tune by full-batch GD beside the kernel prediction', formatter_class=fmt)
-    _common(co, 'ntk-compare')
-    co.add_argument('--n-val', type=_positive_int(2), default=16, help='validation examples (hold-out stopping)')
-    co.add_argument('--steps', type=_positive_int(1), default=30, help='fine-tuning steps')
-    co.add_argument('--lr', type=_positive_float, default=None, help='learning rate (default: min(1, 1/λ_1))')
+    st.add_argument(
+        'analysis', help='a folder written by analyze (or its analysis/ subfolder)'
+    )
+    st.add_argument(
+        '--lr',
+        type=_positive_float,
+        default=None,
+        help="learning rate (default: the analysis')",
+    )
+    st.add_argument(
+        '--batch-size',
+        type=_positive_int(1),
+        default=None,
+        help="batch size (default: the analysis')",
+    )
+    co = sub.add_parser(
+        'compare',
+        help='fine-tune by full-batch GD beside the kernel prediction',
+        formatter_class=fmt,
+    )
+    _common(
+        co, 'ntk-compare', own_data=False
+    )  # embedded binary tasks: the ±1 margin of their label words
+    co.add_argument(
+        '--n-val',
+        type=_positive_int(2),
+        default=16,
+        help='validation examples (hold-out stopping)',
+    )
+    co.add_argument(
+        '--steps', type=_positive_int(1), default=30, help='fine-tuning steps'
+    )
+    co.add_argument(
+        '--lr',
+        type=_positive_float,
+        default=None,
+        help='learning rate (default: min(1, 1/λ_1))',
+    )
     tv = sub.add_parser(
-        'taskvec', help='task vectors and multi-task kernel overlap of several tasks', formatter_class=fmt
+        'taskvec',
+        help='task vectors and multi-task kernel overlap of several tasks',
+        formatter_class=fmt,
     )
-    _common(tv, 'ntk-taskvec')
+    _common(tv, 'ntk-taskvec', own_data=False, task=False)
     tv.add_argument(
         '--tasks',
         type=lambda s: tuple(s.split(',')),
         default=('rt-sentiment', 'sms-spam'),
         help='comma-separated tasks',
     )
-    tv.add_argument('--steps', type=_positive_int(1), default=20, help='fine-tuning steps per task')
-    tv.add_argument('--lr', type=_positive_float, default=None, help='learning rate (default: min(1, 1/λ_1) per task)')
-    lt = sub.add_parser('list-tasks', help='the tasks this package knows', formatter_class=fmt)
+    tv.add_argument(
+        '--steps', type=_positive_int(1), default=20, help='fine-tuning steps per task'
+    )
+    tv.add_argument(
+        '--lr',
+        type=_positive_float,
+        default=None,
+        help='learning rate (default: min(1, 1/λ_1) per task)',
+    )
+    lt = sub.add_parser(
+        'list-tasks', help='the tasks this package knows', formatter_class=fmt
+    )
     lt.add_argument('--all', action='store_true', help='every 20 Newsgroups pair')
     return p
 
@@ -486,13 +650,21 @@ def _validate(a):
         try:
             re.compile(a.params)
         except re.error as e:
-            raise UsageError(f"--params {a.params!r} is neither a preset ({', '.join(PARAM_PRESETS)}) nor a regex: {e}")
+            raise UsageError(
+                f"--params {a.params!r} is neither a preset ({', '.join(PARAM_PRESETS)}) nor a regex: {e}"
+            )
     bad = [r for r in getattr(a, 'rules', ()) if r not in RULE_NAMES]
     if bad:
-        raise UsageError(f"unknown rule {bad[0]!r} in --rules; use {', '.join(RULE_NAMES)}")
-    if getattr(a, 'device', 'auto') not in ('auto', 'cpu') and not str(a.device).startswith('cuda'):
-        raise UsageError(f"unknown --device {a.device!r}; use auto, cpu, cuda or cuda:N")
-    if getattr(a, 'task', None) is not None and getattr(a, 'data', None) is None and a.cmd not in ('taskvec',):
+        raise UsageError(
+            f"unknown rule {bad[0]!r} in --rules; use {', '.join(RULE_NAMES)}"
+        )
+    if getattr(a, 'device', 'auto') not in ('auto', 'cpu') and not str(
+        a.device
+    ).startswith('cuda'):
+        raise UsageError(
+            f"unknown --device {a.device!r}; use auto, cpu, cuda or cuda:N"
+        )
+    if getattr(a, 'task', None) is not None and getattr(a, 'data', None) is None:
         from ntk_finetune.data import task_info
 
         task_info(a.task)
@@ -506,7 +678,9 @@ def main(argv: list[str] | None = None):
         if a.cmd is None:
             p.print_help()
             return 0
-        os.environ.setdefault('HF_HUB_DISABLE_PROGRESS_BARS', '1')  # no weight-loading bars: our own bars only
+        os.environ.setdefault(
+            'HF_HUB_DISABLE_PROGRESS_BARS', '1'
+        )  # no weight-loading bars: our own bars only
         _validate(a)
         getattr(sys.modules[__name__], COMMANDS[a.cmd])(a)
     except KeyboardInterrupt:
@@ -517,11 +691,15 @@ def main(argv: list[str] | None = None):
         )
         sys.exit(2)
     except ValueError as e:  # UsageError, CacheError and every library check
-        print(f"ntk-finetune: error: {str(e).splitlines()[0] if str(e) else type(e).__name__}", file=sys.stderr)
+        print(
+            f"ntk-finetune: error: {str(e).splitlines()[0] if str(e) else type(e).__name__}",
+            file=sys.stderr,
+        )
         sys.exit(2)
     except OSError as e:
         print(
-            f"ntk-finetune: error: {e.strerror or e}" + (f": {e.filename}" if getattr(e, 'filename', None) else ''),
+            f"ntk-finetune: error: {e.strerror or e}"
+            + (f": {e.filename}" if getattr(e, 'filename', None) else ''),
             file=sys.stderr,
         )
         sys.exit(2)

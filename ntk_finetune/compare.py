@@ -12,8 +12,15 @@ from .models import make_output_fn, HeadOutput
 from .entk import empirical_ntk
 from .dynamics import kernel_gd
 from .early_stopping import stopping_schedule
-from .analysis import Sample, analyze_sample, targets, RULES
-from .finetune import FinetuneConfig, TaskData, prepare_task, finetune, finetune_linearized, History
+from .analysis import Sample, analyze_sample, RULES
+from ntk_finetune.finetune import (
+    FinetuneConfig,
+    TaskData,
+    prepare_task,
+    finetune,
+    finetune_linearized,
+    History,
+)
 
 log = logging.getLogger(__name__)
 
@@ -23,13 +30,19 @@ __all__ = ['log', 'linearization_report', 'kernel_drift', 'compare', 'SpectralEa
 # %% ../nbs/09_compare.ipynb #2ff13899
 def _r2(a, b):
     "R² of movements a against predictions b (a single grand mean)."
-    return 1 - float(((a - b) ** 2).sum()) / max(float(((a - a.mean()) ** 2).sum()), 1e-300)
+    return 1 - float(((a - b) ** 2).sum()) / max(
+        float(((a - a.mean()) ** 2).sum()), 1e-300
+    )
 
 
-def linearization_report(hist: History, pred, f0_train, f0_test, rel_tol: float = 0.1, top=None) -> dict:
+def linearization_report(
+    hist: History, pred, f0_train, f0_test, rel_tol: float = 0.1, top=None
+) -> dict:
     "R² (pooled, per step, without the top eigendirection) and deviations of the network against kernel GD."
     st = hist.steps
-    net = torch.cat([torch.stack(hist.probe_train), torch.stack(hist.probe_test)], 1).double()  # (S, n+m)
+    net = torch.cat(
+        [torch.stack(hist.probe_train), torch.stack(hist.probe_test)], 1
+    ).double()  # (S, n+m)
     kg = torch.cat([pred.train[st], pred.test[st]], 1)  # (S, n+m)
     f0 = torch.cat([torch.as_tensor(f0_train), torch.as_tensor(f0_test)]).double()
     dn, dk = net - f0, kg - f0  # movement from f_0
@@ -44,9 +57,14 @@ def linearization_report(hist: History, pred, f0_train, f0_test, rel_tol: float 
         'linearization_r2': _r2(dn, dk),
         'max_deviation': dev.tolist(),
         'breakdown_step': broken[0] if broken else None,
-        'r2_per_step': [None if t == 0 else _r2(dn[i], dk[i]) for i, t in enumerate(st)],
+        'r2_per_step': [
+            None if t == 0 else _r2(dn[i], dk[i]) for i, t in enumerate(st)
+        ],
         'relative_error_per_step': [
-            None if t == 0 else float((dn[i] - dk[i]).norm() / dk[i].norm().clamp(min=1e-300)) for i, t in enumerate(st)
+            None
+            if t == 0
+            else float((dn[i] - dk[i]).norm() / dk[i].norm().clamp(min=1e-300))
+            for i, t in enumerate(st)
         ],
     }
     if top is not None:  # remove the top eigendirection (train part)
@@ -64,11 +82,16 @@ def kernel_drift(K0, kernels: dict, n: int) -> list:
     out = []
     for t, G in sorted(kernels.items()):
         Kt = torch.as_tensor(G).double() / n
-        cos = float((K0 * Kt).sum() / (torch.linalg.norm(K0) * torch.linalg.norm(Kt)).clamp(min=1e-300))
+        cos = float(
+            (K0 * Kt).sum()
+            / (torch.linalg.norm(K0) * torch.linalg.norm(Kt)).clamp(min=1e-300)
+        )
         out.append(
             {
                 'step': int(t),
-                'relative_drift': float(torch.linalg.norm(Kt - K0) / torch.linalg.norm(K0)),
+                'relative_drift': float(
+                    torch.linalg.norm(Kt - K0) / torch.linalg.norm(K0)
+                ),
                 'lambda1_ratio': float(torch.linalg.eigvalsh(Kt)[-1]) / l0,
                 'kernel_distance': 1 - cos,
             }
@@ -99,14 +122,22 @@ def compare(
     eval_every: int = 1,
     linearized: bool = False,
     lr_scale: float = 1.0,
+    memory_budget: int
+    | None = None,  # bytes the kernels may hold at once (default: entk's)
 ) -> dict:
     "Kernel prediction vs real fine-tuning on `task` (full-batch GD by default); returns the JSON-ready result."
     t0 = time.time()
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
         raise ValueError(f"steps must be an integer >= 1, got {steps!r}")
     for k, v in (('n_train', n_train), ('n_val', n_val), ('n_test', n_test)):
-        if data is None and (isinstance(v, bool) or not isinstance(v, int) or v < (4 if k == 'n_train' else 2)):
-            raise ValueError(f"{k} must be an integer >= {4 if k == 'n_train' else 2}, got {v!r}")
+        if data is None and (
+            isinstance(v, bool)
+            or not isinstance(v, int)
+            or v < (4 if k == 'n_train' else 2)
+        ):
+            raise ValueError(
+                f"{k} must be an integer >= {4 if k == 'n_train' else 2}, got {v!r}"
+            )
     if lr is not None:
         lr = as_scalar(lr, 'lr')
     FinetuneConfig(
@@ -118,9 +149,19 @@ def compare(
         batch_size=batch_size,
         eval_every=eval_every,
     )  # validated before the work
-    data = data or prepare_task(tokenizer, task, n_train, n_val, n_test, max_length, seed)
+    data = data or prepare_task(
+        tokenizer, task, n_train, n_val, n_test, max_length, seed
+    )
     fn = output_fn or make_output_fn(model, tokenizer, task)
-    sample = Sample(data.train, data.y_train, data.test, data.y_test, 'binary', ('0', '1'), description=str(task))
+    sample = Sample(
+        data.train,
+        data.y_train,
+        data.test,
+        data.y_test,
+        'binary',
+        ('0', '1'),
+        description=str(task),
+    )
     an = analyze_sample(
         model,
         tokenizer,
@@ -130,20 +171,34 @@ def compare(
         step_size=lr,
         horizon=steps,
         progress=progress,
-        settings={'model': model_name or getattr(model.config, '_name_or_path', type(model).__name__)},
+        memory_budget=memory_budget,
+        settings={
+            'model': model_name
+            or getattr(model.config, '_name_or_path', type(model).__name__)
+        },
     )
     n, lr = an.n, an.step_size
     if lr_scale != 1.0:  # a multiple of the default step, checked for stability
         lr = as_scalar(lr_scale, 'lr_scale') * lr
         if lr * an.spectrum['lambda_1'] >= 2:
-            raise ValueError(f"lr_scale={lr_scale} gives lr >= 2/λ_1: kernel GD diverges")
+            raise ValueError(
+                f"lr_scale={lr_scale} gives lr >= 2/λ_1: kernel GD diverges"
+            )
     pred = kernel_gd(an.eig, an.y, lr, steps, an.f0, an.G_test / n, an.f0_test)
-    drift_steps = tuple(drift_steps) if drift_steps is not None else tuple(sorted({steps // 3, 2 * steps // 3, steps}))
+    drift_steps = (
+        tuple(drift_steps)
+        if drift_steps is not None
+        else tuple(sorted({steps // 3, 2 * steps // 3, steps}))
+    )
     drift_steps = tuple(t for t in drift_steps if t % eval_every == 0 or t == steps)
-    kfn = lambda m, p: empirical_ntk(m, data.train, fn, p, progress=False)
+    kfn = lambda m, p: empirical_ntk(
+        m, data.train, fn, p, progress=False, memory_budget=memory_budget
+    )
     lin = None
     if linearized:  # first: the network run changes the weights
-        cfg_lin = FinetuneConfig(params=params, lr=lr, steps=steps, seed=seed, eval_every=eval_every)
+        cfg_lin = FinetuneConfig(
+            params=params, lr=lr, steps=steps, seed=seed, eval_every=eval_every
+        )
         hl, _ = finetune_linearized(model, data, fn, cfg_lin, progress=progress)
         lin = {
             'train_loss': hl.train_loss,
@@ -174,9 +229,16 @@ def compare(
         kernel_fn=kfn,
     )
     rep = linearization_report(hist, pred, an.f0, an.f0_test, top=an.eigvecs[:, 0])
-    if linearized and len(hl.probe_train) == len(hist.probe_train):  # the network against its own linearization
+    if linearized and len(hl.probe_train) == len(
+        hist.probe_train
+    ):  # the network against its own linearization
         f0 = torch.cat([an.f0, an.f0_test])
-        mv = lambda h: torch.cat([torch.stack(h.probe_train), torch.stack(h.probe_test)], 1).double() - f0
+        mv = lambda h: (
+            torch.cat(
+                [torch.stack(h.probe_train), torch.stack(h.probe_test)], 1
+            ).double()
+            - f0
+        )
         lin['network_vs_linearized_r2'] = _r2(mv(hist), mv(hl))
     yt = an.y_test
     kgd_test = ((pred.test - yt) ** 2).mean(1) / 2
@@ -200,7 +262,14 @@ def compare(
         'kernel_gd_train_loss': (((pred.train - an.y) ** 2).mean(1) / 2).tolist(),
         **rep,
         'kernel_drift': kernel_drift(an.K, hist.kernels, n),
-        'predicted_stop_step': an.stops,
+        'predicted_stop_step': {  # in optimizer steps at this lr; an.stops are kernel-GD steps at an.step_size
+            r: None
+            if t is None
+            else stopping_schedule(t, an.step_size, n, lr)['optimizer_steps']
+            for r, t in an.stops.items()
+        },
+        'kernel_stop_step': an.stops,
+        'kernel_step_size': an.step_size,
         'stop_notes': an.notes,
         'holdout_best_step': hist.steps[int(np.nanargmin(hist.val_loss))],
         'oracle_best_step': hist.steps[int(np.nanargmin(hist.test_loss))],
@@ -251,16 +320,35 @@ class SpectralEarlyStoppingCallback(TrainerCallback):
 
     def on_train_begin(self, args, state, control, model=None, **kw):
         fn = self.output_fn or HeadOutput()
-        sample = Sample(self.batch, self.labels, None, None, 'binary', ('0', '1'), description='trainer batch')
+        sample = Sample(
+            self.batch,
+            self.labels,
+            None,
+            None,
+            'binary',
+            ('0', '1'),
+            description='trainer batch',
+        )
         an = analyze_sample(
-            model, None, sample, fn, self.params, step_size=self.step_size, rules=(self.rule,), progress=False
+            model,
+            None,
+            sample,
+            fn,
+            self.params,
+            step_size=self.step_size,
+            rules=(self.rule,),
+            progress=False,
         )
         self.analysis = an
         t, a = an.stops[self.rule], an.step_size
         if t is None:
-            raise ValueError(f"rule {self.rule!r} does not apply: {an.notes[self.rule]}")
+            raise ValueError(
+                f"rule {self.rule!r} does not apply: {an.notes[self.rule]}"
+            )
         bs = args.per_device_train_batch_size * max(1, args.gradient_accumulation_steps)
-        sched = stopping_schedule(t, a, n=an.n, lr=args.learning_rate, batch_size=min(bs, an.n))
+        sched = stopping_schedule(
+            t, a, n=an.n, lr=args.learning_rate, batch_size=min(bs, an.n)
+        )
         if 'adam' in str(getattr(args, 'optim', '')).lower():
             warnings.warn(
                 f"the step conversion assumes (S)GD on the squared loss; with {args.optim} the stop at optimizer "
@@ -283,7 +371,11 @@ class SpectralEarlyStoppingCallback(TrainerCallback):
             'stop_step': self.stop_step,
         }
         state.log_history.append(
-            {'spectral_stop_step': self.stop_step, 'rule': self.rule, 'sigma_hat': an.noise['sigma_hat']}
+            {
+                'spectral_stop_step': self.stop_step,
+                'rule': self.rule,
+                'sigma_hat': an.noise['sigma_hat'],
+            }
         )
         log.info(
             f"SpectralEarlyStopping: {self.rule} predicts {t} kernel-GD steps at α={a:.3g} -> stop at optimizer step "
@@ -291,6 +383,10 @@ class SpectralEarlyStoppingCallback(TrainerCallback):
         )
 
     def on_step_end(self, args, state, control, **kw):
-        if self.stop and self.stop_step is not None and state.global_step >= self.stop_step:
+        if (
+            self.stop
+            and self.stop_step is not None
+            and state.global_step >= self.stop_step
+        ):
             control.should_training_stop = True
         return control

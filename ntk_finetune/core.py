@@ -12,7 +12,8 @@ import torch
 
 # %% auto #0
 __all__ = ['BATCH_KEYS', 'get_device', 'model_device', 'to_device', 'set_seed', 'seeded', 'cache_root', 'atomic_path',
-           'atomic_dir', 'save_json', 'load_json', 'machine_info', 'as_f64', 'as_scalar', 'check_square', 'as_batch']
+           'atomic_dir', 'save_json', 'load_json', 'machine_info', 'as_f64', 'as_scalar', 'check_square', 'as_batch',
+           'eval_mode']
 
 # %% ../nbs/00_core.ipynb #fb8e03a5
 def get_device(device: str | torch.device = 'auto') -> torch.device:
@@ -20,13 +21,17 @@ def get_device(device: str | torch.device = 'auto') -> torch.device:
     if isinstance(device, torch.device):
         return device
     if not isinstance(device, str):
-        raise TypeError(f"device must be a str or torch.device, got {type(device).__name__}")
+        raise TypeError(
+            f"device must be a str or torch.device, got {type(device).__name__}"
+        )
     if device == 'auto':
         return torch.device('cuda' if torch.cuda.is_available() else 'cpu')
     try:
         dev = torch.device(device)
     except RuntimeError:
-        raise ValueError(f"unknown device {device!r}; use 'auto', 'cpu', 'cuda' or 'cuda:N'") from None
+        raise ValueError(
+            f"unknown device {device!r}; use 'auto', 'cpu', 'cuda' or 'cuda:N'"
+        ) from None
     if dev.type == 'cuda' and not torch.cuda.is_available():
         raise ValueError(f"device {device!r} asked for, but CUDA is not available")
     return dev
@@ -40,7 +45,10 @@ def model_device(model) -> torch.device:
 
 def to_device(batch: dict, device) -> dict:
     "The tensors of `batch` on `device` (no copy when they are already there)."
-    return {k: (v.to(device) if isinstance(v, torch.Tensor) else v) for k, v in batch.items()}
+    return {
+        k: (v.to(device) if isinstance(v, torch.Tensor) else v)
+        for k, v in batch.items()
+    }
 
 # %% ../nbs/00_core.ipynb #d8318d93
 def set_seed(seed: int = 0):
@@ -53,7 +61,9 @@ def set_seed(seed: int = 0):
 @contextlib.contextmanager
 def seeded(seed: int = 0):
     "Run a block with torch's generators (CPU and CUDA) seeded, restoring the global random state afterwards."
-    devices = list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []
+    devices = (
+        list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []
+    )
     with torch.random.fork_rng(devices=devices):
         torch.manual_seed(seed)
         yield
@@ -61,7 +71,9 @@ def seeded(seed: int = 0):
 # %% ../nbs/00_core.ipynb #2d3eddd5
 def cache_root() -> Path:
     "The package's cache folder (`$NTK_FINETUNE_CACHE` or `~/.cache/ntk_finetune`), created if missing."
-    p = Path(os.environ.get('NTK_FINETUNE_CACHE', Path.home() / '.cache' / 'ntk_finetune')).expanduser()
+    p = Path(
+        os.environ.get('NTK_FINETUNE_CACHE', Path.home() / '.cache' / 'ntk_finetune')
+    ).expanduser()
     p.mkdir(parents=True, exist_ok=True)
     return p
 
@@ -90,7 +102,9 @@ def atomic_dir(path: str | Path):
     "Yield a temporary folder beside `path`; on success it replaces `path` (renamed), on error it is removed."
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f'.{path.name}.', suffix='.tmp'))
+    tmp = Path(
+        tempfile.mkdtemp(dir=path.parent, prefix=f'.{path.name}.', suffix='.tmp')
+    )
     try:
         yield tmp
         if path.exists():
@@ -130,7 +144,11 @@ def machine_info() -> dict:
 
     cpu = platform.processor()
     try:
-        cpu = next(l.split(':', 1)[1].strip() for l in open('/proc/cpuinfo') if l.startswith('model name'))
+        cpu = next(
+            l.split(':', 1)[1].strip()
+            for l in open('/proc/cpuinfo')
+            if l.startswith('model name')
+        )
     except (OSError, StopIteration):
         pass
     try:
@@ -151,7 +169,9 @@ def machine_info() -> dict:
     }
 
 # %% ../nbs/00_core.ipynb #8954be59
-def as_f64(x, name: str = 'x', ndim: int | None = None, finite: bool = True) -> torch.Tensor:
+def as_f64(
+    x, name: str = 'x', ndim: int | None = None, finite: bool = True
+) -> torch.Tensor:
     "Convert any array-like (tensor of any dtype/device/strides, numpy array, list, scalar) to a float64 CPU tensor."
     if x is None:
         raise ValueError(f"{name} is required, got None")
@@ -161,13 +181,17 @@ def as_f64(x, name: str = 'x', ndim: int | None = None, finite: bool = True) -> 
         t = x.detach().to(device='cpu', dtype=torch.float64).contiguous()
     else:
         try:
-            t = torch.from_numpy(np.array(x, dtype=np.float64, order='C'))  # a C-ordered copy: any strides are fine
+            t = torch.from_numpy(
+                np.array(x, dtype=np.float64, order='C')
+            )  # a C-ordered copy: any strides are fine
         except (TypeError, ValueError) as e:
             raise TypeError(f"{name} must be a real array-like: {e}") from None
     if ndim is not None and t.ndim != ndim:
         raise ValueError(f"{name} must be {ndim}-D, got shape {tuple(t.shape)}")
     if finite and not torch.isfinite(t).all():
-        raise ValueError(f"{name} has {int((~torch.isfinite(t)).sum())} non-finite entries")
+        raise ValueError(
+            f"{name} has {int((~torch.isfinite(t)).sum())} non-finite entries"
+        )
     return t
 
 
@@ -183,7 +207,9 @@ def as_scalar(x, name: str = 'x', positive: bool = True) -> float:
         raise ValueError(f"{name} must be a single number, got shape {tuple(t.shape)}")
     v = float(t.reshape(()))
     if not math.isfinite(v) or (positive and v <= 0):
-        raise ValueError(f"{name} must be a {'positive ' if positive else ''}finite number, got {v!r}")
+        raise ValueError(
+            f"{name} must be a {'positive ' if positive else ''}finite number, got {v!r}"
+        )
     return v
 
 
@@ -191,11 +217,15 @@ def check_square(K, name: str = 'K', sym_tol: float = 1e-8) -> torch.Tensor:
     "Validate a square, finite, (numerically) symmetric matrix and return it as float64, exactly symmetrized."
     K = as_f64(K, name, ndim=2)
     if K.shape[0] != K.shape[1] or K.shape[0] == 0:
-        raise ValueError(f"{name} must be a non-empty square matrix, got shape {tuple(K.shape)}")
+        raise ValueError(
+            f"{name} must be a non-empty square matrix, got shape {tuple(K.shape)}"
+        )
     asym = (K - K.T).abs().max().item()
     scale = max(K.abs().max().item(), 1e-300)
     if asym > sym_tol * scale:
-        raise ValueError(f"{name} is not symmetric (max |K - K^T| = {asym:.3g}, relative {asym / scale:.3g})")
+        raise ValueError(
+            f"{name} is not symmetric (max |K - K^T| = {asym:.3g}, relative {asym / scale:.3g})"
+        )
     return (K + K.T) / 2
 
 # %% ../nbs/00_core.ipynb #3f0c9a11
@@ -217,29 +247,52 @@ def as_batch(batch, name: str = 'batch') -> dict[str, torch.Tensor]:
         try:
             v = v if isinstance(v, torch.Tensor) else torch.as_tensor(np.asarray(v))
         except (TypeError, ValueError):
-            raise ValueError(f"{name}[{k!r}] is ragged or not numeric; tokenize with padding=True") from None
+            raise ValueError(
+                f"{name}[{k!r}] is ragged or not numeric; tokenize with padding=True"
+            ) from None
         if v.is_floating_point() or v.is_complex():
             raise ValueError(f"{name}[{k!r}] must hold integers, got {v.dtype}")
         out[k] = v.long()[None] if v.ndim == 1 else v.long()
     ids = out['input_ids']
     if ids.ndim != 2 or ids.shape[0] == 0 or ids.shape[1] == 0:
-        raise ValueError(f"{name}['input_ids'] must be a non-empty (n, T) array, got shape {tuple(ids.shape)}")
+        raise ValueError(
+            f"{name}['input_ids'] must be a non-empty (n, T) array, got shape {tuple(ids.shape)}"
+        )
     out.setdefault('attention_mask', torch.ones_like(ids))
     bad = {k: tuple(v.shape) for k, v in out.items() if v.shape != ids.shape}
     if bad:
-        raise ValueError(f"{name} tensors must all have the shape of input_ids {tuple(ids.shape)}; got {bad}")
+        raise ValueError(
+            f"{name} tensors must all have the shape of input_ids {tuple(ids.shape)}; got {bad}"
+        )
     m = out['attention_mask']
     if ((m != 0) & (m != 1)).any():
         raise ValueError(f"{name}['attention_mask'] must hold 0/1 only")
     lengths = m.sum(1)
     if (lengths == 0).any():
         i = int((lengths == 0).nonzero()[0, 0])
-        raise ValueError(f"{name}: example {i} has no tokens (all-zero attention_mask); drop it or give it a template")
+        raise ValueError(
+            f"{name}: example {i} has no tokens (all-zero attention_mask); drop it or give it a template"
+        )
     start = m.argmax(1)  # first real token of each row
     pos = torch.arange(ids.shape[1], device=m.device)[None]
-    if not (m.bool() == ((pos >= start[:, None]) & (pos < (start + lengths)[:, None]))).all():
-        raise ValueError(f"{name}['attention_mask'] has gaps inside a row; only left or right padding is supported")
+    if not (
+        m.bool() == ((pos >= start[:, None]) & (pos < (start + lengths)[:, None]))
+    ).all():
+        raise ValueError(
+            f"{name}['attention_mask'] has gaps inside a row; only left or right padding is supported"
+        )
     if start.any():  # left padding -> right padding
         idx = (pos + start[:, None]) % ids.shape[1]  # (n, T) rolled positions
         out = {k: v.gather(1, idx) for k, v in out.items()}
     return out
+
+# %% ../nbs/00_core.ipynb #3f0c9a12
+@contextlib.contextmanager
+def eval_mode(model: torch.nn.Module):
+    "Evaluation mode (no dropout) inside the block; the model's train/eval mode is restored after."
+    was = model.training
+    model.eval()
+    try:
+        yield model
+    finally:
+        model.train(was)

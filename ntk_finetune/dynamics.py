@@ -4,7 +4,7 @@
 
 # %% ../nbs/05_dynamics.ipynb #11fe01a1
 from __future__ import annotations
-import math, warnings
+import warnings
 from dataclasses import dataclass
 import numpy as np
 import torch
@@ -30,10 +30,14 @@ def _gd_inputs(K_train, y, f0, K_test_train, f0_test):
         if Kt.shape[1] != n:
             raise ValueError(f"K_test_train must be (m, {n}), got {tuple(Kt.shape)}")
         f0_test = (
-            torch.zeros(Kt.shape[0], dtype=torch.float64) if f0_test is None else as_f64(f0_test, 'f0_test', ndim=1)
+            torch.zeros(Kt.shape[0], dtype=torch.float64)
+            if f0_test is None
+            else as_f64(f0_test, 'f0_test', ndim=1)
         )
         if len(f0_test) != Kt.shape[0]:
-            raise ValueError(f"f0_test has {len(f0_test)} entries, K_test_train has {Kt.shape[0]} rows")
+            raise ValueError(
+                f"f0_test has {len(f0_test)} entries, K_test_train has {Kt.shape[0]} rows"
+            )
     return eig, y, f0, Kt, f0_test
 
 
@@ -68,7 +72,9 @@ class KernelGDPath:
 
     def test_mse(self, y_test) -> torch.Tensor:
         if self.test is None:
-            raise ValueError("this path has no test block; pass K_test_train to kernel_gd")
+            raise ValueError(
+                "this path has no test block; pass K_test_train to kernel_gd"
+            )
         return ((self.test - as_f64(y_test, 'y_test')) ** 2).mean(1)
 
 
@@ -77,16 +83,24 @@ def _powers(lam, step_size, t):
     t = t[:, None].double()
     base = 1 - step_size * lam[None, :]
     pos = base > 0
-    logb = torch.log1p(-step_size * lam.clamp(max=(1 - 1e-300) / step_size))[None, :]  # log(1 - αλ) where base > 0
+    logb = torch.log1p(-step_size * lam.clamp(max=(1 - 1e-300) / step_size))[
+        None, :
+    ]  # log(1 - αλ) where base > 0
     p_pos = torch.exp(t * logb)
     one_minus = -torch.expm1(t * logb)  # 1 - (1-αλ)^t, accurate
     p = torch.where(pos, p_pos, base**t)
     lam_ = lam[None, :]
-    c = torch.where(lam_ > 0, torch.where(pos, one_minus, 1 - base**t) / lam_.clamp(min=1e-300), step_size * t)
+    c = torch.where(
+        lam_ > 0,
+        torch.where(pos, one_minus, 1 - base**t) / lam_.clamp(min=1e-300),
+        step_size * t,
+    )
     return p, c
 
 
-def kernel_gd(K_train, y, step_size: float, steps: int, f0=None, K_test_train=None, f0_test=None) -> KernelGDPath:
+def kernel_gd(
+    K_train, y, step_size: float, steps: int, f0=None, K_test_train=None, f0_test=None
+) -> KernelGDPath:
     "The kernel-GD path f_t = y - (I - αK)^t (y - f_0) (train) and its test counterpart, t = 0..steps, in closed form."
     eig, y, f0, Kt, f0_test = _gd_inputs(K_train, y, f0, K_test_train, f0_test)
     steps = _check_steps(steps)
@@ -119,10 +133,17 @@ def kernel_gd_iterate(
             te.append(ft.clone())
         f = f - step_size * K @ g
         tr.append(f.clone())
-    return KernelGDPath(torch.stack(tr), torch.stack(te) if te else None, float(step_size), torch.arange(steps + 1))
+    return KernelGDPath(
+        torch.stack(tr),
+        torch.stack(te) if te else None,
+        float(step_size),
+        torch.arange(steps + 1),
+    )
 
 # %% ../nbs/05_dynamics.ipynb #1eea2195
-def kernel_ridge(K_train, y, lam: float, f0=None, K_test_train=None, f0_test=None) -> tuple:
+def kernel_ridge(
+    K_train, y, lam: float, f0=None, K_test_train=None, f0_test=None
+) -> tuple:
     "KRR from f_0: (train predictions (n,), test predictions (m,) or None), solved through the eigendecomposition."
     lam = as_scalar(lam, 'lam')
     eig, y, f0, Kt, f0_test = _gd_inputs(K_train, y, f0, K_test_train, f0_test)

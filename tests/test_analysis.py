@@ -115,3 +115,36 @@ def test_gpu_finetune_two_steps():
     d = prepare_task(tok, 'rt-sentiment', 8, 4, 4, 32)
     h = finetune(model, d, make_output_fn(model, tok, 'rt-sentiment'), FinetuneConfig(steps=2, lr=1e-3), progress=False)
     assert h.stopped == 'completed' and len(h.train_loss) == 3
+
+def test_tokenized_batch_bad_test_labels_and_multi_are_refused(monkeypatch):
+    import ntk_finetune.analysis as A
+    monkeypatch.setattr(A, 'train_test_ntk', lambda *a, **k: pytest.fail('the kernel was computed'))
+    g = torch.Generator().manual_seed(0); tb = {'input_ids': torch.randint(1, 128, (8, 5), generator=g)}
+    m = (tiny_model('llama', kind='classification', dtype=torch.float64), None)
+    with pytest.raises(ValueError, match='class ids of the training classes 0..1'):
+        analyze(m, tb, labels=torch.arange(8) % 2, test_data=tb, test_labels=torch.arange(8) % 3, progress=False)
+    with pytest.raises(ValueError, match="multi is set by the analysis"):
+        analyze(m, tb, labels=torch.arange(8) % 2, multi=True, progress=False)
+
+def test_metrics_json_is_strict_with_an_infinite_condition_number(tmp_path):
+    import json
+    from ntk_finetune.report import write_report
+    g = torch.Generator().manual_seed(0); tb = {'input_ids': torch.randint(1, 128, (8, 5), generator=g)}
+    a = analyze((tiny_model('llama', kind='classification', dtype=torch.float64), None), tb, labels=torch.arange(8) % 2,
+                progress=False)
+    a.spectrum['condition_number'] = math.inf                                   # λ_n clipped to 0
+    write_report(a, tmp_path, history={'steps': [0, 1], 'stopped': 'completed', 'oracle_best_step': 1,
+                                      'train_loss': [1.0, 0.5], 'test_loss': [1.0, 0.7], 'test_acc': [0.5, 0.6]})
+    bad = lambda c: pytest.fail(f'{c} in metrics.json')
+    m = json.loads((tmp_path / 'metrics.json').read_text(), parse_constant=bad)
+    assert m['spectrum']['condition_number'] is None
+    assert 'hold-out best step' not in (tmp_path / 'report.html').read_text()
+
+def test_learning_curve_prediction_needs_a_scalar_output():
+    from ntk_finetune.analysis import predict_learning_curve
+    g = torch.Generator().manual_seed(0); tb = {'input_ids': torch.randint(1, 128, (9, 5), generator=g)}
+    m = tiny_model('llama', kind='classification', dtype=torch.float64)
+    m.score = torch.nn.Linear(m.config.hidden_size, 3, bias=False, dtype=torch.float64)   # a three-class head
+    m.num_labels = m.config.num_labels = 3
+    a = analyze((m, None), tb, labels=torch.arange(9) % 3, progress=False)            # joint: 2 contrasts per example
+    with pytest.raises(ValueError, match="multiclass='ovr'"): predict_learning_curve(a, [16])

@@ -121,16 +121,24 @@ def test_bad_input_is_one_line_exit_2(args, message, files, tiny_lm, tmp_path):
     assert err.count('\n') == 0 and 'Traceback' not in err and message in err, err
     assert not list(tmp_path.rglob('report.html')) and not list(tmp_path.rglob('*.tmp'))
 
-def test_artefact_from_another_model_is_refused(tiny_lm, tmp_path):
-    "A kernel cache written for one model is not reused for another: one line, exit 2."
-    import transformers
-    other = tmp_path / 'other'
-    m = transformers.LlamaForCausalLM.from_pretrained(tiny_lm)
-    with torch.no_grad(): m.model.layers[0].self_attn.q_proj.weight.mul_(1.5)
-    m.save_pretrained(other); transformers.AutoTokenizer.from_pretrained(tiny_lm).save_pretrained(other)
+def test_cache_is_per_command_and_checks_the_weights(tiny_lm, tmp_path):
+    """Other arguments in the same folder get their own cache; a model folder whose weights changed since the cached
+    run is refused with one line (the cache is never reused for other weights)."""
+    import shutil, transformers
+    from safetensors.torch import load_file
+    mine = tmp_path / 'mine'; shutil.copytree(tiny_lm, mine)
     out = tmp_path / 'out'
-    assert run('kernel', '--model', tiny_lm, '--n', 8, '--n-test', 0, '--max-length', 24, '--out', out)[0] == 0
-    code, _, err = run('kernel', '--model', other, '--n', 8, '--n-test', 0, '--max-length', 24, '--out', out)
+    args = lambda model, n=8: ('kernel', '--model', model, '--n', n, '--n-test', 0, '--max-length', 24, '--out', out)
+    assert run(*args(mine))[0] == 0
+    G8 = load_file(str(out / 'kernel.safetensors'))['G']
+    code, _, err = run(*args(mine, 6)); assert code == 0, err                 # other arguments: a cache of their own
+    assert len(list((out / '.cache').iterdir())) == 2
+    assert run(*args(mine))[0] == 0                                           # the first command again: from its cache
+    torch.testing.assert_close(load_file(str(out / 'kernel.safetensors'))['G'], G8, rtol=0, atol=0)
+    m = transformers.LlamaForCausalLM.from_pretrained(mine)
+    with torch.no_grad(): m.model.layers[0].self_attn.q_proj.weight.mul_(1.5)
+    m.save_pretrained(mine)                                                    # the same folder, other weights
+    code, _, err = run(*args(mine))
     assert code == 2 and 'holds a kernel for other inputs' in err and 'weights' in err and err.count('\n') == 0
 
 def test_full_disk_and_unwritable_folder(monkeypatch, tmp_path, capsys):
@@ -159,7 +167,7 @@ def test_ctrl_c_then_rerun_resumes(tmp_path):
     cmd = [str(BIN), 'kernel', '--model', str(big), '--n', '96', '--n-test', '0', '--max-length', '64',
            '--memory-budget', '0.05', '--out', str(out)]
     p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    cache = out / '.cache' / 'kernel'
+    cache = out / '.cache'
     t0 = time.time()
     while time.time() - t0 < 120 and not list(cache.rglob('captures0.done.json')): time.sleep(0.2)
     p.send_signal(signal.SIGINT); _, err = p.communicate(timeout=120)
@@ -168,3 +176,5 @@ def test_ctrl_c_then_rerun_resumes(tmp_path):
     assert not (out / 'kernel.safetensors').exists() and not list(out.rglob('.*.tmp'))
     code, stdout, err = run(*cmd[1:]); assert code == 0, err
     assert (out / 'kernel.safetensors').exists()
+    assert not list(cache.rglob('captures*'))            # a finished kernel keeps its layers' Grams, not the captures
+    code, _, err = run(*[('8' if c == '96' else c) for c in cmd[1:]]); assert code == 0, err   # other args, same folder

@@ -130,7 +130,7 @@ def test_budget_does_not_change_the_kernel():
     ks = [empirical_ntk(m, b, fn, 'all', block_size=4, memory_budget=mb, progress=False) for mb in (1_500_000, 3_000_000, 10**9)]
     assert torch.equal(ks[0], ks[1]) and torch.equal(ks[1], ks[2])
 
-def test_corrupt_cache_files(tmp_path):
+def test_corrupt_cache_files(tmp_path, monkeypatch):
     m, fn, b = _f32_setup(12)
     kw = dict(block_size=4, memory_budget=1_500_000, progress=False)
     full = empirical_ntk(m, b, fn, 'all', cache_dir=tmp_path, **kw)
@@ -139,6 +139,11 @@ def test_corrupt_cache_files(tmp_path):
     with pytest.warns(UserWarning, match='unreadable'): again = empirical_ntk(m, b, fn, 'all', cache_dir=tmp_path, **kw)
     assert torch.equal(again, full)
     for f in tmp_path.glob('layer_*'): f.unlink()
+    assert not (tmp_path / 'captures0').exists()                    # a finished kernel keeps its layers, not the captures
+    def stop(*a, **k): raise KeyboardInterrupt
+    with monkeypatch.context() as mp:                               # interrupted after the captures, before any Gram
+        mp.setattr(E, '_layer_gram', stop)
+        with pytest.raises(KeyboardInterrupt): empirical_ntk(m, b, fn, 'all', cache_dir=tmp_path, **kw)
     cap = next((tmp_path / 'captures0').glob('*.bin'))
     cap.write_bytes(cap.read_bytes()[:10])                          # a truncated capture file: captures recomputed
     with pytest.warns(UserWarning, match='truncated'): again = empirical_ntk(m, b, fn, 'all', cache_dir=tmp_path, **kw)
@@ -190,6 +195,19 @@ def test_cross_kernel_of_different_lengths_and_left_padding():
     left = {k: torch.stack([torch.roll(v[i], int((b12['attention_mask'][i] == 0).sum())) for i in range(3)]) for k, v in b12.items()}
     assert left['attention_mask'][:, 0].eq(0).any()
     torch.testing.assert_close(empirical_ntk(m, left, fn, 'attention', progress=False), empirical_ntk(m, b12, fn, 'attention', progress=False))
+
+@pytest.mark.parametrize('arch', ['llama', 'gpt2'])
+def test_cross_kernel_of_different_lengths_with_a_decoder_head(arch):
+    """A decoder's classification head finds the last token by pad_token_id: padding to a common length must use it."""
+    m = tiny_model(arch, kind='classification', dtype=torch.float64, seed=2); fn = HeadOutput()
+    b8, b12 = batch(4, 8, 0, pad=False), batch(3, 12, 1, pad=False)
+    sel = select_params(m, 'attention')
+    want = jacobian_reference(m, b8, fn, sel) @ jacobian_reference(m, b12, fn, sel).T   # each batch at its own length
+    for method in ('structured', 'reference'):
+        G = empirical_ntk(m, b8, fn, 'attention', b12, method=method, progress=False)
+        assert float((G - want).abs().max()) <= 1e-10 * float(want.abs().max()), method
+    m.config.pad_token_id = None
+    with pytest.raises(ValueError, match='pad_token_id'): empirical_ntk(m, b8, fn, 'attention', b12, progress=False)
 
 def test_output_fn_running_the_model_twice():
     m = tiny_model('gpt2', dtype=torch.float64); b = batch(3, 5, 0)
