@@ -226,7 +226,7 @@ def check_square(K, name: str = 'K', sym_tol: float = 1e-8) -> torch.Tensor:
         raise ValueError(
             f"{name} is not symmetric (max |K - K^T| = {asym:.3g}, relative {asym / scale:.3g})"
         )
-    return (K + K.T) / 2
+    return K / 2 + K.T / 2  # halves first: K + Kᵀ would overflow near the float64 limit
 
 # %% ../nbs/00_core.ipynb #3f0c9a11
 BATCH_KEYS = ('input_ids', 'attention_mask', 'token_type_ids')

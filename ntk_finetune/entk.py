@@ -4,7 +4,7 @@
 
 # %% ../nbs/03_entk.ipynb #d0d7b60f
 from __future__ import annotations
-import contextlib, errno, hashlib, inspect, shutil, tempfile, warnings
+import contextlib, errno, hashlib, inspect, shutil, tempfile, warnings, zlib
 from dataclasses import dataclass
 from pathlib import Path
 import numpy as np
@@ -187,6 +187,7 @@ class _Store:
             {},
             {'layout': {}, 'slots': {}},
         )
+        self.pending = {}  # key -> CRC-32 of the rows written since the last `take_crcs()`
         if self.folder is not None and (self.folder / 'layout.json').exists():
             try:
                 self.meta = load_json(self.folder / 'layout.json')
@@ -242,10 +243,33 @@ class _Store:
             return
         shape, dt = self._spec(key)
         row = int(np.prod(shape[1:])) * np.dtype(dt).itemsize
+        data = value.contiguous().numpy().astype(dt, copy=False).tobytes()
         with open(self._file(key), 'r+b') as fh:
             fh.seek(s * row)
-            fh.write(value.contiguous().numpy().astype(dt, copy=False).tobytes())
+            fh.write(data)
             fh.flush()
+        self.pending[key] = zlib.crc32(data)
+
+    def take_crcs(self) -> dict:
+        "The CRC-32 of each key's rows written since the last call (a finished block's fingerprint)."
+        out, self.pending = self.pending, {}
+        return out
+
+    def check(self, s, e, crcs) -> bool:
+        "Do rows s:e of every stored key still have the CRC-32 recorded when they were written?"
+        if self.folder is None or not isinstance(crcs, dict) or set(crcs) != set(self.meta['layout']):
+            return False
+        for key, crc in crcs.items():
+            shape, dt = self._spec(key)
+            row = int(np.prod(shape[1:])) * np.dtype(dt).itemsize
+            f = self._file(key)
+            if not f.exists():
+                return False
+            with open(f, 'rb') as fh:
+                fh.seek(s * row)
+                if zlib.crc32(fh.read((e - s) * row)) != crc:
+                    return False
+        return True
 
     def read(self, key, s=0, e=None, cols=None) -> torch.Tensor:
         "Rows s:e (and, for output gradients, last-axis features cols=(c0, c1)) as an ordinary tensor."
@@ -509,9 +533,9 @@ _FB_COLS = (
 )  # fallback rows (float64) are stored and multiplied in blocks of this many
 
 
-def _tiles(n, sym):
-    "Example tiles [(s, e)] for the Gram: about n/8 examples (at least 64) per tile when symmetry is exploited."
-    size = max(64, -(-n // 8)) if sym else max(64, n)
+def _tiles(n):
+    "Example tiles [(s, e)] for the Gram: about n/8 examples (at least 64) each; the same for any number of processes."
+    size = max(64, -(-n // 8))
     return [(s, min(n, s + size)) for s in range(0, n, size)]
 
 
@@ -830,12 +854,16 @@ def _load_layer(f, shape):
     "A finished layer's Gram from the cache, or None when missing, unreadable or of the wrong shape."
     if not f.exists():
         return None
-    from safetensors.torch import load_file
+    from safetensors import safe_open
 
     try:
-        G = load_file(str(f))['G']
+        with safe_open(str(f), 'pt') as fh:
+            crc, G = (fh.metadata() or {}).get('crc32'), fh.get_tensor('G')
     except Exception:
         warnings.warn(f"cache file {f} is unreadable (truncated?): recomputing it")
+        return None
+    if crc != str(zlib.crc32(G.contiguous().numpy().tobytes())):
+        warnings.warn(f"cache file {f} fails its checksum (corrupted?): recomputing it")
         return None
     if tuple(G.shape) != tuple(shape):
         warnings.warn(
@@ -848,8 +876,9 @@ def _load_layer(f, shape):
 def _save_layer(f, G):
     from safetensors.torch import save_file
 
+    G = G.contiguous().cpu()
     with atomic_path(f) as t:
-        save_file({'G': G.contiguous().cpu()}, str(t))
+        save_file({'G': G}, str(t), metadata={'crc32': str(zlib.crc32(G.numpy().tobytes()))})
 
 # %% ../nbs/03_entk.ipynb #8e1d4b72
 def _dist(distributed):
@@ -1170,13 +1199,24 @@ def _structured(
                     )
                     shutil.rmtree(folder, ignore_errors=True)
                     store, done = _Store(folder), []
-
-            def mark(s, e, done=done, done_f=done_f):
-                if done_f is not None:
-                    done.append([s, e])
+                # a finished block counts only if its rows still have the checksums recorded when written
+                good = [d for d in done if isinstance(d, list) and len(d) == 3 and store.check(*d)]
+                if len(good) < len(done):
+                    warnings.warn(
+                        f"{len(done) - len(good)} finished capture block(s) in {folder} are corrupted or missing: "
+                        f"recomputing them"
+                    )
+                    done = good
                     save_json(done, done_f)
 
-            todo = [[s - lo, e - lo] for s, e in mine if [s - lo, e - lo] not in done]
+            def mark(s, e, done=done, done_f=done_f, store=store):
+                crcs = store.take_crcs()
+                if done_f is not None:
+                    done.append([s, e, crcs])
+                    save_json(done, done_f)
+
+            finished = {(d[0], d[1]) for d in done}
+            todo = [[s - lo, e - lo] for s, e in mine if (s - lo, e - lo) not in finished]
             caps.append(
                 _capture(
                     model,
@@ -1230,8 +1270,8 @@ def _structured(
                             ]
                         )
                     sym = i == j
-                    t1 = _tiles(ns[i], sym)
-                    t2 = t1 if sym else _tiles(ns[j], sym)
+                    t1 = _tiles(ns[i])
+                    t2 = t1 if sym else _tiles(ns[j])
                     acc = _GramAcc(ns[i] * O, ns[j] * O, O, t1, t2, sym, dev, owned)
                     c1, c2 = cs[i], (None if sym else cs[j])
                     if unit == 'fallback':

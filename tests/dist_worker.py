@@ -2,6 +2,7 @@
 import sys
 from pathlib import Path
 import torch, torch.distributed as dist
+import ntk_finetune.entk as E
 from ntk_finetune.entk import empirical_ntk
 from ntk_finetune.models import tiny_model, tiny_output_fn
 
@@ -15,8 +16,15 @@ if __name__ == '__main__':
     out = Path(sys.argv[1])
     dist.init_process_group('gloo')
     m = tiny_model('llama', seed=2); fn = tiny_output_fn()
+    init, pairs = E._GramAcc.__init__, []
+    def counting(self, *a, **k):                    # how many Gram tiles this rank computes
+        init(self, *a, **k); pairs.append(len(self.pairs))
+    E._GramAcc.__init__ = counting
     for sym in (True, False):
-        G = empirical_ntk(m, batch(40, 7, 5), fn, 'all', batch2=None if sym else batch(9, 6, 7), block_size=5, progress=False)
+        pairs.clear()
+        G = empirical_ntk(m, batch(130, 7, 5), fn, 'all', batch2=None if sym else batch(70, 6, 7), block_size=5,
+                          progress=False)
         torch.save(G, out / f'G_{int(sym)}_{dist.get_rank()}.pt')
+        torch.save(min(pairs), out / f'pairs_{int(sym)}_{dist.get_rank()}.pt')
     dist.barrier()                                  # every rank is done before the group is torn down
     dist.destroy_process_group()

@@ -115,3 +115,15 @@ def test_paper_T_op_and_rate_and_schedule():
 @pytest.mark.parametrize('bad', [[np.nan, 1.0], []])
 def test_bad_eigvals(bad):
     with pytest.raises(ValueError): critical_radius(bad, 1.0)
+
+
+def test_more_degenerate_spectra():
+    """-I has no positive eigenvalue: warned, not silently clipped; 1e308·I is representable and is returned as such;
+    a negative step size is refused by the schedule."""
+    from ntk_finetune.spectrum import eigendecomposition
+    with pytest.warns(UserWarning, match='no positive eigenvalue'): e = eigendecomposition(-torch.eye(4, dtype=torch.float64))
+    assert torch.equal(e.eigvals, torch.zeros(4, dtype=torch.float64))
+    big = eigendecomposition(1e308 * torch.eye(3, dtype=torch.float64))
+    assert torch.allclose(big.eigvals, torch.full((3,), 1e308, dtype=torch.float64), rtol=1e-12)
+    from ntk_finetune.early_stopping import stopping_schedule
+    with pytest.raises(ValueError, match="step_size"): stopping_schedule(5, -0.1, 10)

@@ -48,7 +48,7 @@ def test_symmetric_tiles_equal_the_cross_product():
     m = tiny_model('gpt2', dtype=torch.float64); fn = output('gpt2', 'lm', False); b = batch(150, 6, 2)
     G = empirical_ntk(m, b, fn, 'attention', progress=False)
     X = empirical_ntk(m, b, fn, 'attention', batch2=b, progress=False)
-    assert len(E._tiles(150, True)) == 3 and torch.equal(G, G.T)
+    assert len(E._tiles(150)) == 3 and torch.equal(G, G.T)
     assert float((G - X).abs().max()) <= 1e-12 * float(X.abs().max())
 
 def test_per_module_sums_to_total_and_names_layers():
@@ -150,6 +150,52 @@ def test_corrupt_cache_files(tmp_path, monkeypatch):
     assert torch.equal(again, full)
     (tmp_path / 'manifest.json').write_text('{"version": 2, "weig')  # a truncated manifest: one-line error naming it
     with pytest.raises(E.CacheError, match=r'manifest\.json.*unreadable'): empirical_ntk(m, b, fn, 'all', cache_dir=tmp_path, **kw)
+
+def test_same_size_corruption_is_caught(tmp_path, monkeypatch):
+    """Bytes changed in place (the file keeps its size and its header) fail the checksums: recomputed, never returned."""
+    m, fn, b = _f32_setup(12)
+    kw = dict(block_size=4, memory_budget=1_500_000, progress=False)
+    full = empirical_ntk(m, b, fn, 'all', cache_dir=tmp_path, **kw)
+    layer = sorted(tmp_path.glob('layer_*.safetensors'))[0]
+    raw = bytearray(layer.read_bytes()); raw[-8:] = bytes(8); layer.write_bytes(bytes(raw))
+    with pytest.warns(UserWarning, match='checksum'): again = empirical_ntk(m, b, fn, 'all', cache_dir=tmp_path, **kw)
+    assert torch.equal(again, full)
+    for f in tmp_path.glob('layer_*'): f.unlink()
+    def stop(*a, **k): raise KeyboardInterrupt
+    with monkeypatch.context() as mp:                               # interrupted after the captures, before any Gram
+        mp.setattr(E, '_layer_gram', stop)
+        with pytest.raises(KeyboardInterrupt): empirical_ntk(m, b, fn, 'all', cache_dir=tmp_path, **kw)
+    cap = next((tmp_path / 'captures0').glob('*.bin'))
+    raw = bytearray(cap.read_bytes()); raw[:4] = b'\x7f\x7f\x7f\x7f'; cap.write_bytes(bytes(raw))
+    with monkeypatch.context() as mp:
+        mp.setattr(E, '_layer_gram', stop)
+        with pytest.warns(UserWarning, match='1 finished capture block.*corrupted'), pytest.raises(KeyboardInterrupt):
+            empirical_ntk(m, b, fn, 'all', cache_dir=tmp_path, **kw)
+    import shutil
+    shutil.rmtree(tmp_path / 'captures0')                            # the captures are gone, their record is not
+    with pytest.warns(UserWarning, match='3 finished capture block.*missing'):
+        again = empirical_ntk(m, b, fn, 'all', cache_dir=tmp_path, **kw)
+    assert torch.equal(again, full)
+
+def test_gram_reads_captures_in_column_chunks_under_a_small_budget(monkeypatch):
+    """A layer whose captures do not fit in half the budget is read a column chunk at a time: same kernel."""
+    m, fn, b = _f32_setup(40)
+    full = empirical_ntk(m, b, fn, 'all', block_size=4, progress=False)
+    orig, chunked = E._Store.read, []
+    def read(self, key, s=0, e=None, cols=None):
+        if cols is not None: chunked.append(key)
+        return orig(self, key, s, e, cols)
+    monkeypatch.setattr(E._Store, 'read', read)
+    small = empirical_ntk(m, b, fn, 'all', block_size=4, memory_budget=150_000, progress=False)
+    assert chunked and torch.equal(small, full)
+
+@pytest.mark.parametrize('change', [dict(gram_dtype=torch.float64), dict(autocast=torch.bfloat16)])
+def test_cache_knows_the_gram_dtype_and_autocast(tmp_path, change):
+    m = tiny_model('gpt2'); fn = output('gpt2', 'lm', False); b = batch(4, 6, 0)
+    empirical_ntk(m, b, fn, 'attention', cache_dir=tmp_path, progress=False)
+    key = 'gram_dtype' if 'gram_dtype' in change else 'autocast'
+    with pytest.raises(E.CacheError, match=f'other inputs.*{key}'):
+        empirical_ntk(m, b, fn, 'attention', cache_dir=tmp_path, progress=False, **change)
 
 def test_cache_knows_the_output_function(tmp_path):
     """Two lambdas of the same name but different label words must not share a cache."""
@@ -258,8 +304,9 @@ def test_two_processes_equal_one(tmp_path):
     r = subprocess.run([sys.executable, '-m', 'torch.distributed.run', '--nproc_per_node', '2', '--master_port', '29517',
                         str(script), str(tmp_path)], capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-3000:]
-    m, fn, b = _f32_setup()
+    m, fn, b = _f32_setup(130)
     for sym in (True, False):
-        single = empirical_ntk(m, b, fn, 'all', batch2=None if sym else batch(9, 6, 7), block_size=5, progress=False)
+        single = empirical_ntk(m, b, fn, 'all', batch2=None if sym else batch(70, 6, 7), block_size=5, progress=False)
         for rank in (0, 1):
             assert torch.equal(torch.load(tmp_path / f'G_{int(sym)}_{rank}.pt'), single)
+            assert torch.load(tmp_path / f'pairs_{int(sym)}_{rank}.pt') > 0    # every rank computed Gram tiles

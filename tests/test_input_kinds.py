@@ -14,7 +14,8 @@ step = 0.5 / w64[0]
 def _rev(x): return np.ascontiguousarray(np.asarray(x)[::-1])[::-1] if np.ndim(x) == 1 else np.asfortranarray(x)
 ARRAY_KINDS = {
     'numpy': lambda x: np.asarray(x),
-    'reversed_view': lambda x: np.asarray(x)[::-1][::-1] if np.ndim(x) == 1 else np.asarray(x)[::-1][::-1].T.T,
+    'strided_view': lambda x: (np.repeat(np.asarray(x), 2, 0)[::2] if np.ndim(x) == 1
+                               else np.repeat(np.repeat(np.asarray(x), 2, 0), 2, 1)[::2, ::2]),
     'negative_stride': lambda x: np.ascontiguousarray(np.asarray(x)[::-1])[::-1],
     'fortran': lambda x: np.asfortranarray(x),
     'list': lambda x: np.asarray(x).tolist(),
@@ -37,6 +38,8 @@ CASES = {
     'fit_exponential': (S.fit_exponential, lambda a, s: (a(np.abs(w64) + 1),)),
     'compare_decay_fits': (S.compare_decay_fits, lambda a, s: (a(np.abs(w64) + 1),)),
     'decay_over_subsets': (lambda G: S.decay_over_subsets(G, subset_size=8, n_subsets=2), lambda a, s: (a(K64),)),
+    'fit_power_law_origin': (S.fit_power_law_origin, lambda a, s: (a(np.abs(w64) + 1),)),
+    'decay_protocols': (lambda G: S.decay_protocols(G, subset_size=8, n_subsets=2, n_boot=3), lambda a, s: (a(K64),)),
     'effective_rank': (S.effective_rank, lambda a, s: (a(np.abs(w64) + 1),)),
     'kernel_target_alignment': (S.kernel_target_alignment, lambda a, s: (a(K64), a(y64))),
     'residual_energy': (S.residual_energy, lambda a, s: (a(K64), a(y64), a(f064))),
@@ -83,7 +86,7 @@ def test_array_kinds(name, kind):
 
 @pytest.mark.parametrize('kind', list(SCALAR_KINDS))
 @pytest.mark.parametrize('name', [n for n in CASES if n not in ('eigendecomposition', 'fit_power_law', 'fit_exponential',
-    'compare_decay_fits', 'decay_over_subsets', 'effective_rank', 'kernel_target_alignment', 'residual_energy',
+    'compare_decay_fits', 'decay_over_subsets', 'fit_power_law_origin', 'decay_protocols', 'effective_rank', 'kernel_target_alignment', 'residual_energy',
     'local_rademacher_complexity', 'estimate_noise', 'predicted_rate')])
 def test_scalar_kinds(name, kind):
     fn, args = CASES[name]
@@ -93,3 +96,15 @@ def test_scalar_kinds(name, kind):
         got = fn(*args(np.asarray, conv))
         want = fn(*args(np.asarray, lambda v: float(f64(conv(v)).reshape(()))))
     assert same(got, want)
+
+@pytest.mark.parametrize('kind', [k for k in ARRAY_KINDS if k != 'cuda_tensor'])
+def test_plot_spectrum_takes_every_kind(kind):
+    """plot_spectrum draws the same curve from every array kind (its only output is the figure)."""
+    import matplotlib; matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+    w = np.abs(w64) + 1
+    ax = S.plot_spectrum(ARRAY_KINDS[kind](w))
+    x, yv = ax.lines[0].get_data()
+    want = f64(ARRAY_KINDS[kind](w)).numpy()
+    assert np.array_equal(yv, want / want[0])
+    plt.close('all')

@@ -191,3 +191,9 @@ def test_check_inputs_errors():
     m = tiny_model('gpt2')
     with pytest.raises(ValueError, match='outside the vocabulary'): check_inputs(m, {'input_ids': torch.full((1, 3), 128)})
     with pytest.raises(ValueError, match='64 positions'): check_inputs(m, {'input_ids': torch.ones(1, 65, dtype=torch.long)})
+
+def test_empty_text_without_a_template_is_refused(tokenizers):
+    """An empty text with no template has no token to read an output from: a one-line error, not a zero kernel row."""
+    tok = tokenizers['smollm2-135m']
+    with pytest.raises(ValueError, match='text 1 is empty after tokenization'): tokenize(tok, ['a review', ''], 16)
+    assert tokenize(tok, [''], 16, 'Review: {text}\nThe movie was')['attention_mask'].sum() > 0   # a template is fine
