@@ -15,6 +15,7 @@ from ntk_finetune.core import (
     as_batch,
     as_scalar,
     model_device,
+    get_device,
     save_json,
     load_json,
     atomic_dir,
@@ -329,6 +330,14 @@ def resolve_model(
         m, tok = model
         if not isinstance(m, torch.nn.Module):
             raise TypeError(f"model[0] must be a torch module, got {type(m).__name__}")
+        if load_kw:
+            raise ValueError(f"load_kwargs ({', '.join(load_kw)}) apply to a model loaded by name, not to a loaded one")
+        if device != 'auto':  # one meaning of device everywhere: where the model is; a loaded one is not moved
+            want, have = get_device(device), model_device(m)
+            if want.type != have.type or (want.index is not None and want.index != have.index):
+                raise ValueError(
+                    f"the model is on {have}, not {device}: move it first (model.to(...)) or leave device='auto'"
+                )
         lm = is_causal_lm(m)
         if head == 'lm' and not lm:
             raise ValueError(
@@ -883,8 +892,9 @@ def analyze(
     test_labels=None,  # an explicit test set (a Dataset, or a tokenized batch with labels)
     kind: str
     | None = None,  # force 'classification' or 'regression' (default: from the labels)
-    device: str = 'auto',  # where a model loaded by name goes ('auto': CUDA when available)
+    device: str = 'auto',  # where a model loaded by name goes ('auto': CUDA when available); a loaded one must be there
     dtype=torch.float32,  # dtype of a model loaded by name
+    load_kwargs: dict | None = None,  # for a model loaded by name: from_pretrained keywords (revision, device_map, ...)
     seed: int = 0,  # sampling and new-head seed
     horizon: int
     | None = None,  # steps of the predicted curves (default: past the latest stop)
@@ -915,6 +925,7 @@ def analyze(
         device=device,
         dtype=dtype,
         seed=seed,
+        load_kwargs=load_kwargs,
     )
     return analyze_sample(
         m,
@@ -953,6 +964,7 @@ def prepare(
     device='auto',
     dtype=torch.float32,
     seed=0,
+    load_kwargs=None,
 ):
     "(model, tokenizer, Sample, output function, settings): everything `analyze` resolves before the kernel."
     if head not in HEADS:
@@ -960,7 +972,9 @@ def prepare(
     if isinstance(data, str):
         task_info(data)  # unknown task names fail before loading
     pre = _data_kind(data, label_column, labels, kind, text_column)
-    m, tok, use = resolve_model(model, pre[0], pre[1], head, device, dtype, seed)
+    if load_kwargs is not None and not isinstance(load_kwargs, dict):
+        raise TypeError(f"load_kwargs must be a dict of from_pretrained keywords, got {type(load_kwargs).__name__}")
+    m, tok, use = resolve_model(model, pre[0], pre[1], head, device, dtype, seed, **(load_kwargs or {}))
     P = max_positions(m)
     if P is not None and max_length > P:
         warnings.warn(

@@ -410,7 +410,9 @@ def finetune(
 
 # %% ../nbs/08_finetune.ipynb #0fb4b922
 class LinearizedModel(nn.Module):
-    "f_lin(θ) = f(θ_0) + J(θ_0)(θ − θ_0) for `params` of `model`; the trainable parameters are the displacements."
+    """f_lin(θ) = f(θ_0) + J(θ_0)(θ − θ_0) for `params` of `model`; the trainable parameters are the displacements.
+    The wrapped model's parameters are constants of f_lin, so they are frozen while it lives; `restore()` gives back
+    their `requires_grad` flags."""
 
     def __init__(self, model: nn.Module, output_fn, params='attention'):
         super().__init__()
@@ -421,14 +423,15 @@ class LinearizedModel(nn.Module):
         self.delta = nn.ParameterList(
             [nn.Parameter(torch.zeros_like(v)) for v in self.theta0.values()]
         )
-        for p in model.parameters():
-            p.requires_grad_(False)
         impl = getattr(model.config, '_attn_implementation', None)
-        if impl not in (None, 'eager'):
+        if impl not in (None, 'eager'):  # checked before anything of the caller's is touched
             raise ValueError(
                 f"forward-mode AD needs eager attention; this model uses {impl!r}: "
                 f"load it with attn_implementation='eager'"
             )
+        self._keep = {n: p.requires_grad for n, p in model.named_parameters()}
+        for p in model.parameters():
+            p.requires_grad_(False)
 
     def forward(self, batch):
         from torch.func import jvp
@@ -440,6 +443,11 @@ class LinearizedModel(nn.Module):
 
         out, tangent = jvp(f, tuple(self.theta0.values()), tuple(self.delta))
         return out.detach() + tangent
+
+    def restore(self):
+        "Give the wrapped model's parameters back the `requires_grad` flags they had before wrapping."
+        for n, p in self.model.named_parameters():
+            p.requires_grad_(self._keep[n])
 
 
 class _Swap:

@@ -88,8 +88,16 @@ gpu = pytest.mark.gpu
 def test_gpu_analyze_and_demo():
     a = analyze('smollm2-135m', 'rt-sentiment', n=16, n_test=16, max_length=32, device='cuda', progress=False)
     assert a.settings['device'].startswith('cuda') and set(a.stops) == set(RULES)
-    from ntk_finetune.cli import demo
-    assert demo(n=8, n_kernel=8, max_length=32, out=lambda *_: None)['kernel']['lambda_1'] > 0
+
+@gpu
+def test_gpu_cli_analyze_writes_the_report(tmp_path):
+    """The main job on a GPU: `ntk-finetune analyze --device cuda` (what `make demo` runs, smaller)."""
+    from ntk_finetune import cli
+    from ntk_finetune.core import load_json
+    assert cli.main(['analyze', '--n', '16', '--n-test', '16', '--max-length', '32', '--device', 'cuda',
+                     '--out', str(tmp_path / 'r')]) == 0
+    mt = load_json(tmp_path / 'r' / 'metrics.json')
+    assert (tmp_path / 'r' / 'report.html').exists() and mt['settings']['device'].startswith('cuda')
 
 @gpu
 def test_gpu_kernel_matches_float64_reference():
@@ -148,3 +156,30 @@ def test_learning_curve_prediction_needs_a_scalar_output():
     m.num_labels = m.config.num_labels = 3
     a = analyze((m, None), tb, labels=torch.arange(9) % 3, progress=False)            # joint: 2 contrasts per example
     with pytest.raises(ValueError, match="multiclass='ovr'"): predict_learning_curve(a, [16])
+
+def test_device_and_load_kwargs_of_a_loaded_model():
+    """A loaded model is never moved: a `device` it is not on is a one-line error; load keywords need a model name.
+    A BatchEncoding from the user's own tokenizer is taken as a batch."""
+    from transformers import BatchEncoding
+    g = torch.Generator().manual_seed(1); tb = {'input_ids': torch.randint(1, 128, (8, 6), generator=g)}
+    m = tiny_model('llama', kind='classification')
+    y = torch.arange(8) % 2
+    # on a CPU machine get_device says CUDA is missing; with CUDA, the mismatch itself is the error
+    with pytest.raises(ValueError, match=r'(CUDA is not available|the model is on cpu, not cuda:1.*move it first)'):
+        analyze((m, None), tb, labels=y, device='cuda:1', progress=False)
+    with pytest.raises(ValueError, match='load_kwargs .*revision.* model loaded by name'):
+        analyze((m, None), tb, labels=y, load_kwargs={'revision': 'main'}, progress=False)
+    be = BatchEncoding({**tb, 'attention_mask': torch.ones(8, 6, dtype=torch.long)})
+    a, b = (analyze((m, None), x, labels=y, device='cpu', progress=False) for x in (be, tb))
+    assert torch.equal(a.G, b.G)
+
+def test_load_kwargs_reach_from_pretrained(monkeypatch):
+    """analyze(name, load_kwargs=...) hands them to load_model, hence to from_pretrained."""
+    import ntk_finetune.analysis as A
+    seen = {}
+    def fake_load(name, kind, **kw):
+        seen.update(kw); raise ValueError('stop here')
+    monkeypatch.setattr(A, 'load_model', fake_load)
+    with pytest.raises(ValueError, match='stop here'):
+        analyze('smollm2-135m', 'rt-sentiment', head='lm', load_kwargs={'revision': 'v1', 'trust_remote_code': True})
+    assert seen['revision'] == 'v1' and seen['trust_remote_code'] is True

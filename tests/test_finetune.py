@@ -130,3 +130,17 @@ def test_callback_warns_for_adam():
     class S: log_history = []
     with pytest.warns(UserWarning, match='heuristic'):
         cb.on_train_begin(A(), S(), None, model=tiny_model('llama', kind='classification'))
+
+def test_linearized_model_restores_the_callers_flags():
+    """Wrapping freezes the model (its weights are constants of f_lin), and says so; restore() undoes it exactly."""
+    m = tiny_model('gpt2')
+    m.transformer.wte.weight.requires_grad_(False)
+    before = {n: p.requires_grad for n, p in m.named_parameters()}
+    if getattr(m.config, '_attn_implementation', None) not in (None, 'eager'):
+        with pytest.raises(ValueError, match='eager attention'): LinearizedModel(m, tiny_output_fn(), 'attention')
+        assert {n: p.requires_grad for n, p in m.named_parameters()} == before     # refused before touching it
+        m.set_attn_implementation('eager')
+    lin = LinearizedModel(m, tiny_output_fn(), 'attention')
+    assert not any(p.requires_grad for p in m.parameters())
+    lin.restore()
+    assert {n: p.requires_grad for n, p in m.named_parameters()} == before

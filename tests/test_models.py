@@ -197,3 +197,10 @@ def test_empty_text_without_a_template_is_refused(tokenizers):
     tok = tokenizers['smollm2-135m']
     with pytest.raises(ValueError, match='text 1 is empty after tokenization'): tokenize(tok, ['a review', ''], 16)
     assert tokenize(tok, [''], 16, 'Review: {text}\nThe movie was')['attention_mask'].sum() > 0   # a template is fine
+
+def test_encoder_decoder_is_not_a_causal_lm():
+    """T5 has output embeddings and no classifier, but it needs decoder inputs: not a causal LM for label words."""
+    from transformers import T5Config, T5ForConditionalGeneration
+    t5 = T5ForConditionalGeneration(T5Config(d_model=32, d_ff=64, num_layers=1, num_heads=2, d_kv=16, vocab_size=128,
+                                             eos_token_id=1, pad_token_id=0, decoder_start_token_id=0))
+    assert not is_causal_lm(t5)
