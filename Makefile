@@ -64,9 +64,13 @@ bench: venv
 	$(BIN)/python bench/entk.py
 
 # On a machine with a CUDA GPU: the gpu-marked tests and the GPU rows of the kernel benchmark (BENCHMARKS.md).
-gpu-check: venv
-	$(BIN)/python -m pytest tests -q -m gpu -p no:cacheprovider
-	$(BIN)/python bench/entk.py --gpu
+# Runs in any Python that has a CUDA build of torch and this package installed (GPU_PY=...; default: the project venv
+# if there is one), since the venv's pinned torch is a CPU build.
+GPU_PY ?= $(if $(wildcard $(BIN)/python),$(BIN)/python,python3)
+gpu-check:
+	@$(GPU_PY) -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 'gpu-check: this Python has no CUDA torch (set GPU_PY=...)')"
+	$(GPU_PY) -m pytest tests -q -m gpu -p no:cacheprovider
+	$(GPU_PY) bench/entk.py --gpu
 
 clean:
 	rm -rf _proc _proc_src _exec _docs test-artifacts .pytest_cache
