@@ -14,3 +14,44 @@ def test_damaged_task_vector_is_one_line(tmp_path, damage):
         (d / 'task_vector.safetensors').unlink()
     with pytest.raises(ValueError, match='holds no readable task vector') as e: TaskVector.load(d)
     assert '\n' not in str(e.value)
+
+from ntk_finetune.task_vectors import apply, merged, multitask_kernel, study
+from ntk_finetune.entk import jacobian_reference
+from ntk_finetune.models import select_params, tiny_output_fn, LabelWordMargin, _TinyVocab
+
+def test_shapes_and_architectures_must_match():
+    pt = tiny_model('llama', seed=0)
+    with pytest.raises(ValueError, match='has shape'): task_vector(pt, tiny_model('llama', seed=1, hidden=48), 'attention')
+    with pytest.raises(ValueError, match='fine-tuned model is a'): task_vector(pt, tiny_model('gpt2'), 'attention')
+    a, b = task_vector(pt, tiny_model('llama', seed=1), 'attention'), task_vector(pt, tiny_model('llama', seed=2), 'attention')
+    k = next(iter(b.deltas))
+    b.deltas[k] = b.deltas[k][:1]                               # same names, another shape
+    with pytest.raises(ValueError, match='shape'): a + b
+
+def test_heads_are_kept_apart_and_merged_equals_apply():
+    """exclude_head leaves the task head out of τ; apply(head=...) puts a task's own head in; merged() is a copy with
+    exactly the weights apply() gives, and the original is untouched."""
+    pt, ft = tiny_model('llama', 'classification', seed=0), tiny_model('llama', 'classification', seed=1)
+    heads = set(select_params(pt, 'head'))
+    tau = task_vector(pt, ft, 'all', exclude_head=True)
+    assert heads and not heads & set(tau.deltas) and set(tau.deltas)
+    own = {k: dict(ft.named_parameters())[k].detach().clone() for k in heads}
+    before = {k: v.detach().clone() for k, v in pt.named_parameters()}
+    with apply(pt, tau, head=own):
+        inside = {k: v.detach().clone() for k, v in pt.named_parameters()}
+    m = merged(pt, tau, head=own)
+    assert all(torch.equal(inside[k], v) for k, v in m.named_parameters())
+    assert all(torch.equal(inside[k], dict(ft.named_parameters())[k]) for k in heads)
+    assert all(torch.equal(before[k], v) for k, v in pt.named_parameters())
+
+def test_cross_block_equals_the_explicit_jacobians():
+    m = tiny_model('gpt2', dtype=torch.float64)
+    g = torch.Generator().manual_seed(0)
+    bA = {'input_ids': torch.randint(1, 128, (3, 5), generator=g), 'attention_mask': torch.ones(3, 5, dtype=torch.long)}
+    bB = {'input_ids': torch.randint(1, 128, (4, 7), generator=g), 'attention_mask': torch.ones(4, 7, dtype=torch.long)}
+    fA, fB = tiny_output_fn(2), LabelWordMargin(_TinyVocab(), [' ccc', ' a'])
+    blocks = multitask_kernel(m, [bA, bB], [fA, fB], 'attention', progress=False)
+    sel = select_params(m, 'attention')
+    JA, JB = jacobian_reference(m, bA, fA, sel), jacobian_reference(m, bB, fB, sel)
+    assert torch.allclose(blocks[(0, 1)], JA @ JB.T, rtol=1e-8, atol=1e-10)
+    assert torch.allclose(blocks[(1, 0)], JB @ JA.T, rtol=1e-8, atol=1e-10)
