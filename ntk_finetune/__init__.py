@@ -7,6 +7,10 @@ __version__ = "0.1.0"
 __all__ = []
 
 # %% ../nbs/91_package.ipynb #b1000004
+__doc__ = (  # the summary above as the package docstring (the version line nbdev writes first would hide it)
+    "The names `import ntk_finetune` gives: the main entry points, loaded lazily so that importing the package "
+    "(and asking the command line for help) stays fast."
+)
 _LAZY = {
     'analyze': 'analysis',
     'Analysis': 'analysis',

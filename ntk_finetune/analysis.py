@@ -1144,7 +1144,8 @@ def predict_learning_curve(a: Analysis, ns, horizon: int = 100_000) -> list:
     n_p = len(w)
     if n_p != a.n:
         raise ValueError(
-            f"the learning-curve prediction needs a scalar output per example (binary or regression); this analysis has "
+            f"the learning-curve prediction needs a scalar output per example (binary or regression); "
+            f"this analysis has "
             f"{n_p // a.n} outputs per example: use multiclass='ovr' and predict each class's curve"
         )
     sigma2 = a.noise['sigma_hat'] ** 2

@@ -393,7 +393,8 @@ def cmd_taskvec(a, out=print):
     out(f"{'pair':<40}{'overlap':>9}{'cos τ':>8}{'norm. acc.':>12}")
     for p in res['families']['network']['pairs'].values():
         out(
-            f"{' + '.join(p['tasks']):<40}{p['overlap']:>9.3f}{p['cosine']:>8.3f}{sum(p['normalized_accuracy']) / 2:>12.3f}"
+            f"{' + '.join(p['tasks']):<40}{p['overlap']:>9.3f}{p['cosine']:>8.3f}"
+            f"{sum(p['normalized_accuracy']) / 2:>12.3f}"
         )
     out(f"results   {folder / 'taskvec.json'}")
 
@@ -499,8 +500,19 @@ def _common(p, out_default, own_data: bool = True, task: bool = True):
     g('--out', default=out_default, help='output folder')
 
 
+class _Help(argparse.ArgumentDefaultsHelpFormatter):
+    "Shows each default once: not for flags whose help already says it, nor for a None or False default."
+
+    def _get_help_string(self, action):
+        h = action.help or ''
+        if '(default' in h or action.default is None or action.default is False or action.default is argparse.SUPPRESS:
+            return h
+        d = ','.join(action.default) if isinstance(action.default, tuple) else action.default
+        return f"{h} (default: {d})"
+
+
 def parser() -> argparse.ArgumentParser:
-    fmt = argparse.ArgumentDefaultsHelpFormatter
+    fmt = _Help
     p = _Parser(
         prog='ntk-finetune',
         formatter_class=fmt,

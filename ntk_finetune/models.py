@@ -579,7 +579,8 @@ def is_causal_lm(model) -> bool:
         MODEL_FOR_MASKED_LM_MAPPING_NAMES as mlm,
     )
 
-    if type(model).__name__ in set(mlm.values()) or getattr(getattr(model, 'config', None), 'is_encoder_decoder', False):
+    enc_dec = getattr(getattr(model, 'config', None), 'is_encoder_decoder', False)
+    if type(model).__name__ in set(mlm.values()) or enc_dec:
         return False  # masked LMs and encoder-decoders (T5, BART) have output embeddings but no next-token prompt
     oe = (
         model.get_output_embeddings()

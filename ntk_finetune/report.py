@@ -205,8 +205,10 @@ def summary_table(a) -> str:
         f"decay     β = {f.rate:.3f} (95 % CI {f.ci95[0]:.3f}…{f.ci95[1]:.3f}, R² = {f.r2:.3f})"
         if f
         else "decay     (too few eigenvalues for a fit)",
-        f"noise     σ̂ = {a.noise['sigma_hat']:.4g}, norm estimate {a.noise['norm_hat']:.4g}; step α = {a.step_size:.4g}",
-        f"{'rule':<12}{'kernel-GD steps':>16}{'optimizer steps':>17}{'epochs':>9}   (lr {s['lr']:.3g}, batch {s['batch_size']})",
+        f"noise     σ̂ = {a.noise['sigma_hat']:.4g}, norm estimate {a.noise['norm_hat']:.4g}; "
+        f"step α = {a.step_size:.4g}",
+        f"{'rule':<12}{'kernel-GD steps':>16}{'optimizer steps':>17}{'epochs':>9}"
+        f"   (lr {s['lr']:.3g}, batch {s['batch_size']})",
     ]
     for r, t in a.stops.items():
         sc = a.schedule[r]
@@ -222,7 +224,8 @@ def summary_table(a) -> str:
     return '\n'.join(rows)
 
 
-_CSS = """body{font-family:system-ui,sans-serif;max-width:980px;margin:2em auto;padding:0 1em;color:#222;line-height:1.45}
+_CSS = """body{font-family:system-ui,sans-serif;max-width:980px;margin:2em auto;padding:0 1em;color:#222;
+line-height:1.45}
 table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:.3em .6em;text-align:right}
 th{background:#f3f3f3}td:first-child,th:first-child{text-align:left}img{max-width:100%}.note{color:#666;font-size:.9em}
 .warn{color:#9a4b00}code{background:#f5f5f5;padding:0 .2em}"""
@@ -278,7 +281,8 @@ def report_html(a, history=None, comparison=None, title: str | None = None) -> s
     ft = ''
     if history is not None:
         ft = (
-            f"<h2>Fine-tuning beside the prediction</h2><p>{e(history.get('stopped', ''))}: {len(history['steps']) - 1} steps "
+            f"<h2>Fine-tuning beside the prediction</h2>"
+            f"<p>{e(history.get('stopped', ''))}: {len(history['steps']) - 1} steps "
             f"recorded; "
             + (
                 f"hold-out best step {history['holdout_best_step']}, "
@@ -294,20 +298,27 @@ def report_html(a, history=None, comparison=None, title: str | None = None) -> s
     )
     title = title or f"What fine-tuning {s['model']} on {s.get('data')} will need"
     body = f"""<h1>{e(title)}</h1>
-<p>The empirical neural tangent kernel of the pretrained model, $\\mathbb K(x, x') = \\langle \\nabla_\\theta f(x), \\nabla_\\theta f(x')\\rangle$
-over the {e(s['params'])} parameters ({s['n_params']:,} of them), on $n = {s['n']}$ training examples; $K = G/n$ and its eigenvalues
-$\\lambda_1 \\geq \\lambda_2 \\geq \\dots$ set how fast kernel gradient descent from the pretrained outputs $f_0$ learns, and the stopping rules
+<p>The empirical neural tangent kernel of the pretrained model, $\\mathbb K(x, x') = \\langle \\nabla_\\theta f(x),
+\\nabla_\\theta f(x')\\rangle$
+over the {e(s['params'])} parameters ({s['n_params']:,} of them), on $n = {s['n']}$ training examples; $K = G/n$ and
+its eigenvalues
+$\\lambda_1 \\geq \\lambda_2 \\geq \\dots$ set how fast kernel gradient descent from the pretrained outputs $f_0$
+learns, and the stopping rules
 turn them into a number of steps. Output: <code>{e(s['output_fn'])}</code>; targets: {e(s['kind'])}.</p>
 <h2>When to stop</h2>
-<p>Kernel GD with step $\\alpha = {a.step_size:.4g}$ (the largest that Raskutti–Wainwright–Yu allow is $\\min(1, 1/\\lambda_1)$);
-an optimizer step with learning rate $\\eta = {s['lr']:.4g}$ on batches of {s['batch_size']} moves as far as $\\eta/\\alpha$ kernel steps,
+<p>Kernel GD with step $\\alpha = {a.step_size:.4g}$ (the largest that Raskutti–Wainwright–Yu allow is $\\min(1,
+1/\\lambda_1)$);
+an optimizer step with learning rate $\\eta = {s['lr']:.4g}$ on batches of {s['batch_size']} moves as far as
+$\\eta/\\alpha$ kernel steps,
 so $t$ kernel steps are $\\lceil \\alpha t / \\eta \\rceil$ optimizer steps.</p>
 {_table(stops, ('rule', 'kernel-GD steps', 'optimizer steps', 'epochs', 'note'))}
-<p>Zero-shot test accuracy of the pretrained model: {'—' if not zs else f'{zs[0]:.3f}'}; the predicted test loss is lowest at
+<p>Zero-shot test accuracy of the pretrained model: {'—' if not zs else f'{zs[0]:.3f}'}; the predicted test loss is
+lowest at
 kernel step {a.curves.get('test_optimal_step', '—')}.</p>
 {warn}
 <h2>Eigenvalue decay</h2>
-<p>A power law $\\lambda_k \\approx \\lambda_1 k^{{-2\\beta}}$ gives the rate $n^{{-2\\beta/(2\\beta+1)}}$ for early-stopped kernel GD;
+<p>A power law $\\lambda_k \\approx \\lambda_1 k^{{-2\\beta}}$ gives the rate $n^{{-2\\beta/(2\\beta+1)}}$ for
+early-stopped kernel GD;
 {beta_txt}.</p>
 <img alt="eigenvalue decay" src="{_png(fig1)}">
 <h2>Predicted learning curve</h2>
@@ -315,7 +326,8 @@ kernel step {a.curves.get('test_optimal_step', '—')}.</p>
 {ft}
 <h2>Diagnostics</h2>
 {_table(diag, ('quantity', 'value'))}
-<p class="note">Written by ntk_finetune on {time.strftime('%Y-%m-%d %H:%M')}; the settings are in <code>metrics.json</code>.</p>"""
+<p class="note">Written by ntk_finetune on {time.strftime('%Y-%m-%d %H:%M')}; the settings are in
+<code>metrics.json</code>.</p>"""
     return (
         f'<!doctype html><html lang="en"><head><meta charset="utf-8"><title>{e(title)}</title>'
         f'<style>{_CSS}</style>\n{katex_inline()}</head><body>{body}</body></html>'

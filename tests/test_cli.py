@@ -1,6 +1,6 @@
 """The `ntk-finetune` command: the main job end to end on a small local model, and bad inputs (each one line on stderr,
 exit status 2, no traceback, nothing half-written)."""
-import json, os, signal, subprocess, sys, time
+import json, os, re, signal, subprocess, sys, time
 from pathlib import Path
 import pytest, torch
 
@@ -63,6 +63,16 @@ def test_help_is_fast_and_bare_command_prints_help():
     code, stdout, _ = run(); assert code == 0 and 'usage' in stdout
     code, stdout, _ = run('--version'); assert code == 0 and 'ntk-finetune' in stdout
     code, stdout, _ = run('analyze', '--help'); assert code == 0 and '(default: 64)' in stdout and '{auto,lm,new}' in stdout
+    assert '(default: None)' not in stdout and '(default: 0)' in stdout     # each default once, zero included
+    assert not re.search(r'\(default:[^)]*\)\s*\(default:', stdout)
+
+def test_help_imports_no_torch():
+    """--help stays fast because the subcommands import the heavy packages only when they run."""
+    import subprocess, sys
+    code = ("import sys, ntk_finetune.cli as c\ntry: c.main(['analyze', '--help'])\nexcept SystemExit: pass\n"
+            "print('torch' in sys.modules, 'transformers' in sys.modules)")
+    r = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True)
+    assert r.stdout.split()[-2:] == ['False', 'False'], r.stdout[-300:] + r.stderr[-300:]
 
 def test_list_tasks():
     code, stdout, _ = run('list-tasks'); assert code == 0 and 'rt-sentiment' in stdout and 'sst2' in stdout
@@ -174,7 +184,11 @@ def test_ctrl_c_then_rerun_resumes(tmp_path):
     assert p.returncode == 2 and 'Traceback' not in err, err                # progress bars, then one line
     assert err.strip().splitlines()[-1].startswith('ntk-finetune: interrupted'), err
     assert not (out / 'kernel.safetensors').exists() and not list(out.rglob('.*.tmp'))
+    blocks = json.loads(next(cache.rglob('captures0.blocks.json')).read_text())
+    done = json.loads(next(cache.rglob('captures0.done.json')).read_text())
     code, stdout, err = run(*cmd[1:]); assert code == 0, err
+    todo = {int(m) for m in re.findall(r'forward/backward 1: .*?\d+/(\d+)', err)}
+    assert done and todo == {len(blocks) - len(done)}, (todo, len(blocks), len(done))   # only the unfinished blocks ran
     assert (out / 'kernel.safetensors').exists()
     assert not list(cache.rglob('captures*'))            # a finished kernel keeps its layers' Grams, not the captures
     code, _, err = run(*[('8' if c == '96' else c) for c in cmd[1:]]); assert code == 0, err   # other args, same folder

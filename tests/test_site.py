@@ -90,12 +90,17 @@ def test_page(browser, server, site, rel):
         if 'class="math' in html: assert page.locator('.katex').count() > 0, f"{rel}: maths not typeset"
         assert not page.evaluate(RAW_DOLLAR), f"{rel}: raw $ in the text: {page.evaluate(RAW_DOLLAR)[:3]}"
         mod = _module(rel)
-        if mod is not None:
+        if mod is not None:                     # every exported name's definition (its signature) is on its page
             text = page.inner_text('body')
-            missing = [nm for nm in mod.__all__ if nm not in text]
-            assert not missing, f"{rel}: no documentation for {missing}"
+            sig = lambda nm: (rf'(def|class)\s+{re.escape(nm)}\s*[(:]' if callable(getattr(mod, nm))
+                              else rf'\b{re.escape(nm)}\s*[:=]')
+            missing = [nm for nm in mod.__all__ if not re.search(sig(nm), text)]
+            assert not missing, f"{rel}: no signature shown for {missing}"
+        broken = page.eval_on_selector_all('img', 'els => els.filter(e => !(e.complete && e.naturalWidth > 0)).length')
+        assert broken == 0, f"{rel}: {broken} image(s) did not load"
         if rel.startswith('experiments/'):
-            assert page.locator('img').count() >= 1, f"{rel}: an experiment page without a figure"
+            shown = page.eval_on_selector_all('img', 'els => els.filter(e => e.naturalWidth > 100).length')
+            assert shown >= 1, f"{rel}: an experiment page without a figure"
         if rel in ('index.html', 'theory/02_rwy_rule.html', 'experiments/02_task_spectra.html'):
             ART.mkdir(exist_ok=True); page.screenshot(path=str(ART / rel.replace('/', '_').replace('.html', '.png')), full_page=True)
     finally:

@@ -1,0 +1,22 @@
+"""The notebooks as pages: every code cell a reader sees fits the page width (120 columns), and every notebook opens
+with a title and a one-line summary (the exported module's docstring)."""
+import json, re
+from pathlib import Path
+import pytest
+
+NBS = sorted(p for p in (Path(__file__).resolve().parents[1] / 'nbs').rglob('*.ipynb') if '.ipynb_checkpoints' not in str(p))
+
+@pytest.mark.parametrize('nb', NBS, ids=lambda p: p.stem)
+def test_visible_code_fits_the_page(nb):
+    cells = json.loads(nb.read_text())['cells']
+    long = [(i, len(ln)) for i, c in enumerate(cells) if c['cell_type'] == 'code'
+            for src in [''.join(c['source'])] if not re.search(r'#\|\s*echo:\s*false', src)
+            for ln in src.splitlines() if len(ln) > 120]
+    assert not long, f"{nb.name}: code lines over 120 columns in (cell, length) {long[:5]}"
+
+@pytest.mark.parametrize('nb', NBS, ids=lambda p: p.stem)
+def test_title_and_one_line_summary(nb):
+    first = ''.join(json.loads(nb.read_text())['cells'][0]['source']).splitlines()
+    assert first[0].startswith('# '), f"{nb.name}: the first cell is not a title"
+    summary = [ln for ln in first[1:] if ln.startswith('>')]
+    assert len(summary) == 1, f"{nb.name}: the summary must be one '>' line, got {len(summary)}"
