@@ -5,7 +5,8 @@
     python bench/entk.py --gpu            # GPU rows on a GPT-Neo-1.3B-shaped model with random weights
 
 Each measurement runs in its own subprocess, one after another, so that time and peak memory (ru_maxrss) are that
-method's alone. Methods, all on the same examples and the same parameters:
+method's alone; each method first runs once on two of the examples (untimed), so that one-time costs (the first
+backward's set-up, the allocator) are not counted for any of them. Methods, all on the same examples and the same parameters:
 
 * recipe      the torch.func "Neural Tangent Kernels" tutorial as written: `vmap(jacrev(fnet_single), (None, 0))` over
               examples through `functional_call` (eager attention), then its `empirical_ntk_jacobian_contraction`
@@ -77,23 +78,27 @@ def worker(method, n, T, out, gpu):
     torch, model, b, fn, sel = _setup(n, T, gpu, eager=method.startswith('recipe'))
     sync = torch.cuda.synchronize if gpu else (lambda: None)
     if gpu: torch.cuda.reset_peak_memory_stats()
-    base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
-    sync(); t0 = time.perf_counter(); G = None; res = {}
-    if method == 'ours':
-        from ntk_finetune.entk import empirical_ntk
-        G = empirical_ntk(model, b, fn, 'attention', progress=False)
-    elif method == 'loop':
-        from ntk_finetune.entk import empirical_ntk
-        G = empirical_ntk(model, b, fn, 'attention', method='reference', progress=False)
-    elif method in ('recipe', 'recipe_J1'):
-        G = _recipe(torch, model, b, fn, sel, once=method == 'recipe_J1').double()
-    elif method == 'lower_bound':
+    def compute(bb):
+        "The method on batch bb: (G or None, seconds of the forward+backward part for the lower bound)."
+        if method in ('ours', 'loop'):
+            from ntk_finetune.entk import empirical_ntk
+            kw = dict(method='reference') if method == 'loop' else {}
+            return empirical_ntk(model, bb, fn, 'attention', progress=False, **kw), None
+        if method in ('recipe', 'recipe_J1'):
+            return _recipe(torch, model, bb, fn, sel, once=method == 'recipe_J1').double(), None
         for p in model.parameters(): p.requires_grad_(False)
         for p in sel.values(): p.requires_grad_(True)
-        for s in range(0, n, 32):
-            f = fn(model, {k: v[s:s + 32] for k, v in b.items()})
+        t = time.perf_counter()
+        for s in range(0, bb['input_ids'].shape[0], 32):
+            f = fn(model, {k: v[s:s + 32] for k, v in bb.items()})
             torch.autograd.grad(f.sum(), list(sel.values()))
-        sync(); t_fb = time.perf_counter() - t0
+        sync()
+        return None, time.perf_counter() - t
+    compute({k: v[:2] for k, v in b.items()})       # warm-up on two examples (one-time costs), for every method alike
+    base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+    sync(); t0 = time.perf_counter(); G = None; res = {}
+    G, t_fb = compute(b)
+    if method == 'lower_bound':
         A = torch.randn(64, 1 << 20, device='cuda' if gpu else 'cpu'); ts = []
         for _ in range(5):
             sync(); t1 = time.perf_counter(); A @ A.T; sync(); ts.append(time.perf_counter() - t1)
@@ -103,7 +108,7 @@ def worker(method, n, T, out, gpu):
         res = dict(seconds=t_fb + t_gram, fwd_bwd=t_fb, gram=t_gram, sgemm_gflops=rate / 1e9)
     sync()
     if method != 'lower_bound': res = dict(seconds=time.perf_counter() - t0)
-    res.update(method=method, n=n, T=T, peak_rss_gb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
+    res.update(method=method, n=n, T=T, date=time.strftime('%Y-%m-%d'), peak_rss_gb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
                model_rss_gb=base)
     if gpu: res['peak_gpu_gb'] = torch.cuda.max_memory_allocated() / 2**30
     if G is not None: torch.save(G.cpu(), out + '.pt')
@@ -133,14 +138,16 @@ def markdown(res: dict) -> str:
          "(per-example `vmap(jacrev)`, eager attention, per-parameter contraction; it computes the Jacobian of x1 and of "
          "x2); recipe_J1 = the same with the Jacobian computed once. loop = one autograd call per example + float64 Gram. "
          "Peak = process peak RSS, model included. Agreement: max |G − G_ref| / max |G_ref| against the per-example loop "
-         "(float64 Gram).", "",
+         "(float64 Gram). Every method is timed after an untimed run on two of the examples; rows measured on other days "
+         "than the header's say so.", "",
          "| n × T | method | seconds | × lower bound | × ours | peak RSS GB | agreement |", "|---|---|---|---|---|---|---|"]
     for r in res['rows']:
         if 'error' in r: L.append(f"| {r['n']} × {r['T']} | {r['method']} | failed: {r['error']} | | | | |"); continue
         f = lambda k, fmt: format(r[k], fmt) if r.get(k) is not None else ''
         extra = (f" (fwd+bwd {r['fwd_bwd']:.1f} + Gram {r['gram']:.1f} at {r['sgemm_gflops']:.0f} GFLOP/s)"
                  if r['method'] == 'lower_bound' else '')
-        L.append(f"| {r['n']} × {r['T']} | {r['method']} | {r['seconds']:.1f}{extra} | {f('x_lower_bound', '.2f')} | "
+        when = f" ({r['date']})" if r.get('date') not in (None, res['date']) else ''
+        L.append(f"| {r['n']} × {r['T']}{when} | {r['method']} | {r['seconds']:.1f}{extra} | {f('x_lower_bound', '.2f')} | "
                  f"{f('x_ours', '.2f')} | {r['peak_rss_gb']:.2f} | {f('agreement', '.1e')} |")
     ours = {r['n']: r for r in res['rows'] if r['method'] == 'ours' and 'error' not in r}
     checks = []                                                       # (what, measured, target, met)
@@ -214,7 +221,8 @@ if __name__ == '__main__':
     cmd = 'python bench/entk.py' + (' --gpu' if a.gpu else '')
     target = RESULTS.with_name('entk_gpu.json') if a.gpu else RESULTS
     if a.rows and target.exists():                                    # keep the other rows of the committed run
-        old = json.loads(target.read_text())['rows']
+        prev = json.loads(target.read_text())
+        old = [{**r, 'date': r.get('date', prev['date'])} for r in prev['rows']]          # each row keeps its day
         rows = sorted([r for r in old if r['n'] not in a.rows] + rows, key=lambda r: r['n'])
     res = {'command': cmd, 'machine': machine(a.gpu), 'date': time.strftime('%Y-%m-%d'), 'rows': rows}
     target.parent.mkdir(parents=True, exist_ok=True)

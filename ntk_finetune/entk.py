@@ -181,12 +181,13 @@ _NP = {torch.float32: np.float32, torch.float64: np.float64}
 class _Store:
     "Captured tensors of one batch, by key: each (n, ...) float32/float64, in RAM or in files (`folder`)."
 
-    def __init__(self, folder=None):
+    def __init__(self, folder=None, checksums: bool = False):
         self.folder, self.t, self.meta = (
             (Path(folder) if folder else None),
             {},
             {'layout': {}, 'slots': {}},
         )
+        self.checksums = checksums  # only files a later run may resume from need them
         self.pending = {}  # key -> CRC-32 of the rows written since the last `take_crcs()`
         if self.folder is not None and (self.folder / 'layout.json').exists():
             try:
@@ -243,12 +244,13 @@ class _Store:
             return
         shape, dt = self._spec(key)
         row = int(np.prod(shape[1:])) * np.dtype(dt).itemsize
-        data = value.contiguous().numpy().astype(dt, copy=False).tobytes()
-        with open(self._file(key), 'r+b') as fh:
+        data = memoryview(np.ascontiguousarray(value.numpy().astype(dt, copy=False)).reshape(-1).view(np.uint8))
+        with open(self._file(key), 'r+b') as fh:  # a memoryview: no copy of the rows on the way to the file
             fh.seek(s * row)
             fh.write(data)
             fh.flush()
-        self.pending[key] = zlib.crc32(data)
+        if self.checksums:
+            self.pending[key] = zlib.crc32(data)
 
     def take_crcs(self) -> dict:
         "The CRC-32 of each key's rows written since the last call (a finished block's fingerprint)."
@@ -635,7 +637,8 @@ def _layer_gram(c1, c2, mod, acc, budget, wd, dev):
     group = min(d_out, k * max(1, _GROUP_COLS // (k * d_in)))
     itemsize = 8 if wd == torch.float64 else 4
     keep_J = sum(c.n for c in caps) * O * group * d_in * itemsize <= 0.25 * budget
-    _trim()
+    if sum(size(c) for c in caps) > 64 << 20:  # return big freed buffers to the OS; not worth it for small layers
+        _trim()
     for r0 in range(0, d_out, group):
         r1 = min(d_out, r0 + group)
         Js = {}
@@ -1187,7 +1190,7 @@ def _structured(
                 if (folder is not None and cache is not None)
                 else None
             )
-            store, done = _Store(folder), []
+            store, done = _Store(folder, checksums=done_f is not None), []
             if done_f is not None and done_f.exists():
                 try:
                     done = load_json(done_f)
@@ -1198,7 +1201,7 @@ def _structured(
                         f"captures in {folder} are truncated or missing: recomputing them"
                     )
                     shutil.rmtree(folder, ignore_errors=True)
-                    store, done = _Store(folder), []
+                    store, done = _Store(folder, checksums=True), []
                 # a finished block counts only if its rows still have the checksums recorded when written
                 good = [d for d in done if isinstance(d, list) and len(d) == 3 and store.check(*d)]
                 if len(good) < len(done):
