@@ -56,6 +56,13 @@ def test_finetune_beside_the_prediction(tiny_lm, tmp_path):
     assert code == 0, err
     m = json.loads((tmp_path / 'metrics.json').read_text())
     assert len(m['finetune']['train_loss']) == 4 and 'finetune' in stdout
+    assert 'Fine-tuning beside the prediction' in (tmp_path / 'report.html').read_text()
+    import matplotlib; matplotlib.use('Agg')
+    from ntk_finetune.analysis import Analysis
+    from ntk_finetune.report import plot_curves
+    ax = plot_curves(Analysis.load(tmp_path / 'analysis'), m['finetune'])      # the measured curves over the prediction
+    labels = [l.get_label() for l in ax.get_lines()]
+    assert 'fine-tuning, train (measured)' in labels and 'fine-tuning, test (measured)' in labels
 
 def test_help_is_fast_and_bare_command_prints_help():
     t0 = time.time(); code, stdout, _ = run('--help'); dt = time.time() - t0
@@ -158,10 +165,15 @@ def test_full_disk_and_unwritable_folder(monkeypatch, tmp_path, capsys):
     monkeypatch.setattr(shutil, 'disk_usage', lambda p: Usage(10 << 30, 10 << 30, 1 << 20))
     with pytest.raises(SystemExit) as e: cli.main(['analyze', '--out', str(tmp_path / 'r')])
     assert e.value.code == 2 and 'MiB free' in capsys.readouterr().err
-    if os.geteuid() != 0:                                                   # root ignores permissions
-        ro = tmp_path / 'ro'; ro.mkdir(); ro.chmod(0o500)
-        with pytest.raises(SystemExit) as e: cli.main(['analyze', '--out', str(ro / 'r')])
-        assert e.value.code == 2
+    monkeypatch.undo()
+    # unwritable even for root: a read-only file system (/proc), and, for other users, a folder without write permission
+    places = ['/proc/ntk-report'] + ([] if os.geteuid() == 0 else [str(tmp_path / 'ro' / 'r')])
+    if os.geteuid() != 0:
+        (tmp_path / 'ro').mkdir(); (tmp_path / 'ro').chmod(0o500)
+    for where in places:
+        with pytest.raises(SystemExit) as e: cli.main(['analyze', '--out', where])
+        err = capsys.readouterr().err
+        assert e.value.code == 2 and 'cannot write to' in err and err.count('\n') == 1, err
 
 def test_ctrl_c_then_rerun_resumes(tmp_path):
     "Ctrl-C during the kernel: one line, exit 2, nothing half-written; the same command again finishes from the cache."
