@@ -55,3 +55,25 @@ def test_cross_block_equals_the_explicit_jacobians():
     JA, JB = jacobian_reference(m, bA, fA, sel), jacobian_reference(m, bB, fB, sel)
     assert torch.allclose(blocks[(0, 1)], JA @ JB.T, rtol=1e-8, atol=1e-10)
     assert torch.allclose(blocks[(1, 0)], JB @ JA.T, rtol=1e-8, atol=1e-10)
+
+def test_disentanglement_error_against_its_definition():
+    """ξ(α1, α2) = Σ_t mean over task t's inputs of [prediction with both vectors ≠ with task t's vector alone]. With
+    τ2 = 0 the first term vanishes and the second is the share of task 2's predictions that α1·τ1 flips, for every α2;
+    with both vectors zero, ξ = 0."""
+    from ntk_finetune.task_vectors import disentanglement_error, predictions
+    m = tiny_model('gpt2')
+    g = torch.Generator().manual_seed(0)
+    mk = lambda: {'input_ids': torch.randint(1, 128, (32, 6), generator=g), 'attention_mask': torch.ones(32, 6, dtype=torch.long)}
+    b1, b2 = mk(), mk()
+    fn = tiny_output_fn(2)
+    tau = task_vector(m, tiny_model('gpt2', seed=3), 'attention')
+    zero = tau * 0.0
+    alphas = [0.0, 0.5, 1.0]
+    xi = disentanglement_error(m, [tau, zero], [fn, fn], [b1, b2], alphas)
+    base = predictions(m, fn, b2)
+    for i, a in enumerate(alphas):
+        with apply(m, tau, [a]):
+            flips = float((predictions(m, fn, b2) != base).double().mean())
+        assert torch.allclose(xi[i], torch.full((3,), flips, dtype=torch.float64))
+    assert xi[1:].sum() > 0                                          # τ1 does flip some of task 2's predictions
+    assert torch.equal(disentanglement_error(m, [zero, zero], [fn, fn], [b1, b2], alphas), torch.zeros(3, 3, dtype=torch.float64))
