@@ -164,11 +164,20 @@ def markdown(res: dict) -> str:
     if checks and 'cuda' not in res['machine'].lower():
         L += ['', '| target | measured | wanted | met |', '|---|---|---|---|']
         L += [f"| {w} | {v:.2f} | {t} | {'yes' if ok else 'no'} |" for w, v, t, ok in checks]
-        L += ['', "Why the lower bound is not reached at small and middle n: the bound counts one batched backward with "
-              "weight gradients, one large matrix product per layer summed over all examples, while the kernel needs every "
-              "example's gradient separately; forming them example by example writes n times more numbers at the same "
-              "flop count and runs at a fraction of the matmul rate (an inner dimension of only T). At large n the Gram's "
-              "n²P flops dominate and the ratio falls toward 1."]
+        L += ['', "Why the lower bound is not reached at middle n: the bound counts one batched backward with weight "
+              "gradients (one large matrix product per layer over all examples) and the Gram's n²P flops at the best "
+              "matmul speed, while the kernel needs every example's gradient separately (formed by a batched product "
+              "over only T tokens, at a fraction of the matmul rate), keeps within its memory budget by writing the "
+              "captures to files and reading them back, and computes the diagonal Gram tiles whole. At large n the "
+              "Gram's n²P flops dominate and the ratio falls toward 1."]
+        prof = RESULTS.with_name('entk_profile.json')
+        if prof.exists():
+            P = json.loads(prof.read_text())
+            L += ['', f"Where the time goes at n = {P['n']}, T = {P['T']} (`{P['command']}`, {P['date']}; one warm call, "
+                  f"{P['total_seconds']:.0f} s in all; stages not listed are Python and bookkeeping):", '',
+                  '| stage | seconds | share |', '|---|---|---|']
+            L += [f"| {s['stage'].strip()} | {s['seconds']:.1f} | {100 * s['seconds'] / P['total_seconds']:.0f} % |"
+                  for s in P['stages']]
     return '\n'.join(L)
 
 TITLE_CPU = 'Empirical NTK: SmolLM2-135M, attention parameters (26.5M), rt-sentiment prompts'
