@@ -505,7 +505,7 @@ class Analysis:
         except Exception as e:
             raise ValueError(
                 f"the analysis in {str(path)!r} is unreadable (truncated?): {e}"
-            ) from None
+            ) from e
         if meta.pop('format', None) != 1 or 'settings' not in meta:
             raise ValueError(
                 f"{str(path / 'analysis.json')!r} is not an analysis written by this package"

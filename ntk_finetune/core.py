@@ -28,10 +28,10 @@ def get_device(device: str | torch.device = 'auto') -> torch.device:
         return torch.device('cuda' if torch.cuda.is_available() else 'cpu')
     try:
         dev = torch.device(device)
-    except RuntimeError:
+    except RuntimeError as e:
         raise ValueError(
             f"unknown device {device!r}; use 'auto', 'cpu', 'cuda' or 'cuda:N'"
-        ) from None
+        ) from e
     if dev.type == 'cuda' and not torch.cuda.is_available():
         raise ValueError(f"device {device!r} asked for, but CUDA is not available")
     return dev
@@ -185,7 +185,7 @@ def as_f64(
                 np.array(x, dtype=np.float64, order='C')
             )  # a C-ordered copy: any strides are fine
         except (TypeError, ValueError) as e:
-            raise TypeError(f"{name} must be a real array-like: {e}") from None
+            raise TypeError(f"{name} must be a real array-like: {e}") from e
     if ndim is not None and t.ndim != ndim:
         raise ValueError(f"{name} must be {ndim}-D, got shape {tuple(t.shape)}")
     if finite and not torch.isfinite(t).all():
@@ -201,8 +201,8 @@ def as_scalar(x, name: str = 'x', positive: bool = True) -> float:
         raise ValueError(f"{name} must be a finite number, got {x!r}")
     try:
         t = as_f64(x, name, finite=False)
-    except TypeError:
-        raise ValueError(f"{name} must be a finite number, got {x!r}") from None
+    except TypeError as e:
+        raise ValueError(f"{name} must be a finite number, got {x!r}") from e
     if t.numel() != 1:
         raise ValueError(f"{name} must be a single number, got shape {tuple(t.shape)}")
     v = float(t.reshape(()))
@@ -246,10 +246,10 @@ def as_batch(batch, name: str = 'batch') -> dict[str, torch.Tensor]:
         v = batch[k]
         try:
             v = v if isinstance(v, torch.Tensor) else torch.as_tensor(np.asarray(v))
-        except (TypeError, ValueError):
+        except (TypeError, ValueError) as e:
             raise ValueError(
                 f"{name}[{k!r}] is ragged or not numeric; tokenize with padding=True"
-            ) from None
+            ) from e
         if v.is_floating_point() or v.is_complex():
             raise ValueError(f"{name}[{k!r}] must hold integers, got {v.dtype}")
         out[k] = v.long()[None] if v.ndim == 1 else v.long()

@@ -300,7 +300,7 @@ def _load_hub(name: str, split: str) -> pd.DataFrame:
     except Exception as e:
         raise ValueError(
             f"could not load {name!r} from the hub ({type(e).__name__}: {str(e).splitlines()[0][:200]})"
-        ) from None
+        ) from e
     df = ds.to_pandas()
     text = df[cols[0]].astype(str) if len(cols) == 1 else df[cols[0]].astype(str) + '\n' + df[cols[1]].astype(str)
     df = _clean(pd.DataFrame({'text': text, 'label': df['label']}))

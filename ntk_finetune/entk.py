@@ -192,10 +192,10 @@ class _Store:
         if self.folder is not None and (self.folder / 'layout.json').exists():
             try:
                 self.meta = load_json(self.folder / 'layout.json')
-            except ValueError:
+            except ValueError as e:
                 raise CacheError(
                     f"capture layout {self.folder / 'layout.json'} is unreadable (truncated?); delete {self.folder}"
-                ) from None
+                ) from e
 
     def _file(self, key):
         return self.folder / f"{hashlib.md5(key.encode()).hexdigest()}.bin"
@@ -837,10 +837,10 @@ def _open_cache(cache_dir, man):
     if f.exists():
         try:
             old = load_json(f)
-        except (ValueError, UnicodeDecodeError):
+        except (ValueError, UnicodeDecodeError) as e:
             raise CacheError(
                 f"cache manifest {str(f)!r} is unreadable (truncated?); delete {str(d)!r} or use another cache_dir"
-            ) from None
+            ) from e
         diff = [k for k in man if old.get(k) != man[k]]
         if diff:
             raise CacheError(

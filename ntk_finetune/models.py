@@ -30,8 +30,8 @@ from .data import package_dir, TaskInfo, task_info
 # %% auto #0
 __all__ = ['PAPER_MODELS', 'EMBEDDED_MODELS', 'KINDS', 'TINY_ARCHS', 'ENCODERS', 'PRESETS', 'ATTENTION_BY_TYPE', 'resolve_model',
            'load_model', 'reinit_model', 'tiny_model', 'tiny_output_fn', 'select_params', 'count_params', 'tokenize',
-           'last_token_index', 'max_positions', 'check_inputs', 'has_classifier', 'is_causal_lm', 'LabelWordMargin',
-           'HeadOutput', 'make_output_fn']
+           'last_token_index', 'max_positions', 'check_inputs', 'has_classifier', 'is_causal_lm', 'head_logits',
+           'LabelWordMargin', 'HeadOutput', 'make_output_fn']
 
 # %% ../nbs/02_models.ipynb #dc3fbebb
 PAPER_MODELS = {
@@ -401,7 +401,7 @@ def select_params(model: nn.Module, which='attention') -> dict[str, nn.Parameter
                 raise ValueError(
                     f"params={which!r} is neither a preset (attention, {', '.join(PRESETS)}, all, trainable) "
                     f"nor a valid regex: {e}"
-                ) from None
+                ) from e
             sel = {n: p for n, p in named.items() if rx.search(n)}
     else:
         raise TypeError(
@@ -595,6 +595,23 @@ def _ready(model, batch) -> dict:
     return to_device(as_batch(batch), model_device(model))
 
 
+def head_logits(model, logits: torch.Tensor) -> torch.Tensor:
+    "What a causal LM's forward does to its LM head's output: Cohere's scale, Granite's divisor, Gemma's soft cap."
+    c = model.config
+    c = c.get_text_config() if hasattr(c, 'get_text_config') else c
+    num = lambda k: (lambda v: v if isinstance(v, (int, float)) and not isinstance(v, bool) and v else None)(
+        getattr(c, k, None)
+    )
+    if num('logit_scale'):  # Cohere: logits * logit_scale
+        logits = logits * num('logit_scale')
+    if num('logits_scaling'):  # Granite: logits / logits_scaling
+        logits = logits / num('logits_scaling')
+    if num('final_logit_softcapping'):  # Gemma 2 and 3: cap * tanh(logits / cap)
+        cap = num('final_logit_softcapping')
+        logits = torch.tanh(logits / cap) * cap
+    return logits
+
+
 class LabelWordMargin:
     "Prompt-based output of a causal LM: label-word logit difference (or all label-word logits) at the last token."
 
@@ -633,6 +650,7 @@ class LabelWordMargin:
         logits = h @ head.weight[self.word_ids].T  # (n, C)
         if getattr(head, 'bias', None) is not None:
             logits = logits + head.bias[self.word_ids]
+        logits = head_logits(model, logits)
         return logits if self.multi else logits[:, 1] - logits[:, 0]
 
     def __call__(self, model, batch):

@@ -64,6 +64,23 @@ def test_finetune_beside_the_prediction(tiny_lm, tmp_path):
     labels = [l.get_label() for l in ax.get_lines()]
     assert 'fine-tuning, train (measured)' in labels and 'fine-tuning, test (measured)' in labels
 
+def test_compare_subcommand(tiny_lm, tmp_path):
+    code, stdout, err = run('compare', '--model', tiny_lm, '--task', 'rt-sentiment', '--n', 8, '--n-val', 4,
+                            '--n-test', 4, '--max-length', 24, '--steps', 3, '--out', tmp_path)
+    assert code == 0, err
+    r = json.loads((tmp_path / 'compare.json').read_text())
+    assert len(r['test_loss']) == len(r['eval_steps']) and r['eval_steps'][-1] == 3 and 'hold-out best' in stdout
+    assert set(r['predicted_stop_step']) >= {'rwy', 'cp'}
+
+def test_taskvec_subcommand(tiny_lm, tmp_path):
+    code, stdout, err = run('taskvec', '--model', tiny_lm, '--tasks', 'rt-sentiment,sms-spam', '--n', 8, '--n-test', 4,
+                            '--max-length', 24, '--steps', 2, '--out', tmp_path)
+    assert code == 0, err
+    r = json.loads((tmp_path / 'taskvec.json').read_text())
+    (pair,) = r['families']['network']['pairs'].values()
+    assert sorted(pair['tasks']) == ['rt-sentiment', 'sms-spam'] and 0 <= pair['overlap'] <= 1
+    assert 'rt-sentiment + sms-spam' in stdout
+
 def test_help_is_fast_and_bare_command_prints_help():
     t0 = time.time(); code, stdout, _ = run('--help'); dt = time.time() - t0
     assert code == 0 and 'analyze' in stdout and dt < 3, dt

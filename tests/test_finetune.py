@@ -144,3 +144,28 @@ def test_linearized_model_restores_the_callers_flags():
     assert not any(p.requires_grad for p in m.parameters())
     lin.restore()
     assert {n: p.requires_grad for n, p in m.named_parameters()} == before
+
+@pytest.mark.parametrize('labels, kind', [([0, 1, 1, 0], 'binary'), ([0, 2, 1, 1], 'multiclass'),
+                                          ([0.5, -1.25, 2.0, 0.0], 'regression')])
+def test_callback_reads_the_kind_from_the_labels(labels, kind):
+    cb = SpectralEarlyStoppingCallback({}, labels, rule='cp')
+    assert cb.kind == kind and len(cb.classes) == {'binary': 2, 'multiclass': 3, 'regression': 0}[kind]
+
+@pytest.mark.parametrize('labels, kw, match', [([-1, 1, 1], {}, 'class ids'), ([0, 2, 1], {'kind': 'binary'}, '0 or 1'),
+                                               ([0.5, 1.0], {'kind': 'binary'}, '0 or 1'), ([[0, 1]], {}, 'one per example'),
+                                               ([0, 1], {'kind': 'ovr'}, 'kind must be')])
+def test_callback_refuses_labels_it_would_misread(labels, kw, match):
+    "±1 or multi-class labels are not silently turned into 2y − 1 binary targets."
+    with pytest.raises(ValueError, match=match): SpectralEarlyStoppingCallback({}, labels, rule='cp', **kw)
+
+def test_callback_multiclass_runs_on_a_multi_output_head():
+    from ntk_finetune import compare as C
+    d = toy(); y = d.y_train + 2 * (d.train['input_ids'][:, 1] % 2)            # four classes
+    cb = C.SpectralEarlyStoppingCallback(d.train, y, HeadOutput(multi=True), 'all', rule='cp')
+    class A: per_device_train_batch_size, gradient_accumulation_steps, learning_rate = 16, 1, 0.05
+    class S: log_history = []
+    import transformers
+    from ntk_finetune.models import _tiny_config
+    cfg = _tiny_config('llama', 32, 2, 4, 128); cfg.num_labels = 4; torch.manual_seed(0)
+    cb.on_train_begin(A(), S(), None, model=transformers.AutoModelForSequenceClassification.from_config(cfg).eval())
+    assert cb.kind == 'multiclass' and cb.analysis.G.shape == (16 * 3, 16 * 3) and cb.stop_step >= 1   # C − 1 contrasts

@@ -204,3 +204,27 @@ def test_encoder_decoder_is_not_a_causal_lm():
     t5 = T5ForConditionalGeneration(T5Config(d_model=32, d_ff=64, num_layers=1, num_heads=2, d_kv=16, vocab_size=128,
                                              eos_token_id=1, pad_token_id=0, decoder_start_token_id=0))
     assert not is_causal_lm(t5)
+
+def _extra_lm(arch):
+    "Tiny causal LMs whose forward transforms the LM head's logits: Gemma-2's soft cap, Cohere's scale, Granite's divisor."
+    import transformers
+    kw = dict(vocab_size=128, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+              num_key_value_heads=2, max_position_embeddings=64)
+    cfg = {'gemma2': lambda: transformers.Gemma2Config(**kw, head_dim=8, final_logit_softcapping=0.05,
+                                                       attn_implementation='eager'),
+           'cohere': lambda: transformers.CohereConfig(**kw, logit_scale=0.3),
+           'granite': lambda: transformers.GraniteConfig(**kw, logits_scaling=7.0)}[arch]()
+    torch.manual_seed(0)
+    return transformers.AutoModelForCausalLM.from_config(cfg).eval()
+
+@pytest.mark.parametrize('arch', ['gpt2', 'gpt-neo', 'gpt-neox', 'llama', 'phi', 'falcon', 'gemma2', 'cohere', 'granite'])
+def test_label_word_margin_equals_the_models_own_logits(arch):
+    "The margin is built from the label words' LM-head rows alone; it must equal what the model's forward returns."
+    m = _extra_lm(arch) if arch in ('gemma2', 'cohere', 'granite') else tiny_model(arch)
+    fn = tiny_output_fn(3, multi=True)
+    ids = torch.randint(1, 100, (3, 7)); mask = torch.ones_like(ids); mask[2, 5:] = 0
+    b = {'input_ids': ids, 'attention_mask': mask}
+    with torch.no_grad():
+        full = m(**b).logits[torch.arange(3), torch.tensor([6, 6, 4])][:, fn.word_ids]
+        torch.testing.assert_close(fn(m, b), full, rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(tiny_output_fn(2)(m, b), full[:, 1] - full[:, 0], rtol=1e-4, atol=1e-5)

@@ -88,6 +88,8 @@ def test_page(browser, server, site, rel):
             assert _status(url) == 200, f"{rel}: broken {tag.lower()} {ref}"
         html = (site / rel).read_text()
         if 'class="math' in html: assert page.locator('.katex').count() > 0, f"{rel}: maths not typeset"
+        kerr = page.locator('.katex-error')
+        assert kerr.count() == 0, f"{rel}: KaTeX could not parse {kerr.first.inner_text()!r}"
         assert not page.evaluate(RAW_DOLLAR), f"{rel}: raw $ in the text: {page.evaluate(RAW_DOLLAR)[:3]}"
         mod = _module(rel)
         if mod is not None:                     # every exported name's definition (its signature) is on its page
@@ -98,13 +100,19 @@ def test_page(browser, server, site, rel):
             assert not missing, f"{rel}: no signature shown for {missing}"
         broken = page.eval_on_selector_all('img', 'els => els.filter(e => !(e.complete && e.naturalWidth > 0)).length')
         assert broken == 0, f"{rel}: {broken} image(s) did not load"
-        if rel.startswith('experiments/'):
+        if rel.startswith('experiments/') or _draws(rel):
             shown = page.eval_on_selector_all('img', 'els => els.filter(e => e.naturalWidth > 100).length')
-            assert shown >= 1, f"{rel}: an experiment page without a figure"
+            assert shown >= 1, f"{rel}: a page whose notebook draws a figure shows none"
         if rel in ('index.html', 'theory/02_rwy_rule.html', 'experiments/02_task_spectra.html'):
             ART.mkdir(exist_ok=True); page.screenshot(path=str(ART / rel.replace('/', '_').replace('.html', '.png')), full_page=True)
     finally:
         page.close()
+
+def _draws(rel):
+    "True when a code cell that runs at docs size (not flagged slow or gpu) draws a figure."
+    cells = json.loads((ROOT / 'nbs' / rel.replace('.html', '.ipynb')).read_text())['cells']
+    src = [''.join(c['source']) for c in cells if c['cell_type'] == 'code']
+    return any(re.search(r'\bplt\.|\bplot_\w+\(', s) and not re.search(r'#\|\s*(slow|gpu)\b', s) for s in src)
 
 def _module(rel):
     "The exported module a notebook page documents (None for theory, experiments and the index)."

@@ -20,3 +20,23 @@ def test_title_and_one_line_summary(nb):
     assert first[0].startswith('# '), f"{nb.name}: the first cell is not a title"
     summary = [ln for ln in first[1:] if ln.startswith('>')]
     assert len(summary) == 1, f"{nb.name}: the summary must be one '>' line, got {len(summary)}"
+
+# plain-text maths outside $…$: a symbol with a _ or ^ index (λ_k, n^{-2β}, θ_0) or ≍ — the site renders only $…$
+PLAIN_MATH = re.compile(r"(?<![\w\\])(?:[A-Za-zλβσαθτηκμΣΛ]|\))(?:_\{|_[A-Za-z0-9]|\^\{|\^[−\-]?[0-9A-Za-z])|≍")
+
+def _prose(md):
+    "Markdown without code blocks, maths, code spans and links: what is left is read as prose."
+    for pat in (r'```.*?```', r'\$\$.*?\$\$', r'(?<!\\)\$.*?(?<!\\)\$', r'`[^`]*`', r'\[[^\]]*\]\([^)]*\)'):
+        md = re.sub(pat, ' ', md, flags=re.S)
+    return md
+
+def test_plain_math_detector():
+    assert PLAIN_MATH.search(_prose('the rate n^{-2β/(2β+1)} and λ_k ≍ k'))
+    assert not PLAIN_MATH.search(_prose('the rate $n^{-2\\beta/(2\\beta+1)}$, `eig_vals`, [a_b](x_y.html), snake_case'))
+
+@pytest.mark.parametrize('nb', NBS, ids=lambda p: p.stem)
+def test_maths_is_written_for_katex(nb):
+    cells = json.loads(nb.read_text())['cells']
+    bad = [(i, m.group(0)) for i, c in enumerate(cells) if c['cell_type'] == 'markdown'
+           for m in PLAIN_MATH.finditer(_prose(''.join(c['source'])))]
+    assert not bad, f"{nb.name}: maths outside $…$ in (cell, text) {bad[:5]}"
