@@ -945,6 +945,26 @@ def analyze(
     )
 
 
+def _precheck(name, data, head, sample_kind, load_kw, skw):
+    "What the data alone decides (sizes, templates, label words) fails with the tokenizer, before any weights load."
+    from transformers import AutoConfig
+    from .models import load_tokenizer, resolve_model as model_path, _causal_lm_classes, _offline
+
+    kw = {k: load_kw[k] for k in ('revision', 'cache_dir', 'trust_remote_code') if k in load_kw}
+    try:
+        tok = load_tokenizer(name, **kw)
+        path = model_path(name)
+        archs = AutoConfig.from_pretrained(path, local_files_only=Path(path).is_dir() or _offline(), **kw).architectures
+    except (OSError, ValueError):
+        return  # not loadable: the model load itself says why
+    with warnings.catch_warnings():  # the real build below warns, once
+        warnings.simplefilter('ignore')
+        sample = make_sample(tok, data, **skw)
+    lm = any(a in _causal_lm_classes() for a in archs or ())
+    if head == 'lm' or (head == 'auto' and lm and sample_kind != 'regression' and name != 'minilm-l6'):
+        sample_output_fn(None, tok, sample, 'lm')  # label words: present, one per class, single tokens
+
+
 def prepare(
     model,
     data,
@@ -974,6 +994,22 @@ def prepare(
     pre = _data_kind(data, label_column, labels, kind, text_column)
     if load_kwargs is not None and not isinstance(load_kwargs, dict):
         raise TypeError(f"load_kwargs must be a dict of from_pretrained keywords, got {type(load_kwargs).__name__}")
+    skw = dict(
+        n=n,
+        n_test=n_test,
+        max_length=max_length,
+        seed=seed,
+        text_column=text_column,
+        label_column=label_column,
+        template=template,
+        label_words=label_words,
+        labels=labels,
+        test_data=test_data,
+        test_labels=test_labels,
+        kind=kind,
+    )
+    if isinstance(model, str):
+        _precheck(model, data, head, pre[0], load_kwargs or {}, skw)
     m, tok, use = resolve_model(model, pre[0], pre[1], head, device, dtype, seed, **(load_kwargs or {}))
     P = max_positions(m)
     if P is not None and max_length > P:
@@ -981,22 +1017,7 @@ def prepare(
             f"max_length={max_length} exceeds the model's {P} positions: using {P}"
         )
         max_length = P
-    sample = make_sample(
-        tok,
-        data,
-        n,
-        n_test,
-        max_length,
-        seed,
-        text_column,
-        label_column,
-        template,
-        label_words,
-        labels,
-        test_data,
-        test_labels,
-        kind,
-    )
+    sample = make_sample(tok, data, **{**skw, 'max_length': max_length})
     fn = sample_output_fn(m, tok, sample, use)
     name = (
         model

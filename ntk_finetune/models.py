@@ -29,9 +29,9 @@ from .data import package_dir, TaskInfo, task_info
 
 # %% auto #0
 __all__ = ['PAPER_MODELS', 'EMBEDDED_MODELS', 'KINDS', 'TINY_ARCHS', 'ENCODERS', 'PRESETS', 'ATTENTION_BY_TYPE', 'resolve_model',
-           'load_model', 'reinit_model', 'tiny_model', 'tiny_output_fn', 'select_params', 'count_params', 'tokenize',
-           'last_token_index', 'max_positions', 'check_inputs', 'has_classifier', 'is_causal_lm', 'head_logits',
-           'LabelWordMargin', 'HeadOutput', 'make_output_fn']
+           'load_tokenizer', 'load_model', 'reinit_model', 'tiny_model', 'tiny_output_fn', 'select_params',
+           'count_params', 'tokenize', 'last_token_index', 'max_positions', 'check_inputs', 'has_classifier',
+           'is_causal_lm', 'head_logits', 'LabelWordMargin', 'HeadOutput', 'make_output_fn']
 
 # %% ../nbs/02_models.ipynb #dc3fbebb
 PAPER_MODELS = {
@@ -102,6 +102,16 @@ def resolve_model(name: str) -> str:
     return name
 
 # %% ../nbs/02_models.ipynb #fc1d0fea
+def load_tokenizer(name: str = 'smollm2-135m', **kw):
+    "The tokenizer of a model name (embedded, preset, hub id or folder) alone, right-padding, with a pad token."
+    path = resolve_model(name)
+    tok = AutoTokenizer.from_pretrained(path, local_files_only=Path(path).is_dir() or _offline(), **kw)
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token if tok.eos_token is not None else tok.unk_token
+    tok.padding_side = 'right'
+    return tok
+
+
 def load_model(
     name: str = 'smollm2-135m',  # embedded name, paper preset, hub id or local folder
     kind: str = 'lm',  # 'lm' (own output), 'base' (no head), 'classification'/'regression' (new head)
@@ -139,7 +149,7 @@ def load_model(
         k: kw[k] for k in ('revision', 'cache_dir', 'trust_remote_code') if k in kw
     }
     try:
-        tok = AutoTokenizer.from_pretrained(path, local_files_only=offline, **tok_kw)
+        tok = load_tokenizer(name, **tok_kw)
         with seeded(seed):
             model = cls.from_pretrained(path, local_files_only=offline, **kw)
     except (OSError, ValueError) as e:
@@ -151,9 +161,6 @@ def load_model(
         raise ValueError(
             f"could not load model {name!r} as kind={kind!r}: {str(e).splitlines()[0][:300]}"
         ) from e
-    if tok.pad_token is None:
-        tok.pad_token = tok.eos_token if tok.eos_token is not None else tok.unk_token
-    tok.padding_side = 'right'
     if model.config.pad_token_id is None:
         model.config.pad_token_id = tok.pad_token_id
     if 'device_map' not in kw:

@@ -44,6 +44,23 @@ def test_bad_input_one_line_before_the_kernel(smollm2, bad, match, monkeypatch):
     with pytest.raises(ValueError, match=match) as e: analyze(smollm2, ds, **{**kw, **bad})
     assert '\n' not in str(e.value)
 
+@pytest.mark.parametrize('bad, match', [
+    (dict(text_column='body'), "column 'body' is not in the dataset"),
+    (dict(label_words=(' bad', ' forsale')), "' forsale' is not"),
+    (dict(label_words=(' bad', ' good', ' fine')), '3 label words for 2 classes'),
+    (dict(label_words=None), 'needs label_words'),
+    (dict(n=200), 'fewer than n \\+ n_test'),
+])
+def test_model_by_name_fails_before_its_weights_load(bad, match, monkeypatch):
+    "With the model given by name, what the data decides is checked with the tokenizer alone: no weights are loaded."
+    import ntk_finetune.analysis as A
+    monkeypatch.setattr(A, 'load_model', lambda *a, **k: pytest.fail('the weights were loaded'))
+    rt = load_task('rt-sentiment', 'train', n=40, seed=3)
+    ds = datasets.Dataset.from_dict({'review': rt['text'], 'stars': ['good' if l else 'bad' for l in rt['label']]})
+    kw = dict(text_column='review', label_column='stars', label_words=(' bad', ' good'), n=8, n_test=8, progress=False)
+    with pytest.raises(ValueError, match=match) as e: analyze('smollm2-135m', ds, **{**kw, **bad})
+    assert '\n' not in str(e.value)
+
 def test_regression_with_label_words_and_base_model_are_refused(monkeypatch):
     g = torch.Generator().manual_seed(0); tb = {'input_ids': torch.randint(1, 128, (8, 5), generator=g)}
     with pytest.raises(ValueError, match='regression target cannot use label-word'):
