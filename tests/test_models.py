@@ -1,6 +1,7 @@
 import os, subprocess, sys, pytest, torch
 from ntk_finetune.models import (load_model, select_params, count_params, tokenize, tiny_model, reinit_model,
-                                 LabelWordMargin, HeadOutput, make_output_fn, _smollm2_folder, tiny_output_fn)
+                                 LabelWordMargin, HeadOutput, make_output_fn, _smollm2_folder, tiny_output_fn,
+                                 TINY_ARCHS)
 from ntk_finetune.data import task_info, load_task
 
 def test_smollm2_answers_paris(smollm2):
@@ -33,13 +34,15 @@ def test_minilm_base_embeddings_are_pretrained():
     sim = e @ e.T
     assert sim[0, 1] > sim[0, 2] + 0.2, sim                      # related sentences are closer: real weights
 
-@pytest.mark.parametrize('arch', ['gpt2', 'gpt-neo', 'llama', 'bert'])
+@pytest.mark.parametrize('arch', TINY_ARCHS)
 @pytest.mark.parametrize('which', ['attention', 'mlp', 'all'])
 def test_presets_on_tiny(arch, which):
     m = tiny_model(arch)
     sel = select_params(m, which)
     assert count_params(sel) > 0 and all(p.requires_grad for p in sel.values())
     if which == 'attention': assert not any('norm' in n.lower() for n in sel)
+    if which == 'mlp': assert not set(sel) & set(select_params(m, 'attention'))       # the two presets are disjoint
+    if which == 'all': assert count_params(sel) == sum(p.numel() for p in m.parameters())
 
 @pytest.mark.parametrize('arch', ['gpt2', 'gpt-neo', 'llama'])
 def test_label_word_output_shapes_and_padding(arch):
