@@ -125,6 +125,26 @@ def test_interrupted_run_resumes_bitwise(tmp_path, monkeypatch, where, resume_kw
     again = empirical_ntk(m, b, fn, 'all', cache_dir=tmp_path, progress=False, **resume_kw)
     assert torch.equal(again, full)
 
+def test_interrupted_in_the_middle_of_a_capture_write(tmp_path, monkeypatch):
+    """Killed after half of a block's rows reached the capture file: the resumed kernel is bitwise the uninterrupted
+    one (the half-written block is not recorded as finished, so it is captured again)."""
+    m, fn, b = _f32_setup()
+    kw = dict(block_size=5, memory_budget=2_500_000, progress=False)
+    full = empirical_ntk(m, b, fn, 'all', **kw)
+    orig = E._Store.write; calls = {'n': 0}
+    def half(self, key, s, e, value):
+        calls['n'] += 1
+        if calls['n'] == 9 and self.folder is not None:
+            orig(self, key, s, s + (e - s) // 2, value[: (e - s) // 2] * 0 + 7)   # garbage in half the rows, then killed
+            calls['mid'] = True
+            raise KeyboardInterrupt('simulated interruption mid-write')
+        return orig(self, key, s, e, value)
+    monkeypatch.setattr(E._Store, 'write', half)
+    with pytest.raises(KeyboardInterrupt): empirical_ntk(m, b, fn, 'all', cache_dir=tmp_path, **kw)
+    monkeypatch.setattr(E._Store, 'write', orig)
+    assert calls.get('mid')                                           # the captures went to files and one was cut
+    assert torch.equal(empirical_ntk(m, b, fn, 'all', cache_dir=tmp_path, **{**kw, 'block_size': 7}), full)
+
 def test_budget_does_not_change_the_kernel():
     m, fn, b = _f32_setup()
     ks = [empirical_ntk(m, b, fn, 'all', block_size=4, memory_budget=mb, progress=False) for mb in (1_500_000, 3_000_000, 10**9)]
