@@ -33,6 +33,7 @@ from ntk_finetune.models import (
     has_classifier,
     LabelWordMargin,
     HeadOutput,
+    check_label_words,
 )
 from .entk import train_test_ntk, empirical_ntk
 from ntk_finetune.spectrum import (
@@ -961,7 +962,7 @@ def _precheck(name, data, head, sample_kind, load_kw, skw):
         warnings.simplefilter('ignore')
         sample = make_sample(tok, data, **skw)
     lm = any(a in _causal_lm_classes() for a in archs or ())
-    if head == 'lm' or (head == 'auto' and lm and sample_kind != 'regression' and name != 'minilm-l6'):
+    if sample_kind != 'regression' and (head == 'lm' or (head == 'auto' and lm and name != 'minilm-l6')):
         sample_output_fn(None, tok, sample, 'lm')  # label words: present, one per class, single tokens
 
 
@@ -1019,6 +1020,8 @@ def prepare(
         max_length = P
     sample = make_sample(tok, data, **{**skw, 'max_length': max_length})
     fn = sample_output_fn(m, tok, sample, use)
+    if use == 'lm':
+        check_label_words(fn, m, sample.train)  # a logit transform this package does not know: one line, now
     name = (
         model
         if isinstance(model, str)

@@ -313,13 +313,19 @@ class SpectralEarlyStoppingCallback(TrainerCallback):
             raise ValueError(f"labels must be one per example, shape (n,), got {tuple(labels.shape)}")
         whole = not labels.is_floating_point() or bool((labels == labels.round()).all())
         values = set(labels.unique().tolist()) if whole else None
-        if kind == 'auto':
-            kind = 'regression' if not whole else 'binary' if values <= {0, 1} else 'multiclass'
+        if kind == 'auto':  # as transformers reads labels: floats are regression targets, integers class ids
+            kind = 'regression' if labels.is_floating_point() else 'binary' if values <= {0, 1} else 'multiclass'
         if kind not in ('binary', 'multiclass', 'regression'):
             raise ValueError(f"kind must be 'auto', 'binary', 'multiclass' or 'regression', got {kind!r}")
-        if kind != 'regression' and (not whole or min(values) < 0 or (kind == 'binary' and not values <= {0, 1})):
+        if kind != 'regression':
             want = '0 or 1' if kind == 'binary' else 'class ids 0, 1, ..., C-1'
-            raise ValueError(f"{kind} labels must be {want}; got {labels[:5].tolist()}... (use kind='regression')")
+            if not whole or min(values) < 0 or (kind == 'binary' and not values <= {0, 1}):
+                raise ValueError(
+                    f"{kind} labels must be {want}; got {labels[:5].tolist()}... (or use kind='regression')"
+                )
+            if len(values) < 2:
+                raise ValueError(f"the labels hold one class only ({labels[0].item()!r}): nothing to classify")
+            labels = labels.long()
         C = 0 if kind == 'regression' else max(2, int(labels.max()) + 1)
         self.kind, self.classes = kind, tuple(str(c) for c in range(C))
         self.batch, self.labels, self.output_fn, self.params, self.rule, self.stop = (
@@ -334,7 +340,7 @@ class SpectralEarlyStoppingCallback(TrainerCallback):
         self.result, self.stop_step, self.analysis = None, None, None
 
     def on_train_begin(self, args, state, control, model=None, **kw):
-        fn = self.output_fn or HeadOutput()
+        fn = self.output_fn or HeadOutput(multi=self.kind == 'multiclass')
         sample = Sample(
             self.batch,
             self.labels,

@@ -28,10 +28,11 @@ from ntk_finetune.core import (
 from .data import package_dir, TaskInfo, task_info
 
 # %% auto #0
-__all__ = ['PAPER_MODELS', 'EMBEDDED_MODELS', 'KINDS', 'TINY_ARCHS', 'ENCODERS', 'PRESETS', 'ATTENTION_BY_TYPE', 'resolve_model',
-           'load_tokenizer', 'load_model', 'reinit_model', 'tiny_model', 'tiny_output_fn', 'select_params',
-           'count_params', 'tokenize', 'last_token_index', 'max_positions', 'check_inputs', 'has_classifier',
-           'is_causal_lm', 'head_logits', 'LabelWordMargin', 'HeadOutput', 'make_output_fn']
+__all__ = ['PAPER_MODELS', 'EMBEDDED_MODELS', 'KINDS', 'TINY_ARCHS', 'ENCODERS', 'PRESETS', 'ATTENTION_BY_TYPE', 'LOGIT_OPS',
+           'resolve_model', 'load_tokenizer', 'load_model', 'reinit_model', 'tiny_model', 'tiny_output_fn',
+           'select_params', 'count_params', 'tokenize', 'last_token_index', 'max_positions', 'check_inputs',
+           'has_classifier', 'is_causal_lm', 'head_logits', 'check_label_words', 'LabelWordMargin', 'HeadOutput',
+           'make_output_fn']
 
 # %% ../nbs/02_models.ipynb #dc3fbebb
 PAPER_MODELS = {
@@ -602,21 +603,47 @@ def _ready(model, batch) -> dict:
     return to_device(as_batch(batch), model_device(model))
 
 
+_GRANITES = ('granite', 'granite_swa', 'granitemoe', 'granitemoe_swa', 'granitemoehybrid', 'granitemoeshared')
+LOGIT_OPS = {  # model_type -> (config attribute, op): what the model's forward does to its LM head's output
+    **{t: ('logit_scale', 'mul') for t in ('cohere', 'cohere2', 'cohere2_moe')},
+    **{t: ('logits_scaling', 'div') for t in _GRANITES},
+    'hyperclovax': ('logits_scaling', 'mul'),
+    'falcon_h1': ('lm_head_multiplier', 'mul'),
+}
+
+
 def head_logits(model, logits: torch.Tensor) -> torch.Tensor:
-    "What a causal LM's forward does to its LM head's output: Cohere's scale, Granite's divisor, Gemma's soft cap."
+    "Apply what the model's forward does after its LM head: the scale of `LOGIT_OPS`, then a final soft cap (Gemma)."
     c = model.config
     c = c.get_text_config() if hasattr(c, 'get_text_config') else c
-    num = lambda k: (lambda v: v if isinstance(v, (int, float)) and not isinstance(v, bool) and v else None)(
-        getattr(c, k, None)
-    )
-    if num('logit_scale'):  # Cohere: logits * logit_scale
-        logits = logits * num('logit_scale')
-    if num('logits_scaling'):  # Granite: logits / logits_scaling
-        logits = logits / num('logits_scaling')
-    if num('final_logit_softcapping'):  # Gemma 2 and 3: cap * tanh(logits / cap)
-        cap = num('final_logit_softcapping')
+    attr, op = LOGIT_OPS.get(getattr(c, 'model_type', None), (None, None))
+    v = getattr(c, attr, None) if attr else None
+    if v is not None:
+        logits = logits * v if op == 'mul' else logits / v
+    cap = getattr(c, 'final_logit_softcapping', None)
+    if cap:  # Gemma 2/3/…: cap · tanh(logits / cap)
         logits = torch.tanh(logits / cap) * cap
     return logits
+
+
+def check_label_words(fn, model, batch, n: int = 2) -> float:
+    "Relative gap between `fn` and the model's own logits on `n` examples; a one-line error when they disagree."
+    b = {k: v[:n] for k, v in as_batch(batch).items()}
+    with torch.no_grad():
+        got = fn(model, b).double()
+        r = _ready(model, b)
+        full = model(**r).logits  # (n, T, V)
+        want = full[torch.arange(full.shape[0], device=full.device), last_token_index(r)][:, fn.word_ids].double()
+    want = want if fn.multi else want[:, 1] - want[:, 0]
+    gap = float((got - want).abs().max() / want.abs().max().clamp_min(1e-6))
+    tol = 1e-3 if next(model.parameters()).dtype in (torch.float32, torch.float64) else 3e-2
+    if not gap <= tol:
+        raise ValueError(
+            f"the label-word output differs from {type(model).__name__}'s own logits by {gap:.2g} (relative): "
+            f"its forward transforms the LM head's output in a way this package does not know; "
+            f"use head='new' or your own output_fn"
+        )
+    return gap
 
 
 class LabelWordMargin:

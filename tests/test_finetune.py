@@ -146,22 +146,27 @@ def test_linearized_model_restores_the_callers_flags():
     assert {n: p.requires_grad for n, p in m.named_parameters()} == before
 
 @pytest.mark.parametrize('labels, kind', [([0, 1, 1, 0], 'binary'), ([0, 2, 1, 1], 'multiclass'),
-                                          ([0.5, -1.25, 2.0, 0.0], 'regression')])
+                                          ([0.5, -1.25, 2.0, 0.0], 'regression'), ([1.0, 5.0, 3.0], 'regression')])
 def test_callback_reads_the_kind_from_the_labels(labels, kind):
     cb = SpectralEarlyStoppingCallback({}, labels, rule='cp')
     assert cb.kind == kind and len(cb.classes) == {'binary': 2, 'multiclass': 3, 'regression': 0}[kind]
 
 @pytest.mark.parametrize('labels, kw, match', [([-1, 1, 1], {}, 'class ids'), ([0, 2, 1], {'kind': 'binary'}, '0 or 1'),
                                                ([0.5, 1.0], {'kind': 'binary'}, '0 or 1'), ([[0, 1]], {}, 'one per example'),
-                                               ([0, 1], {'kind': 'ovr'}, 'kind must be')])
+                                               ([0, 1], {'kind': 'ovr'}, 'kind must be'), ([0, 0, 0], {}, 'one class'),
+                                               ([0.0, 2.0, 1.0], {'kind': 'multiclass'}, None)])
 def test_callback_refuses_labels_it_would_misread(labels, kw, match):
-    "±1 or multi-class labels are not silently turned into 2y − 1 binary targets."
+    "±1 or multi-class labels are not silently turned into 2y − 1 binary targets (whole floats as classes when told)."
+    if match is None:
+        cb = SpectralEarlyStoppingCallback({}, labels, rule='cp', **kw)
+        assert cb.labels.dtype == torch.long and cb.classes == ('0', '1', '2')
+        return
     with pytest.raises(ValueError, match=match): SpectralEarlyStoppingCallback({}, labels, rule='cp', **kw)
 
 def test_callback_multiclass_runs_on_a_multi_output_head():
     from ntk_finetune import compare as C
     d = toy(); y = d.y_train + 2 * (d.train['input_ids'][:, 1] % 2)            # four classes
-    cb = C.SpectralEarlyStoppingCallback(d.train, y, HeadOutput(multi=True), 'all', rule='cp')
+    cb = C.SpectralEarlyStoppingCallback(d.train, y, None, 'all', rule='cp')   # default: the head's C logits
     class A: per_device_train_batch_size, gradient_accumulation_steps, learning_rate = 16, 1, 0.05
     class S: log_history = []
     import transformers

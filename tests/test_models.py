@@ -216,14 +216,19 @@ def _extra_lm(arch):
     cfg = {'gemma2': lambda: transformers.Gemma2Config(**kw, head_dim=8, final_logit_softcapping=0.05,
                                                        attn_implementation='eager'),
            'cohere': lambda: transformers.CohereConfig(**kw, logit_scale=0.3),
-           'granite': lambda: transformers.GraniteConfig(**kw, logits_scaling=7.0)}[arch]()
+           'granite': lambda: transformers.GraniteConfig(**kw, logits_scaling=7.0),
+           'hyperclovax': lambda: transformers.HyperCLOVAXConfig(**kw, logits_scaling=0.4),      # multiplies
+           'mpt': lambda: transformers.MptConfig(vocab_size=128, d_model=32, n_heads=4, n_layers=2, max_seq_len=64,
+                                                 logit_scale=5.0)}[arch]()                   # MPT's forward ignores it
     torch.manual_seed(0)
     return transformers.AutoModelForCausalLM.from_config(cfg).eval()
 
-@pytest.mark.parametrize('arch', ['gpt2', 'gpt-neo', 'gpt-neox', 'llama', 'phi', 'falcon', 'gemma2', 'cohere', 'granite'])
+EXTRA_LMS = ('gemma2', 'cohere', 'granite', 'hyperclovax', 'mpt')
+
+@pytest.mark.parametrize('arch', ['gpt2', 'gpt-neo', 'gpt-neox', 'llama', 'phi', 'falcon', *EXTRA_LMS])
 def test_label_word_margin_equals_the_models_own_logits(arch):
     "The margin is built from the label words' LM-head rows alone; it must equal what the model's forward returns."
-    m = _extra_lm(arch) if arch in ('gemma2', 'cohere', 'granite') else tiny_model(arch)
+    m = _extra_lm(arch) if arch in EXTRA_LMS else tiny_model(arch)
     fn = tiny_output_fn(3, multi=True)
     ids = torch.randint(1, 100, (3, 7)); mask = torch.ones_like(ids); mask[2, 5:] = 0
     b = {'input_ids': ids, 'attention_mask': mask}
@@ -231,3 +236,15 @@ def test_label_word_margin_equals_the_models_own_logits(arch):
         full = m(**b).logits[torch.arange(3), torch.tensor([6, 6, 4])][:, fn.word_ids]
         torch.testing.assert_close(fn(m, b), full, rtol=1e-4, atol=1e-5)
         torch.testing.assert_close(tiny_output_fn(2)(m, b), full[:, 1] - full[:, 0], rtol=1e-4, atol=1e-5)
+
+def test_an_unknown_logit_transform_is_refused():
+    "A forward that changes its logits after the LM head in a way head_logits does not know: one line, not a wrong kernel."
+    import transformers
+    from ntk_finetune.models import check_label_words
+    class Scaled(transformers.LlamaForCausalLM):
+        def forward(self, *a, **k):
+            out = super().forward(*a, **k); out.logits = out.logits * 3.0; return out
+    base = tiny_model('llama'); m = Scaled(base.config).eval(); m.load_state_dict(base.state_dict())
+    b = {'input_ids': torch.randint(1, 100, (2, 5)), 'attention_mask': torch.ones(2, 5, dtype=torch.long)}
+    assert check_label_words(tiny_output_fn(), base, b) < 1e-5
+    with pytest.raises(ValueError, match="differs from Scaled's own logits"): check_label_words(tiny_output_fn(), m, b)

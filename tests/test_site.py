@@ -109,10 +109,12 @@ def test_page(browser, server, site, rel):
         page.close()
 
 def _draws(rel):
-    "True when a code cell that runs at docs size (not flagged slow or gpu) draws a figure."
+    "True when a cell that runs on the page (not exported, not slow, gpu or eval: false) draws at its top level."
     cells = json.loads((ROOT / 'nbs' / rel.replace('.html', '.ipynb')).read_text())['cells']
     src = [''.join(c['source']) for c in cells if c['cell_type'] == 'code']
-    return any(re.search(r'\bplt\.|\bplot_\w+\(', s) and not re.search(r'#\|\s*(slow|gpu)\b', s) for s in src)
+    runs = [s for s in src if not re.search(r'#\|\s*(export|exporti|slow|gpu|eval:\s*false)\b', s)]
+    top = lambda s: '\n'.join(ln for ln in s.splitlines() if ln[:1] not in (' ', '\t', ')', ']'))   # not in a def body
+    return any(re.search(r'\bplt\.|\bplot_\w+\(|\.plot\(', top(s)) for s in runs)
 
 def _module(rel):
     "The exported module a notebook page documents (None for theory, experiments and the index)."

@@ -22,7 +22,8 @@ def test_title_and_one_line_summary(nb):
     assert len(summary) == 1, f"{nb.name}: the summary must be one '>' line, got {len(summary)}"
 
 # plain-text maths outside $…$: a symbol with a _ or ^ index (λ_k, n^{-2β}, θ_0) or ≍ — the site renders only $…$
-PLAIN_MATH = re.compile(r"(?<![\w\\])(?:[A-Za-zλβσαθτηκμΣΛ]|\))(?:_\{|_[A-Za-z0-9]|\^\{|\^[−\-]?[0-9A-Za-z])|≍")
+PLAIN_MATH = re.compile(r"(?<![\w\\])(?:[^\W\d_][\u0300-\u036f]*|\))(?:_\{|_[A-Za-z0-9]|\^\{|\^[−\-]?\w)"
+                        r"|[\w‖)]\^[{−\-\w]|≍")
 
 def _prose(md):
     "Markdown without code blocks, maths, code spans and links: what is left is read as prose."
@@ -31,7 +32,8 @@ def _prose(md):
     return md
 
 def test_plain_math_detector():
-    assert PLAIN_MATH.search(_prose('the rate n^{-2β/(2β+1)} and λ_k ≍ k'))
+    for plain in ('the rate n^{-2β/(2β+1)}', 'λ_k falls', 'T̂_op stops', 'ε_t', 'of 2^k', '‖y‖^2', 'λ_k ≍ k'):
+        assert PLAIN_MATH.search(_prose(plain)), plain
     assert not PLAIN_MATH.search(_prose('the rate $n^{-2\\beta/(2\\beta+1)}$, `eig_vals`, [a_b](x_y.html), snake_case'))
 
 @pytest.mark.parametrize('nb', NBS, ids=lambda p: p.stem)
