@@ -949,7 +949,7 @@ def analyze(
 def _precheck(name, data, head, sample_kind, load_kw, skw):
     "What the data alone decides (sizes, templates, label words) fails with the tokenizer, before any weights load."
     from transformers import AutoConfig
-    from .models import load_tokenizer, resolve_model as model_path, _causal_lm_classes, _offline
+    from ntk_finetune.models import load_tokenizer, resolve_model as model_path, _causal_lm_classes, _offline
 
     kw = {k: load_kw[k] for k in ('revision', 'cache_dir', 'trust_remote_code') if k in load_kw}
     try:
