@@ -206,7 +206,8 @@ def test_ctrl_c_then_rerun_resumes(tmp_path):
         out = tmp_path / f'out{attempt}'            # then once more with three times the blocks
         cmd = [str(BIN), 'kernel', '--model', str(big), '--n', n, '--n-test', '0', '--max-length', '64',
                '--memory-budget', '0.05', '--out', str(out)]
-        p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,   # a shell's background
+                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # job ignores SIGINT
         cache = out / '.cache'
         t0 = time.time()
         while time.time() - t0 < 300 and p.poll() is None and not list(cache.rglob('captures0.done.json')):
