@@ -25,7 +25,7 @@ from ntk_finetune.finetune import (
 log = logging.getLogger(__name__)
 
 # %% auto #0
-__all__ = ['log', 'linearization_report', 'kernel_drift', 'compare', 'SpectralEarlyStoppingCallback']
+__all__ = ['log', 'linearization_report', 'kernel_drift', 'compare', 'SpectralEarlyStoppingCallback', 'spearman_test']
 
 # %% ../nbs/09_compare.ipynb #2ff13899
 def _r2(a, b):
@@ -411,3 +411,36 @@ class SpectralEarlyStoppingCallback(TrainerCallback):
         ):
             control.should_training_stop = True
         return control
+
+# %% ../nbs/09_compare.ipynb #2d12331d
+def spearman_test(x, y, alternative: str = 'greater', n_resamples: int = 9999, seed: int = 0) -> tuple:
+    "Spearman ρ of (x, y) and its permutation p-value (exact up to 8 points); (nan, nan) if x or y is constant."
+    from scipy import stats
+
+    x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+    if x.ndim != 1 or x.shape != y.shape or len(x) < 3:
+        raise ValueError(f"x and y must be 1-d of the same length >= 3, got shapes {x.shape} and {y.shape}")
+    if not (np.isfinite(x).all() and np.isfinite(y).all()):
+        raise ValueError("x and y must be finite")
+    if alternative not in ('greater', 'less', 'two-sided'):
+        raise ValueError(f"alternative must be 'greater', 'less' or 'two-sided', got {alternative!r}")
+    if np.ptp(x) == 0 or np.ptp(y) == 0:
+        return float('nan'), float('nan')
+    rx = stats.rankdata(x)
+    rx = (rx - rx.mean()) / np.linalg.norm(rx - rx.mean())
+
+    def rho(v, axis=-1):  # Pearson correlation of the ranks, for a batch of pairings
+        r = stats.rankdata(v, axis=axis)
+        r = r - r.mean(axis=axis, keepdims=True)
+        return (r @ rx) / np.linalg.norm(r, axis=axis)
+
+    res = stats.permutation_test(
+        (y,),
+        rho,
+        permutation_type='pairings',
+        alternative=alternative,
+        n_resamples=np.inf if len(x) <= 8 else n_resamples,
+        vectorized=True,
+        rng=np.random.default_rng(seed),
+    )
+    return float(res.statistic), float(res.pvalue)

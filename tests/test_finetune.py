@@ -1,6 +1,6 @@
 import json, math, subprocess, sys
 from pathlib import Path
-import pytest, torch
+import numpy as np, pytest, torch
 from ntk_finetune.finetune import FinetuneConfig, TaskData, History, finetune, prepare_task, LinearizedModel, targets
 from ntk_finetune.compare import compare, SpectralEarlyStoppingCallback
 from ntk_finetune.models import tiny_model, LabelWordMargin, HeadOutput, load_model, tokenize, make_output_fn
@@ -174,3 +174,47 @@ def test_callback_multiclass_runs_on_a_multi_output_head():
     cfg = _tiny_config('llama', 32, 2, 4, 128); cfg.num_labels = 4; torch.manual_seed(0)
     cb.on_train_begin(A(), S(), None, model=transformers.AutoModelForSequenceClassification.from_config(cfg).eval())
     assert cb.kind == 'multiclass' and cb.analysis.G.shape == (16 * 3, 16 * 3) and cb.stop_step >= 1   # C − 1 contrasts
+
+def _spearman_by_enumeration(x, y, alternative):
+    """Reference: ρ over every pairing of y with x, by brute force (scipy's spearmanr per pairing)."""
+    import itertools
+    from scipy import stats
+    rho = stats.spearmanr(x, y).statistic
+    null = np.array([stats.spearmanr(x, list(q)).statistic for q in itertools.permutations(y)])
+    eps = 1e-12
+    ge, le = np.mean(null >= rho - eps), np.mean(null <= rho + eps)
+    return rho, {'greater': ge, 'less': le, 'two-sided': min(1.0, 2 * min(ge, le))}[alternative]
+
+@pytest.mark.parametrize('alternative', ['greater', 'less', 'two-sided'])
+@pytest.mark.parametrize('seed', range(4))
+def test_spearman_test_exact_against_enumeration(seed, alternative):
+    """Up to 8 points the p-value is exact: it equals the brute-force count over all pairings, ties included."""
+    from ntk_finetune.compare import spearman_test
+    rng = np.random.default_rng(seed); n = 4 + seed
+    x = rng.standard_normal(n); y = x + rng.standard_normal(n)
+    if seed == 3: y = np.round(y)   # ties in y
+    rho, p = spearman_test(x, y, alternative)
+    ref_rho, ref_p = _spearman_by_enumeration(x, y, alternative)
+    assert rho == pytest.approx(ref_rho, abs=1e-12) and p == pytest.approx(ref_p, abs=1e-12), (p, ref_p)
+
+def test_spearman_test_monte_carlo():
+    """Beyond 8 points: random pairings, reproducible by seed, never below 1/(R + 1), close to the exact value at 9
+    points (the exact one by enumeration of all 9! pairings)."""
+    from ntk_finetune.compare import spearman_test
+    x = np.arange(9.0); y = np.array([2, 0, 1, 4, 3, 6, 8, 5, 7.0])
+    import itertools
+    from scipy import stats
+    rho = stats.spearmanr(x, y).statistic
+    d = np.array([np.sum((x - np.array(q)) ** 2) for q in itertools.permutations(range(9))])  # Σd² of each pairing
+    exact = np.mean(1 - 6 * d / (9 * 80) >= rho - 1e-12)
+    r1, p1 = spearman_test(x, y, n_resamples=20000, seed=1)
+    assert r1 == pytest.approx(rho) and (r1, p1) == spearman_test(x, y, n_resamples=20000, seed=1)
+    assert abs(p1 - exact) < 4 * np.sqrt(exact * (1 - exact) / 20000), (p1, exact)
+    assert spearman_test(x, x, n_resamples=99)[1] == pytest.approx(1 / 100)
+
+@pytest.mark.parametrize('x, y, match', [([1, 2], [1, 2], 'length >= 3'), ([1, 2, 3], [1, 2], 'same length'),
+                                         ([1, 2, np.nan], [1, 2, 3], 'finite')])
+def test_spearman_test_bad_input(x, y, match):
+    from ntk_finetune.compare import spearman_test
+    with pytest.raises(ValueError, match=match): spearman_test(x, y)
+    with pytest.raises(ValueError, match='alternative must be'): spearman_test([1, 2, 3], [1, 2, 3], 'bigger')
