@@ -12,8 +12,8 @@ from .core import as_f64, check_square
 
 # %% auto #0
 __all__ = ['Eigen', 'eigendecomposition', 'DecayFit', 'fit_power_law', 'fit_exponential', 'compare_decay_fits',
-           'decay_over_subsets', 'fit_power_law_origin', 'decay_protocols', 'effective_rank', 'kernel_target_alignment',
-           'residual_energy', 'plot_spectrum']
+           'decay_over_subsets', 'fit_power_law_origin', 'resample_eigvals', 'decay_protocols', 'effective_rank',
+           'kernel_target_alignment', 'residual_energy', 'plot_spectrum']
 
 # %% ../nbs/04_spectrum.ipynb #6dffd260
 @dataclass
@@ -201,12 +201,34 @@ def fit_power_law_origin(eigvals, k_max: int | None = None, rel_floor: float = 1
     return DecayFit('power', beta, se_b, (beta - tq * se_b, beta + tq * se_b), r2, 1, k_max, 0.0)
 
 
-def decay_protocols(G, subset_size: int = 100, n_subsets: int = 3, n_boot: int = 20, seed: int = 0) -> dict:
+def resample_eigvals(G, idx) -> torch.Tensor:
+    "Nonzero spectrum of G[idx][:, idx]/len(idx), idx drawn with replacement, via the distinct indices (shape (u,))."
+    G = check_square(G, 'G')
+    idx = np.asarray(idx)
+    if idx.ndim != 1 or len(idx) == 0 or idx.min() < 0 or idx.max() >= G.shape[0]:
+        raise ValueError(f"idx must be a non-empty 1-d array of indices into a {G.shape[0]}x{G.shape[0]} G")
+    u, c = np.unique(idx, return_counts=True)
+    s = torch.as_tensor(np.sqrt(c), dtype=G.dtype)
+    return eigendecomposition(G[u][:, u] * s[:, None] * s[None, :] / len(idx)).eigvals  # D^½ G_U D^½ / m
+
+
+def decay_protocols(
+    G,
+    subset_size: int = 100,
+    n_subsets: int = 3,
+    n_boot: int = 20,
+    seed: int = 0,
+    n_resample: int = 100,
+    resample_k_max: int | None = None,
+) -> dict:
     "β (mean, sd, values) of a pool's Gram under the protocols in the table above."
     G = check_square(G, 'G')
     N = G.shape[0]
     if not 3 <= subset_size <= N:
         raise ValueError(f"subset_size must be in [3, {N}], got {subset_size}")
+    kr = resample_k_max or max(N // 4, 3)
+    if not 3 <= kr <= N // 2 or n_resample < 0:
+        raise ValueError(f"resample_k_max must be in [3, {N // 2}] and n_resample >= 0, got {kr} and {n_resample}")
     rng = np.random.default_rng(seed)
     sub = lambda S: eigendecomposition(G[S][:, S] / len(S)).eigvals
     draws = [torch.as_tensor(np.sort(rng.choice(N, subset_size, replace=False))) for _ in range(n_subsets)]
@@ -221,8 +243,13 @@ def decay_protocols(G, subset_size: int = 100, n_subsets: int = 3, n_boot: int =
         'disjoint': [fit_power_law(w) for w in spectra['disjoint']],
         'bootstrap': [fit_power_law(w) for w in spectra['boot']],
     }
+    if n_resample:  # drawn after the others, so that their subsets do not depend on it
+        res = [resample_eigvals(G, rng.integers(N, size=N)) for _ in range(n_resample)]
+        fits['resample'] = [fit_power_law(w, k_max=min(kr, len(w))) for w in res]
     out = {}
     for k, fs in fits.items():
+        if not fs:  # n_boot = 0
+            continue
         b = np.array([f.beta for f in fs])
         out[k] = {
             'beta_mean': float(b.mean()),
@@ -231,6 +258,8 @@ def decay_protocols(G, subset_size: int = 100, n_subsets: int = 3, n_boot: int =
             'r2': float(np.mean([f.r2 for f in fs])),
             'n_fits': len(fs),
         }
+    if n_resample:
+        out['resample'] |= {'beta_pool': fit_power_law(eigendecomposition(G / N).eigvals, k_max=kr).beta, 'k_max': kr}
     w = spectra['draws'][0]
     out['lambda1_share'] = float(w[0] ** 2 / (w**2).sum())
     return out

@@ -45,3 +45,46 @@ def test_diagnostics_bad_inputs():
     with pytest.raises(ValueError, match='non-finite'): kernel_target_alignment(np.full((2, 2), np.nan), [1, 1])
     with pytest.raises(ValueError, match='not symmetric'): residual_energy(np.array([[1., 1.], [0., 1.]]), [1., 1.])
     r = residual_energy(np.eye(4), [1., 0, 0, 0]); assert r[-1] == pytest.approx(1.0)
+
+@pytest.mark.parametrize('seed', range(3))
+def test_resample_eigvals_matches_explicit_duplicates(seed):
+    """The spectrum from the distinct examples and their counts is that of the explicit resampled Gram (duplicates and
+    all) divided by its size; a permutation, which has no duplicates, gives the pool's own spectrum."""
+    from ntk_finetune.spectrum import resample_eigvals
+    rng = np.random.default_rng(seed); A = rng.standard_normal((40, 60)); G = A @ A.T
+    idx = rng.integers(40, size=40); u = len(np.unique(idx))
+    ref = np.linalg.eigvalsh(G[idx][:, idx] / 40)[::-1]
+    got = resample_eigvals(G, idx).numpy()
+    assert len(got) == u and np.allclose(got, ref[:u], rtol=1e-10, atol=1e-12 * ref[0]) and abs(ref[u:]).max() < 1e-10 * ref[0]
+    np.testing.assert_allclose(resample_eigvals(G, rng.permutation(40)).numpy(), eigendecomposition(G / 40).eigvals.numpy(),
+                               rtol=1e-10, atol=1e-12 * ref[0])
+    for bad in ([], [0, 40], [[0, 1]], [-1]):
+        with pytest.raises(ValueError, match='idx must be'): resample_eigvals(G, bad)
+
+def _sobolev_pool(rng, N=100):
+    x = rng.uniform(size=N); return torch.as_tensor(np.minimum(x[:, None], x[None, :]))
+
+@pytest.mark.parametrize('k_max, calibrated', [(25, True), (50, False)])
+def test_resample_bootstrap_against_true_sampling_sd(k_max, calibrated):
+    """The with-replacement bootstrap of β, held against the true sampling distribution of the pool's β (200 independent
+    Sobolev pools of 100): on the top N/4 its sd is within a factor 2 of the truth and its bias under 1.5 true sd; up to
+    k = N/2, near the resamples' rank (~0.63 N), it reads the cliff as decay: bias over 3 true sd."""
+    from ntk_finetune.spectrum import decay_protocols
+    rng = np.random.default_rng(k_max)
+    true = np.array([fit_power_law(eigendecomposition(_sobolev_pool(rng) / 100).eigvals, k_max=k_max).beta for _ in range(200)])
+    sd = true.std(ddof=1)
+    res = [decay_protocols(_sobolev_pool(rng), 50, 1, 0, seed=s, n_resample=100, resample_k_max=k_max)['resample'] for s in range(4)]
+    ratio = np.mean([r['beta_sd'] for r in res]) / sd
+    bias = np.mean([r['beta_mean'] - r['beta_pool'] for r in res]) / sd
+    assert all(r['k_max'] == k_max and r['n_fits'] == 100 for r in res)
+    if calibrated: assert 0.5 < ratio < 2 and abs(bias) < 1.5, (ratio, bias)
+    else: assert bias > 3, (ratio, bias)
+
+def test_decay_protocols_resample_leaves_the_others_alone():
+    """The resamples are drawn after the subsets: turning them off changes no other protocol; bad sizes are refused."""
+    from ntk_finetune.spectrum import decay_protocols
+    G = _sobolev_pool(np.random.default_rng(0))
+    a, b = decay_protocols(G, 50, 3, 5, n_resample=20), decay_protocols(G, 50, 3, 5, n_resample=0)
+    assert 'resample' not in b and {k: v for k, v in a.items() if k != 'resample'} == b
+    with pytest.raises(ValueError, match='resample_k_max must be'): decay_protocols(G, 50, resample_k_max=51)
+    with pytest.raises(ValueError, match='n_resample >= 0'): decay_protocols(G, 50, n_resample=-1)
