@@ -124,11 +124,18 @@ def compare(
     lr_scale: float = 1.0,
     memory_budget: int
     | None = None,  # bytes the kernels may hold at once (default: entk's)
+    past_rules: float | None = None,  # run to this multiple of the latest rule's predicted step...
+    max_steps: int | None = None,  # ...but at least `steps` and at most `max_steps`
 ) -> dict:
     "Kernel prediction vs real fine-tuning on `task` (full-batch GD by default); returns the JSON-ready result."
     t0 = time.time()
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
         raise ValueError(f"steps must be an integer >= 1, got {steps!r}")
+    if past_rules is not None:
+        if as_scalar(past_rules, 'past_rules') < 1:
+            raise ValueError(f"past_rules must be >= 1 (a multiple of the latest rule's step), got {past_rules!r}")
+        if isinstance(max_steps, bool) or not isinstance(max_steps, int) or max_steps < steps:
+            raise ValueError(f"past_rules needs max_steps, an integer >= steps = {steps}, got {max_steps!r}")
     for k, v in (('n_train', n_train), ('n_val', n_val), ('n_test', n_test)):
         if data is None and (
             isinstance(v, bool)
@@ -169,7 +176,7 @@ def compare(
         fn,
         params,
         step_size=lr,
-        horizon=steps,
+        horizon=steps if past_rules is None else max_steps,
         progress=progress,
         memory_budget=memory_budget,
         settings={
@@ -184,6 +191,15 @@ def compare(
             raise ValueError(
                 f"lr_scale={lr_scale} gives lr >= 2/λ_1: kernel GD diverges"
             )
+    pred_steps = {  # in optimizer steps at this lr; an.stops are kernel-GD steps at an.step_size
+        r: None if t is None else stopping_schedule(t, an.step_size, n, lr)['optimizer_steps']
+        for r, t in an.stops.items()
+    }
+    steps_min = steps
+    if past_rules is not None:  # long enough to see past every rule's stop, so that the run can judge each of them
+        last = max((t for t in pred_steps.values() if t is not None), default=0)
+        want = -(-int(np.ceil(float(past_rules) * last)) // eval_every) * eval_every  # up to a multiple of eval_every
+        steps = min(max_steps, max(steps, want))
     pred = kernel_gd(an.eig, an.y, lr, steps, an.f0, an.G_test / n, an.f0_test)
     drift_steps = (
         tuple(drift_steps)
@@ -251,6 +267,8 @@ def compare(
         'n_test': len(yt),
         'lr': lr,
         'steps': steps,
+        'steps_min': steps_min,
+        'past_rules': past_rules,
         'optimizer': optimizer,
         'loss': loss,
         'eval_steps': hist.steps,
@@ -262,12 +280,7 @@ def compare(
         'kernel_gd_train_loss': (((pred.train - an.y) ** 2).mean(1) / 2).tolist(),
         **rep,
         'kernel_drift': kernel_drift(an.K, hist.kernels, n),
-        'predicted_stop_step': {  # in optimizer steps at this lr; an.stops are kernel-GD steps at an.step_size
-            r: None
-            if t is None
-            else stopping_schedule(t, an.step_size, n, lr)['optimizer_steps']
-            for r, t in an.stops.items()
-        },
+        'predicted_stop_step': pred_steps,
         'kernel_stop_step': an.stops,
         'kernel_step_size': an.step_size,
         'stop_notes': an.notes,
@@ -424,23 +437,22 @@ def spearman_test(x, y, alternative: str = 'greater', n_resamples: int = 9999, s
         raise ValueError("x and y must be finite")
     if alternative not in ('greater', 'less', 'two-sided'):
         raise ValueError(f"alternative must be 'greater', 'less' or 'two-sided', got {alternative!r}")
+    if isinstance(n_resamples, bool) or not isinstance(n_resamples, (int, np.integer)) or n_resamples < 1:
+        raise ValueError(f"n_resamples must be an integer >= 1, got {n_resamples!r}")
     if np.ptp(x) == 0 or np.ptp(y) == 0:
         return float('nan'), float('nan')
-    rx = stats.rankdata(x)
-    rx = (rx - rx.mean()) / np.linalg.norm(rx - rx.mean())
+    rx2 = 2 * stats.rankdata(x)  # twice a rank is an integer, ties included
 
-    def rho(v, axis=-1):  # Pearson correlation of the ranks, for a batch of pairings
-        r = stats.rankdata(v, axis=axis)
-        r = r - r.mean(axis=axis, keepdims=True)
-        return (r @ rx) / np.linalg.norm(r, axis=axis)
+    def stat(v, axis=-1):  # Σ 2r(x)·2r(v): an integer, increasing in ρ (a pairing keeps the ranks' mean and norm)
+        return (2 * stats.rankdata(v, axis=axis)) @ rx2
 
-    res = stats.permutation_test(
+    res = stats.permutation_test(  # an integer statistic: a pairing of equal ρ never lands on the wrong side
         (y,),
-        rho,
+        stat,
         permutation_type='pairings',
         alternative=alternative,
         n_resamples=np.inf if len(x) <= 8 else n_resamples,
         vectorized=True,
         rng=np.random.default_rng(seed),
     )
-    return float(res.statistic), float(res.pvalue)
+    return float(stats.spearmanr(x, y).statistic), float(res.pvalue)

@@ -197,6 +197,16 @@ def test_spearman_test_exact_against_enumeration(seed, alternative):
     ref_rho, ref_p = _spearman_by_enumeration(x, y, alternative)
     assert rho == pytest.approx(ref_rho, abs=1e-12) and p == pytest.approx(ref_p, abs=1e-12), (p, ref_p)
 
+@pytest.mark.parametrize('alternative', ['greater', 'less', 'two-sided'])
+@pytest.mark.parametrize('x, y', [([1, 2, 3, 4], [1, 3, 0, 2]), ([1, 2, 3, 4, 5, 6, 7, 8], [2, 3, 5, 8, 7, 6, 4, 1])])
+def test_spearman_test_exact_when_rho_is_zero(x, y, alternative):
+    """At ρ = 0 exactly, pairings with ρ = 0 count on both sides (a float statistic splits them by round-off)."""
+    from ntk_finetune.compare import spearman_test
+    rho, p = spearman_test(x, y, alternative)
+    ref_rho, ref_p = _spearman_by_enumeration(x, y, alternative)
+    assert abs(rho) < 1e-12 and abs(ref_rho) < 1e-12 and p == pytest.approx(ref_p, abs=1e-12), (p, ref_p)
+    assert p >= 0.5
+
 def test_spearman_test_monte_carlo():
     """Beyond 8 points: random pairings, reproducible by seed, never below 1/(R + 1), close to the exact value at 9
     points (the exact one by enumeration of all 9! pairings)."""
@@ -212,9 +222,29 @@ def test_spearman_test_monte_carlo():
     assert abs(p1 - exact) < 4 * np.sqrt(exact * (1 - exact) / 20000), (p1, exact)
     assert spearman_test(x, x, n_resamples=99)[1] == pytest.approx(1 / 100)
 
-@pytest.mark.parametrize('x, y, match', [([1, 2], [1, 2], 'length >= 3'), ([1, 2, 3], [1, 2], 'same length'),
+@pytest.mark.parametrize('x, y, match', [([1, 2], [1, 2], r'got shapes \(2,\) and \(2,\)'),
+                                         ([1, 2, 3], [1, 2], r'got shapes \(3,\) and \(2,\)'),
                                          ([1, 2, np.nan], [1, 2, 3], 'finite')])
 def test_spearman_test_bad_input(x, y, match):
     from ntk_finetune.compare import spearman_test
     with pytest.raises(ValueError, match=match): spearman_test(x, y)
     with pytest.raises(ValueError, match='alternative must be'): spearman_test([1, 2, 3], [1, 2, 3], 'bigger')
+    with pytest.raises(ValueError, match='n_resamples must be'): spearman_test([1, 2, 3], [1, 2, 3], n_resamples=0)
+
+def test_compare_past_rules_runs_past_the_latest_rule_within_bounds():
+    """With past_rules the run lasts c x the latest rule's step, never less than `steps`, never more than max_steps."""
+    d, fn = toy(n=32), tiny_output_fn()
+    r = compare(tiny_model('gpt2', dtype=torch.float64), None, 'toy', steps=5, data=d, output_fn=fn, progress=False,
+                past_rules=1.5, max_steps=20, eval_every=5)
+    assert max(r['predicted_stop_step'].values()) * 1.5 > 20 and r['steps'] == 20 and r['eval_steps'][-1] == 20
+    r = compare(tiny_model('llama', dtype=torch.float64), None, 'toy', steps=10, data=toy(n=16), output_fn=fn,
+                progress=False, past_rules=1.5, max_steps=50, eval_every=5)
+    assert 1.5 * max(r['predicted_stop_step'].values()) <= 10 and r['steps'] == r['steps_min'] == 10
+
+@pytest.mark.parametrize('kw, match', [(dict(past_rules=0.5, max_steps=10), 'past_rules must be >= 1'),
+                                       (dict(past_rules=2.0), 'past_rules needs max_steps'),
+                                       (dict(past_rules=2.0, max_steps=3), 'past_rules needs max_steps'),
+                                       (dict(past_rules='x', max_steps=10), 'past_rules must be a finite number')])
+def test_compare_past_rules_bad_input(kw, match):
+    with pytest.raises(ValueError, match=match):
+        compare(tiny_model('gpt2'), None, 'toy', steps=5, data=toy(), output_fn=tiny_output_fn(), **kw)
