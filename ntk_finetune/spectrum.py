@@ -205,8 +205,8 @@ def resample_eigvals(G, idx) -> torch.Tensor:
     "Nonzero spectrum of G[idx][:, idx]/len(idx), idx drawn with replacement, via the distinct indices (shape (u,))."
     G = check_square(G, 'G')
     idx = np.asarray(idx)
-    if idx.ndim != 1 or len(idx) == 0 or idx.min() < 0 or idx.max() >= G.shape[0]:
-        raise ValueError(f"idx must be a non-empty 1-d array of indices into a {G.shape[0]}x{G.shape[0]} G")
+    if idx.dtype.kind not in 'iu' or idx.ndim != 1 or len(idx) == 0 or idx.min() < 0 or idx.max() >= G.shape[0]:
+        raise ValueError(f"idx must be a non-empty 1-d array of integer indices into a {G.shape[0]}x{G.shape[0]} G")
     u, c = np.unique(idx, return_counts=True)
     s = torch.as_tensor(np.sqrt(c), dtype=G.dtype)
     return eigendecomposition(G[u][:, u] * s[:, None] * s[None, :] / len(idx)).eigvals  # D^½ G_U D^½ / m
@@ -226,9 +226,12 @@ def decay_protocols(
     N = G.shape[0]
     if not 3 <= subset_size <= N:
         raise ValueError(f"subset_size must be in [3, {N}], got {subset_size}")
-    kr = resample_k_max or max(N // 4, 3)
-    if not 3 <= kr <= N // 2 or n_resample < 0:
-        raise ValueError(f"resample_k_max must be in [3, {N // 2}] and n_resample >= 0, got {kr} and {n_resample}")
+    for name, v, lo in (('n_subsets', n_subsets, 1), ('n_boot', n_boot, 0), ('n_resample', n_resample, 0)):
+        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < lo:
+            raise ValueError(f"{name} must be an integer >= {lo}, got {v!r}")
+    kr = max(N // 4, 3) if resample_k_max is None else resample_k_max
+    if n_resample and not 3 <= kr <= N // 2:
+        raise ValueError(f"resample_k_max must be in [3, {N // 2}] for a pool of {N}, got {kr}")
     rng = np.random.default_rng(seed)
     sub = lambda S: eigendecomposition(G[S][:, S] / len(S)).eigvals
     draws = [torch.as_tensor(np.sort(rng.choice(N, subset_size, replace=False))) for _ in range(n_subsets)]
