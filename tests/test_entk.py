@@ -91,15 +91,15 @@ def test_real_minilm_matches_reference(minilm):
     assert float((G - R).abs().max()) <= 1e-6 * float(R.abs().max())
 
 def test_real_smollm2_streaming_matches_in_memory(smollm2):
-    """Forcing tiny blocks and memory-mapped captures gives the same kernel as the in-memory run."""
+    """Memory-mapped captures under a small budget give the kernel of the in-memory run with the same tiny blocks. (The
+    blocks are the same in both: on some CPUs a float32 forward pass rounds differently with the batch's shape, which
+    is not what this tests.)"""
     model, tok = smollm2; info = task_info('rt-sentiment')
-    b = tokenize(tok, load_task('rt-sentiment', 'train', n=6, seed=2)['text'], 24, info.template); fn = make_output_fn(model, tok, info)
-    G = empirical_ntk(model, b, fn, r'layers\.(0|29)\.self_attn', progress=False)
+    b = tokenize(tok, load_task('rt-sentiment', 'train', n=6, seed=2)['text'], 24, info.template)
+    fn = make_output_fn(model, tok, info)
+    G = empirical_ntk(model, b, fn, r'layers\.(0|29)\.self_attn', block_size=2, progress=False)
     S = empirical_ntk(model, b, fn, r'layers\.(0|29)\.self_attn', memory_budget=120 << 20, block_size=2, progress=False)
     assert float((G - S).abs().max()) <= 1e-9 * float(G.abs().max())
-
-
-F32 = dict(arch='llama', params='all')        # float32: blocks change the rounding, so bitwise identity is a real test
 
 def _f32_setup(n=40, T=7):
     m = tiny_model('llama', seed=2); fn = output('llama', 'lm', False); return m, fn, batch(n, T, 5)
@@ -328,8 +328,13 @@ def test_two_processes_equal_one(tmp_path):
                         str(script), str(tmp_path)], capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-3000:]
     m, fn, b = _f32_setup(130)
-    for sym in (True, False):
-        single = empirical_ntk(m, b, fn, 'all', batch2=None if sym else batch(70, 6, 7), block_size=5, progress=False)
+    threads = torch.get_num_threads(); torch.set_num_threads(1)   # as torch.distributed.run's workers (OMP_NUM_THREADS=1):
+    try:                                                           # float32 sums are bitwise only at one thread count
+        singles = {sym: empirical_ntk(m, b, fn, 'all', batch2=None if sym else batch(70, 6, 7), block_size=5,
+                                      progress=False) for sym in (True, False)}
+    finally:
+        torch.set_num_threads(threads)
+    for sym, single in singles.items():
         for rank in (0, 1):
             assert torch.equal(torch.load(tmp_path / f'G_{int(sym)}_{rank}.pt'), single)
             assert torch.load(tmp_path / f'pairs_{int(sym)}_{rank}.pt') > 0    # every rank computed Gram tiles
