@@ -25,7 +25,8 @@ from ntk_finetune.finetune import (
 log = logging.getLogger(__name__)
 
 # %% auto #0
-__all__ = ['log', 'linearization_report', 'kernel_drift', 'compare', 'SpectralEarlyStoppingCallback', 'spearman_test']
+__all__ = ['log', 'linearization_report', 'kernel_drift', 'run_length', 'compare', 'SpectralEarlyStoppingCallback',
+           'spearman_test']
 
 # %% ../nbs/09_compare.ipynb #2ff13899
 def _r2(a, b):
@@ -99,6 +100,16 @@ def kernel_drift(K0, kernels: dict, n: int) -> list:
     return out
 
 # %% ../nbs/09_compare.ipynb #0b941062
+def run_length(pred_steps: dict, steps: int, past_rules: float | None = None, max_steps: int | None = None,
+               eval_every: int = 1) -> int:
+    "Optimizer steps `compare` runs: `steps`, or with `past_rules` $c$, $c$ × the latest rule's step in `pred_steps`."
+    if past_rules is None:
+        return steps
+    last = max((t for t in pred_steps.values() if t is not None), default=0)
+    want = -(-int(np.ceil(float(past_rules) * last)) // eval_every) * eval_every  # up to a multiple of eval_every
+    return min(max_steps, max(steps, want))
+
+
 def compare(
     model,
     tokenizer,
@@ -195,11 +206,8 @@ def compare(
         r: None if t is None else stopping_schedule(t, an.step_size, n, lr)['optimizer_steps']
         for r, t in an.stops.items()
     }
-    steps_min = steps
-    if past_rules is not None:  # long enough to see past every rule's stop, so that the run can judge each of them
-        last = max((t for t in pred_steps.values() if t is not None), default=0)
-        want = -(-int(np.ceil(float(past_rules) * last)) // eval_every) * eval_every  # up to a multiple of eval_every
-        steps = min(max_steps, max(steps, want))
+    steps_min = steps  # with past_rules, long enough to see past every rule's stop, so that the run judges each
+    steps = run_length(pred_steps, steps, past_rules, max_steps, eval_every)
     pred = kernel_gd(an.eig, an.y, lr, steps, an.f0, an.G_test / n, an.f0_test)
     drift_steps = (
         tuple(drift_steps)
