@@ -102,12 +102,13 @@ def kernel_drift(K0, kernels: dict, n: int) -> list:
 # %% ../nbs/09_compare.ipynb #0b941062
 def run_length(pred_steps: dict, steps: int, past_rules: float | None = None, max_steps: int | None = None,
                eval_every: int = 1) -> int:
-    "Optimizer steps `compare` runs: `steps`, or with `past_rules` $c$, $c$ × the latest rule's step in `pred_steps`."
+    """Steps `compare` runs: `steps`, or with `past_rules` $c$, $c$ × the latest of `pred_steps` (rule: step or None),
+    rounded up to a multiple of `eval_every`, at least `steps` and at most `max_steps` (None: no cap)."""
     if past_rules is None:
         return steps
     last = max((t for t in pred_steps.values() if t is not None), default=0)
     want = -(-int(np.ceil(float(past_rules) * last)) // eval_every) * eval_every  # up to a multiple of eval_every
-    return min(max_steps, max(steps, want))
+    return max(steps, want) if max_steps is None else min(max_steps, max(steps, want))
 
 
 def compare(
@@ -206,7 +207,8 @@ def compare(
         r: None if t is None else stopping_schedule(t, an.step_size, n, lr)['optimizer_steps']
         for r, t in an.stops.items()
     }
-    steps_min = steps  # with past_rules, long enough to see past every rule's stop, so that the run judges each
+    steps_min = steps
+    # with past_rules, long enough to see past every rule's stop, so that the run can judge each of them
     steps = run_length(pred_steps, steps, past_rules, max_steps, eval_every)
     pred = kernel_gd(an.eig, an.y, lr, steps, an.f0, an.G_test / n, an.f0_test)
     drift_steps = (
