@@ -4,7 +4,7 @@
 
 # %% ../nbs/08_finetune.ipynb #c7b6bca5
 from __future__ import annotations
-import math, time
+import hashlib, math, time
 from dataclasses import dataclass, field, asdict
 from pathlib import Path
 import torch
@@ -269,6 +269,39 @@ def _diverged(loss: float, first: float | None, cfg) -> str | None:
     return None
 
 
+def _digest(*tensors) -> str:
+    "SHA-256 of the tensors' shapes, dtypes and values: what a checkpoint checks its run against."
+    d = hashlib.sha256()
+    for x in tensors:
+        x = x.detach().cpu().contiguous()
+        d.update(f'{tuple(x.shape)}{x.dtype}'.encode())
+        d.update(x.view(-1).view(torch.uint8).numpy().tobytes() if x.numel() else b'')
+    return d.hexdigest()
+
+
+def _resume(path, cfg, run_id):
+    "The checkpoint at `path` of the run `run_id` under `cfg` (with any `steps` from its own on), or None (no file)."
+    if path is None or not Path(path).exists():
+        return None
+    s = torch.load(path, weights_only=True)
+    same = lambda c: {k: v for k, v in c.items() if k not in ('steps', 'kernel_steps')}
+    if same(s['config']) != same(cfg.to_dict()):
+        diff = sorted(k for k in same(cfg.to_dict()) if s['config'].get(k) != cfg.to_dict()[k])
+        raise ValueError(
+            f"checkpoint {path} was written under another config ({', '.join(diff)} differ); remove it to start over"
+        )
+    if s['run'] != run_id:
+        raise ValueError(
+            f"checkpoint {path} is of another run (other data or starting weights); remove it to start over"
+        )
+    if s['step'] > cfg.steps:
+        raise ValueError(f"checkpoint {path} is at step {s['step']}, past steps={cfg.steps}")
+    gone = [t for t in cfg.kernel_steps if t < s['step'] and t not in s['history']['kernels']]
+    if gone:
+        raise ValueError(f"checkpoint {path} is at step {s['step']} and has no kernel at steps {gone}")
+    return s
+
+
 def finetune(
     model: nn.Module,
     data: TaskData,
@@ -276,8 +309,12 @@ def finetune(
     config: FinetuneConfig = None,
     progress: bool = True,
     kernel_fn=None,
+    checkpoint: str | Path | None = None,  # resume from this file if it holds this run; save the run to it...
+    checkpoint_every: int = 20,  # ...every this many steps and before the last
 ) -> History:
     "Fine-tune the selected parameters of `model` in place; returns the per-step `History`."
+    if isinstance(checkpoint_every, bool) or not isinstance(checkpoint_every, int) or checkpoint_every < 1:
+        raise ValueError(f"checkpoint_every must be an integer >= 1, got {checkpoint_every!r}")
     cfg = config or FinetuneConfig()
     which = 'head' if cfg.setting == 'probe' else cfg.params
     params = select_params(model, which)
@@ -322,13 +359,49 @@ def finetune(
     )  # mini-batch order; the global RNG is untouched
     train = {k: v.to(dev) for k, v in train.items()}
     y = data.y_train.to(dev)
+    start, before = 0, 0.0  # the step to start from and the seconds spent before it
+    if checkpoint is not None:  # the run: its data and the model's starting weights, trained or not
+        sets = [b[k] for b in (train, val, test) for k in sorted(b)]
+        run_id = _digest(*sets, data.y_train, data.y_val, data.y_test, *model.state_dict().values())
+        s = _resume(checkpoint, cfg, run_id)
+        if s is not None:
+            with torch.no_grad():
+                for nm, p in params.items():
+                    p.copy_(s['params'][nm])
+            opt.load_state_dict(s['optimizer'])
+            gen.set_state(s['generator'])
+            h = History(**{**s['history'], 'config': cfg.to_dict()})
+            h.kernels = {t: k for t, k in h.kernels.items() if t in cfg.kernel_steps}
+            best = (s['best'][0], s['best'][1], [b.to(dev) for b in s['best'][2]] if s['best'][2] else None)
+            bad, first, start, before = s['bad'], s['first'], s['step'], s['seconds']
     t0 = time.time()
     train_mode = model.training
     model.eval()  # no dropout: deterministic outputs
     try:
         for t in tqdm(
-            range(cfg.steps + 1), desc='fine-tuning', disable=not progress, leave=False
+            range(start, cfg.steps + 1),
+            desc='fine-tuning',
+            disable=not progress,
+            leave=False,
+            initial=start,
+            total=cfg.steps + 1,
         ):
+            if checkpoint is not None and t > start and (t % checkpoint_every == 0 or t == cfg.steps):
+                state = {
+                    'config': cfg.to_dict(),
+                    'run': run_id,
+                    'step': t,  # θ_t, the history of the steps before t
+                    'params': {nm: p.detach().cpu() for nm, p in params.items()},
+                    'optimizer': opt.state_dict(),
+                    'generator': gen.get_state(),
+                    'history': {k: getattr(h, k) for k in h.__dataclass_fields__},
+                    'best': (best[0], best[1], [b.cpu() for b in best[2]] if best[2] else None),
+                    'bad': bad,
+                    'first': first,
+                    'seconds': before + time.time() - t0,
+                }
+                with atomic_path(checkpoint) as tmp:
+                    torch.save(state, tmp)
             record = t % cfg.eval_every == 0 or t == cfg.steps
             if t in cfg.kernel_steps and kernel_fn is not None:
                 h.kernels[t] = kernel_fn(model, params)
@@ -405,7 +478,7 @@ def finetune(
         with torch.no_grad():
             for p, b in zip(pl, best[2]):
                 p.copy_(b)
-    h.seconds = time.time() - t0
+    h.seconds = before + time.time() - t0
     return h
 
 # %% ../nbs/08_finetune.ipynb #0fb4b922

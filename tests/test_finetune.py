@@ -248,3 +248,65 @@ def test_compare_past_rules_runs_past_the_latest_rule_within_bounds():
 def test_compare_past_rules_bad_input(kw, match):
     with pytest.raises(ValueError, match=match):
         compare(tiny_model('gpt2'), None, 'toy', steps=5, data=toy(), output_fn=tiny_output_fn(), **kw)
+
+class _Killed(Exception): pass
+
+def _dies_at(fn, k):
+    "`fn`, raising at its k-th call: a process killed midway."
+    calls = []
+    def f(model, batch):
+        calls.append(1)
+        if len(calls) == k: raise _Killed
+        return fn(model, batch)
+    return f
+
+@pytest.mark.parametrize('cfg', [dict(optimizer='sgd', batch_size=4, lr=0.005),
+                                 dict(optimizer='adamw', loss='ce', lr=2e-3, restore_best=True),
+                                 dict(optimizer='adamw', lr=2e-3, patience=3)])
+@pytest.mark.parametrize('kill', [12, 16])
+def test_killed_run_resumes_to_the_same_history_and_weights(tmp_path, cfg, kill):
+    """A mini-batch or AdamW run killed midway and resumed from its checkpoint ends exactly where an uninterrupted run
+    ends: the batch order, the optimizer's moments, the best weights and the patience count are in the checkpoint."""
+    cfg, fn, ck = FinetuneConfig(params='all', steps=14, eval_every=2, **cfg), tiny_output_fn(), tmp_path / 'c.pt'
+    m0 = tiny_model('gpt2', dtype=torch.float64)
+    h0 = finetune(m0, toy(), fn, cfg, progress=False)
+    with pytest.raises(_Killed):
+        finetune(tiny_model('gpt2', dtype=torch.float64), toy(), _dies_at(fn, kill), cfg, progress=False,
+                 checkpoint=ck, checkpoint_every=3)
+    assert 0 < torch.load(ck, weights_only=True)['step'] < 14
+    m1 = tiny_model('gpt2', dtype=torch.float64)
+    h1 = finetune(m1, toy(), fn, cfg, progress=False, checkpoint=ck, checkpoint_every=3)
+    assert (h1.steps, h1.train_loss, h1.val_loss, h1.test_loss, h1.best_step, h1.stopped) == \
+           (h0.steps, h0.train_loss, h0.val_loss, h0.test_loss, h0.best_step, h0.stopped)
+    assert all(torch.equal(a, b) for a, b in zip(m0.parameters(), m1.parameters()))
+
+def test_checkpoint_keeps_kernels_and_refuses_what_it_cannot_resume(tmp_path):
+    fn, ck = tiny_output_fn(), tmp_path / 'c.pt'
+    kfn = lambda m, p: empirical_ntk(m, toy().train, fn, p, progress=False)
+    run = lambda cfg, m=None: finetune(m or tiny_model('llama', dtype=torch.float64), toy(), fn, cfg, progress=False,
+                                       kernel_fn=kfn, checkpoint=ck)
+    h = run(FinetuneConfig(params='attention', lr=0.005, steps=6, kernel_steps=(0, 6)))
+    longer = FinetuneConfig(params='attention', lr=0.005, steps=10, kernel_steps=(0, 10))
+    h2 = run(longer)   # continues the finished run from its checkpoint
+    assert sorted(h2.kernels) == [0, 10] and torch.equal(h2.kernels[0], h.kernels[0])
+    with pytest.raises(ValueError, match=r'no kernel at steps \[3\]'):
+        run(FinetuneConfig(params='attention', lr=0.005, steps=10, kernel_steps=(3,)))
+    m = tiny_model('llama', dtype=torch.float64)
+    with torch.no_grad(): next(m.parameters()).add_(1.0)   # a frozen (embedding) weight: another starting point
+    with pytest.raises(ValueError, match='another run'):
+        run(longer, m)
+    with pytest.raises(ValueError, match='checkpoint_every must be an integer >= 1'):
+        finetune(m, toy(), fn, longer, progress=False, checkpoint=ck, checkpoint_every=0)
+
+def test_compare_resumes_its_network_run(tmp_path):
+    "`compare` with a checkpoint gives the result of an uninterrupted `compare`, and counts the time spent before."
+    d, fn, ck = toy(), tiny_output_fn(), tmp_path / 'c.pt'
+    kw = dict(steps=8, lr=0.002, data=d, output_fn=fn, progress=False, drift_steps=(), eval_every=2)
+    r0 = compare(tiny_model('llama', dtype=torch.float64), None, 'toy', **kw)
+    with pytest.raises(_Killed):
+        compare(tiny_model('llama', dtype=torch.float64), None, 'toy', **{**kw, 'output_fn': _dies_at(fn, 12)},
+                checkpoint=ck, checkpoint_every=2)
+    before = torch.load(ck, weights_only=True)['seconds']
+    r1 = compare(tiny_model('llama', dtype=torch.float64), None, 'toy', **kw, checkpoint=ck, checkpoint_every=2)
+    assert r1['test_loss'] == r0['test_loss'] and r1['predicted_stop_step'] == r0['predicted_stop_step']
+    assert r1['seconds'] > before > 0
