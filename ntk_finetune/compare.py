@@ -138,7 +138,8 @@ def compare(
     | None = None,  # bytes the kernels may hold at once (default: entk's)
     past_rules: float | None = None,  # run to this multiple of the latest rule's predicted step...
     max_steps: int | None = None,  # ...but at least `steps` and at most `max_steps`
-    checkpoint=None,  # the network run's checkpoint file (`finetune`): a killed run resumes from it
+    checkpoint=None,  # the network run's checkpoint file (`finetune`): a killed run resumes from it (a longer run
+    # continues a shorter one only where every drift step it asks for is at or after the shorter run's end)
     checkpoint_every: int = 20,
 ) -> dict:
     "Kernel prediction vs real fine-tuning on `task` (full-batch GD by default); returns the JSON-ready result."
@@ -238,7 +239,6 @@ def compare(
                 if k in ('linearization_r2', 'r2_per_step')
             },
         }
-    t_ft = time.time()
     hist = finetune(
         model,
         data,
@@ -259,7 +259,6 @@ def compare(
         checkpoint=checkpoint,
         checkpoint_every=checkpoint_every,
     )
-    t_ft = time.time() - t_ft
     rep = linearization_report(hist, pred, an.f0, an.f0_test, top=an.eigvecs[:, 0])
     if linearized and len(hl.probe_train) == len(
         hist.probe_train
@@ -314,7 +313,7 @@ def compare(
         'fits': an.fits,
         'stopped': hist.stopped,
         'linearized': lin,
-        'seconds': time.time() - t0 - t_ft + hist.seconds,  # with the time a resumed run spent before
+        'seconds': time.time() - t0 + (hist.resumed or {}).get('seconds', 0.0),  # with the time before a resume
     }
 
 # %% ../nbs/09_compare.ipynb #c863cca1

@@ -17,7 +17,7 @@ from .analysis import targets
 
 # %% auto #0
 __all__ = ['SETTINGS', 'OPTIMIZERS', 'LOSSES', 'FinetuneConfig', 'TaskData', 'prepare_task', 'toy_task_data', 'History',
-           'finetune', 'LinearizedModel', 'finetune_linearized']
+           'CheckpointMismatch', 'finetune', 'LinearizedModel', 'finetune_linearized']
 
 # %% ../nbs/08_finetune.ipynb #975fed77
 SETTINGS, OPTIMIZERS, LOSSES = (
@@ -184,7 +184,8 @@ class History:
     )  # step -> Gram on the training set (float64)
     best_step: int | None = None
     stopped: str = 'completed'
-    seconds: float = 0.0
+    seconds: float = 0.0  # spent in the loop, with the time before a resume
+    resumed: dict | None = None  # {'step', 'seconds'}: where a resumed run took up, and the time spent before
 
     def save(self, path):
         "Write `path`.json (scalars) and `path`.safetensors (outputs and kernels), atomically."
@@ -279,26 +280,34 @@ def _digest(*tensors) -> str:
     return d.hexdigest()
 
 
-def _resume(path, cfg, run_id):
+class CheckpointMismatch(ValueError):
+    "A checkpoint file that does not hold the run asked for (or cannot be read): remove it to start over."
+
+
+def _resume(path, cfg, run_id, kernels: bool):
     "The checkpoint at `path` of the run `run_id` under `cfg` (with any `steps` from its own on), or None (no file)."
     if path is None or not Path(path).exists():
         return None
-    s = torch.load(path, weights_only=True)
+    try:
+        s = torch.load(path, map_location='cpu', weights_only=True)  # the optimizer's state follows its parameters
+    except Exception as e:
+        raise CheckpointMismatch(f"checkpoint {path} cannot be read ({type(e).__name__}); remove it to start over")
     same = lambda c: {k: v for k, v in c.items() if k not in ('steps', 'kernel_steps')}
-    if same(s['config']) != same(cfg.to_dict()):
-        diff = sorted(k for k in same(cfg.to_dict()) if s['config'].get(k) != cfg.to_dict()[k])
-        raise ValueError(
+    new = same(cfg.to_dict())
+    if same(s['config']) != new:
+        diff = sorted(k for k in {*new, *same(s['config'])} if s['config'].get(k) != new.get(k))
+        raise CheckpointMismatch(
             f"checkpoint {path} was written under another config ({', '.join(diff)} differ); remove it to start over"
         )
     if s['run'] != run_id:
-        raise ValueError(
-            f"checkpoint {path} is of another run (other data or starting weights); remove it to start over"
+        raise CheckpointMismatch(
+            f"checkpoint {path} is of another run (other data, output or starting weights); remove it to start over"
         )
     if s['step'] > cfg.steps:
-        raise ValueError(f"checkpoint {path} is at step {s['step']}, past steps={cfg.steps}")
+        raise CheckpointMismatch(f"checkpoint {path} is at step {s['step']}, past steps={cfg.steps}")
     gone = [t for t in cfg.kernel_steps if t < s['step'] and t not in s['history']['kernels']]
-    if gone:
-        raise ValueError(f"checkpoint {path} is at step {s['step']} and has no kernel at steps {gone}")
+    if kernels and gone:
+        raise CheckpointMismatch(f"checkpoint {path} is at step {s['step']} and has no kernel at steps {gone}")
     return s
 
 
@@ -360,18 +369,21 @@ def finetune(
     train = {k: v.to(dev) for k, v in train.items()}
     y = data.y_train.to(dev)
     start, before = 0, 0.0  # the step to start from and the seconds spent before it
-    if checkpoint is not None:  # the run: its data and the model's starting weights, trained or not
+    if checkpoint is not None:  # the run: its data, its output and the model's starting weights, trained or not
         sets = [b[k] for b in (train, val, test) for k in sorted(b)]
+        out = getattr(output_fn, 'name', getattr(output_fn, '__qualname__', type(output_fn).__qualname__))
         run_id = _digest(*sets, data.y_train, data.y_val, data.y_test, *model.state_dict().values())
-        s = _resume(checkpoint, cfg, run_id)
+        run_id = hashlib.sha256(f'{run_id}:{out}'.encode()).hexdigest()
+        s = _resume(checkpoint, cfg, run_id, kernel_fn is not None)
         if s is not None:
             with torch.no_grad():
                 for nm, p in params.items():
                     p.copy_(s['params'][nm])
             opt.load_state_dict(s['optimizer'])
             gen.set_state(s['generator'])
-            h = History(**{**s['history'], 'config': cfg.to_dict()})
-            h.kernels = {t: k for t, k in h.kernels.items() if t in cfg.kernel_steps}
+            took_up = {'step': s['step'], 'seconds': s['seconds']}
+            h = History(**{**s['history'], 'config': cfg.to_dict(), 'resumed': took_up})
+            h.kernels = {t: k for t, k in h.kernels.items() if t in cfg.kernel_steps and kernel_fn is not None}
             best = (s['best'][0], s['best'][1], [b.to(dev) for b in s['best'][2]] if s['best'][2] else None)
             bad, first, start, before = s['bad'], s['first'], s['step'], s['seconds']
     t0 = time.time()

@@ -2,6 +2,7 @@ import json, math, subprocess, sys
 from pathlib import Path
 import numpy as np, pytest, torch
 from ntk_finetune.finetune import FinetuneConfig, TaskData, History, finetune, prepare_task, LinearizedModel, targets
+from ntk_finetune.finetune import CheckpointMismatch
 from ntk_finetune.compare import compare, SpectralEarlyStoppingCallback
 from ntk_finetune.models import tiny_model, LabelWordMargin, HeadOutput, load_model, tokenize, make_output_fn
 from ntk_finetune.entk import empirical_ntk
@@ -252,51 +253,84 @@ def test_compare_past_rules_bad_input(kw, match):
 class _Killed(Exception): pass
 
 def _dies_at(fn, k):
-    "`fn`, raising at its k-th call: a process killed midway."
+    "`fn` (the same output, by name), raising at its k-th call: a process killed midway."
     calls = []
     def f(model, batch):
         calls.append(1)
         if len(calls) == k: raise _Killed
         return fn(model, batch)
+    f.name, f.calls = fn.name, calls
     return f
+
+def _same_history(a, b):
+    keys = ('steps', 'train_loss', 'train_acc', 'val_loss', 'test_loss', 'displacement', 'best_step', 'stopped')
+    assert all(getattr(a, k) == getattr(b, k) for k in keys), [k for k in keys if getattr(a, k) != getattr(b, k)]
+    assert all(torch.equal(x, y) for x, y in zip(a.probe_train + a.probe_test, b.probe_train + b.probe_test))
+
+def _fake_seconds(ck, seconds=1e6):
+    "Mark the checkpoint's time spent, so that a run can tell it took up from it."
+    s = torch.load(ck, weights_only=True)
+    torch.save({**s, 'seconds': seconds}, ck)
 
 @pytest.mark.parametrize('cfg', [dict(optimizer='sgd', batch_size=4, lr=0.005),
                                  dict(optimizer='adamw', loss='ce', lr=2e-3, restore_best=True),
                                  dict(optimizer='adamw', lr=2e-3, patience=3)])
-@pytest.mark.parametrize('kill', [12, 16])
+@pytest.mark.parametrize('kill', [12, 16, 'last'])
 def test_killed_run_resumes_to_the_same_history_and_weights(tmp_path, cfg, kill):
-    """A mini-batch or AdamW run killed midway and resumed from its checkpoint ends exactly where an uninterrupted run
-    ends: the batch order, the optimizer's moments, the best weights and the patience count are in the checkpoint."""
+    """A mini-batch or AdamW run killed midway (or in its last evaluation) and resumed from its checkpoint ends exactly
+    where an uninterrupted run ends: the batch order, the optimizer's moments, the best weights and the patience count
+    are in the checkpoint."""
     cfg, fn, ck = FinetuneConfig(params='all', steps=14, eval_every=2, **cfg), tiny_output_fn(), tmp_path / 'c.pt'
-    m0 = tiny_model('gpt2', dtype=torch.float64)
-    h0 = finetune(m0, toy(), fn, cfg, progress=False)
+    m0, count = tiny_model('gpt2', dtype=torch.float64), _dies_at(fn, 0)
+    h0 = finetune(m0, toy(), count, cfg, progress=False)
+    if cfg.patience: assert h0.stopped.startswith('early stopping') and h0.steps[-1] < 14
+    if cfg.restore_best: assert h0.best_step < 14   # the weights it ends with are restored ones
     with pytest.raises(_Killed):
-        finetune(tiny_model('gpt2', dtype=torch.float64), toy(), _dies_at(fn, kill), cfg, progress=False,
-                 checkpoint=ck, checkpoint_every=3)
-    assert 0 < torch.load(ck, weights_only=True)['step'] < 14
+        dies = _dies_at(fn, len(count.calls) if kill == 'last' else kill)
+        finetune(tiny_model('gpt2', dtype=torch.float64), toy(), dies, cfg, progress=False, checkpoint=ck,
+                 checkpoint_every=3)
+    at = torch.load(ck, weights_only=True)['step']
+    assert 0 < at <= h0.steps[-1] and (kill != 'last' or cfg.patience or at == 14)
     m1 = tiny_model('gpt2', dtype=torch.float64)
     h1 = finetune(m1, toy(), fn, cfg, progress=False, checkpoint=ck, checkpoint_every=3)
-    assert (h1.steps, h1.train_loss, h1.val_loss, h1.test_loss, h1.best_step, h1.stopped) == \
-           (h0.steps, h0.train_loss, h0.val_loss, h0.test_loss, h0.best_step, h0.stopped)
+    assert h1.resumed['step'] == at
+    _same_history(h1, h0)
     assert all(torch.equal(a, b) for a, b in zip(m0.parameters(), m1.parameters()))
+
+def test_longer_run_continues_a_finished_one(tmp_path):
+    "7 steps, then 12 from the 7-step run's checkpoint: the history of 12 steps from the start (7 is off the grid)."
+    fn, ck, d = tiny_output_fn(), tmp_path / 'c.pt', toy()
+    cfg = lambda steps: FinetuneConfig(params='all', lr=0.005, steps=steps, eval_every=2)
+    finetune(tiny_model('gpt2', dtype=torch.float64), d, fn, cfg(7), progress=False, checkpoint=ck)
+    _fake_seconds(ck)
+    h = finetune(tiny_model('gpt2', dtype=torch.float64), d, fn, cfg(12), progress=False, checkpoint=ck)
+    assert h.resumed['step'] == 7 and h.seconds > 1e6 and h.steps == [0, 2, 4, 6, 8, 10, 12]
+    _same_history(h, finetune(tiny_model('gpt2', dtype=torch.float64), d, fn, cfg(12), progress=False))
 
 def test_checkpoint_keeps_kernels_and_refuses_what_it_cannot_resume(tmp_path):
     fn, ck = tiny_output_fn(), tmp_path / 'c.pt'
     kfn = lambda m, p: empirical_ntk(m, toy().train, fn, p, progress=False)
-    run = lambda cfg, m=None: finetune(m or tiny_model('llama', dtype=torch.float64), toy(), fn, cfg, progress=False,
-                                       kernel_fn=kfn, checkpoint=ck)
+    run = lambda cfg, m=None, out=fn, k=kfn: finetune(m or tiny_model('llama', dtype=torch.float64), toy(), out, cfg,
+                                                      progress=False, kernel_fn=k, checkpoint=ck)
     h = run(FinetuneConfig(params='attention', lr=0.005, steps=6, kernel_steps=(0, 6)))
     longer = FinetuneConfig(params='attention', lr=0.005, steps=10, kernel_steps=(0, 10))
-    h2 = run(longer)   # continues the finished run from its checkpoint
-    assert sorted(h2.kernels) == [0, 10] and torch.equal(h2.kernels[0], h.kernels[0])
-    with pytest.raises(ValueError, match=r'no kernel at steps \[3\]'):
+    _fake_seconds(ck)
+    h2 = run(longer)   # continues the finished run from its checkpoint, with its kernel at step 0
+    assert h2.seconds > 1e6 and sorted(h2.kernels) == [0, 10] and torch.equal(h2.kernels[0], h.kernels[0])
+    assert run(longer, k=None).kernels == {}   # no kernel function: no kernels, as in a run without a checkpoint
+    with pytest.raises(CheckpointMismatch, match=r'no kernel at steps \[3\]'):
         run(FinetuneConfig(params='attention', lr=0.005, steps=10, kernel_steps=(3,)))
     m = tiny_model('llama', dtype=torch.float64)
     with torch.no_grad(): next(m.parameters()).add_(1.0)   # a frozen (embedding) weight: another starting point
-    with pytest.raises(ValueError, match='another run'):
+    with pytest.raises(CheckpointMismatch, match='another run'):
         run(longer, m)
+    with pytest.raises(CheckpointMismatch, match='another run'):   # another output: other label words
+        run(longer, out=tiny_output_fn(3))
     with pytest.raises(ValueError, match='checkpoint_every must be an integer >= 1'):
         finetune(m, toy(), fn, longer, progress=False, checkpoint=ck, checkpoint_every=0)
+    ck.write_bytes(b'truncated')
+    with pytest.raises(CheckpointMismatch, match='cannot be read'):
+        run(longer)
 
 def test_compare_resumes_its_network_run(tmp_path):
     "`compare` with a checkpoint gives the result of an uninterrupted `compare`, and counts the time spent before."
@@ -306,7 +340,7 @@ def test_compare_resumes_its_network_run(tmp_path):
     with pytest.raises(_Killed):
         compare(tiny_model('llama', dtype=torch.float64), None, 'toy', **{**kw, 'output_fn': _dies_at(fn, 12)},
                 checkpoint=ck, checkpoint_every=2)
-    before = torch.load(ck, weights_only=True)['seconds']
+    _fake_seconds(ck)
     r1 = compare(tiny_model('llama', dtype=torch.float64), None, 'toy', **kw, checkpoint=ck, checkpoint_every=2)
     assert r1['test_loss'] == r0['test_loss'] and r1['predicted_stop_step'] == r0['predicted_stop_step']
-    assert r1['seconds'] > before > 0
+    assert r1['seconds'] > 1e6
