@@ -184,7 +184,7 @@ def cmd_analyze(a, out=print):
         progress=True,
         **_kernel_kw(a, folder),
     )
-    history = _finetune(a, m, sample, fn, an) if a.finetune else None
+    history = _finetune(a, m, sample, fn, an, folder) if a.finetune else None
     out(summary_table(an))
     if history is not None:
         out(
@@ -195,7 +195,18 @@ def cmd_analyze(a, out=print):
     return an
 
 
-def _finetune(a, m, sample, fn, an):
+def _resumable(run, path):
+    "`run(path)` with `path` the fine-tuning checkpoint; where it holds another run (other arguments), start over."
+    from ntk_finetune.finetune import CheckpointMismatch
+
+    try:
+        return run(path)
+    except CheckpointMismatch:
+        path.unlink()
+        return run(path)
+
+
+def _finetune(a, m, sample, fn, an, folder):
     "Full-batch GD at the analysis' learning rate, on its training sample, recorded on its test sample."
     import numpy as np
     from ntk_finetune.finetune import TaskData, FinetuneConfig, finetune
@@ -218,13 +229,9 @@ def _finetune(a, m, sample, fn, an):
         sample.test,
         sample.test_labels,
     )
-    h = finetune(
-        m,
-        data,
-        fn,
-        FinetuneConfig(params=a.params, lr=an.settings['lr'], steps=steps, seed=a.seed),
-        progress=True,
-    )
+    cfg = FinetuneConfig(params=a.params, lr=an.settings['lr'], steps=steps, seed=a.seed)
+    run = lambda ck: finetune(m, data, fn, cfg, progress=True, checkpoint=ck)
+    h = _resumable(run, folder / '.cache' / 'finetune.pt')  # the same command again resumes, a longer one continues
     return {
         'steps': h.steps,
         'train_loss': h.train_loss,
@@ -235,6 +242,7 @@ def _finetune(a, m, sample, fn, an):
         if h.test_loss
         else None,
         'lr': an.settings['lr'],
+        'resumed_at_step': (h.resumed or {}).get('step'),
     }
 
 
@@ -335,21 +343,9 @@ def cmd_compare(a, out=print):
 
     folder = check_out_dir(a.out)
     m, tok = load_model(a.model, device=a.device, dtype=getattr(torch, a.dtype))
-    res = compare(
-        m,
-        tok,
-        a.task,
-        a.n,
-        a.n_val,
-        a.n_test,
-        a.max_length,
-        a.steps or 30,
-        a.lr,
-        a.params,
-        seed=a.seed,
-        model_name=a.model,
-        memory_budget=_kernel_kw(a, folder)['memory_budget'],
-    )
+    n = (a.n, a.n_val, a.n_test, a.max_length, a.steps or 30, a.lr, a.params)
+    kw = dict(seed=a.seed, model_name=a.model, memory_budget=_kernel_kw(a, folder)['memory_budget'])
+    res = _resumable(lambda ck: compare(m, tok, a.task, *n, **kw, checkpoint=ck), folder / '.cache' / 'compare.pt')
     save_json(res, folder / 'compare.json')
     if res['stopped'].startswith('diverged'):
         out(f"fine-tuning {res['stopped']}: lower --lr")
@@ -698,7 +694,7 @@ def main(argv: list[str] | None = None):
     except KeyboardInterrupt:
         print(
             "ntk-finetune: interrupted; give the same command again to resume "
-            "(the kernel is cached in the output folder)",
+            "(the kernel and the fine-tuning run are saved in the output folder)",
             file=sys.stderr,
         )
         sys.exit(2)

@@ -312,6 +312,7 @@ def compare(
         'beta_se': (an.fits.get('power') or {}).get('se'),
         'fits': an.fits,
         'stopped': hist.stopped,
+        'resumed_at_step': (hist.resumed or {}).get('step'),  # where the network run took up from its checkpoint
         'linearized': lin,
         'seconds': time.time() - t0 + (hist.resumed or {}).get('seconds', 0.0),  # with the time before a resume
     }

@@ -70,7 +70,18 @@ def test_compare_subcommand(tiny_lm, tmp_path):
     assert code == 0, err
     r = json.loads((tmp_path / 'compare.json').read_text())
     assert len(r['test_loss']) == len(r['eval_steps']) and r['eval_steps'][-1] == 3 and 'hold-out best' in stdout
-    assert set(r['predicted_stop_step']) >= {'rwy', 'cp'}
+    assert set(r['predicted_stop_step']) >= {'rwy', 'cp'} and r['resumed_at_step'] is None
+
+def test_compare_again_continues_its_run_and_other_arguments_start_over(tiny_lm, tmp_path):
+    "The fine-tuning run is checkpointed in the output folder: more --steps continue it, another --seed starts anew."
+    args = lambda steps, seed=0: ('compare', '--model', tiny_lm, '--task', 'rt-sentiment', '--n', 8, '--n-val', 4,
+                                  '--n-test', 4, '--max-length', 24, '--steps', steps, '--seed', seed, '--out', tmp_path)
+    r = lambda: json.loads((tmp_path / 'compare.json').read_text())
+    assert run(*args(3))[0] == 0 and r()['resumed_at_step'] is None
+    code, _, err = run(*args(6)); assert code == 0, err
+    assert r()['resumed_at_step'] == 3 and r()['eval_steps'][-1] == 6
+    code, _, err = run(*args(6, seed=1)); assert code == 0, err
+    assert r()['resumed_at_step'] is None and r()['eval_steps'][-1] == 6
 
 def test_taskvec_subcommand(tiny_lm, tmp_path):
     code, stdout, err = run('taskvec', '--model', tiny_lm, '--tasks', 'rt-sentiment,sms-spam', '--n', 8, '--n-test', 4,
