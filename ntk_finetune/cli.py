@@ -195,17 +195,6 @@ def cmd_analyze(a, out=print):
     return an
 
 
-def _resumable(run, path):
-    "`run(path)` with `path` the fine-tuning checkpoint; where it holds another run (other arguments), start over."
-    from ntk_finetune.finetune import CheckpointMismatch
-
-    try:
-        return run(path)
-    except CheckpointMismatch:
-        path.unlink()
-        return run(path)
-
-
 def _finetune(a, m, sample, fn, an, folder):
     "Full-batch GD at the analysis' learning rate, on its training sample, recorded on its test sample."
     import numpy as np
@@ -230,8 +219,8 @@ def _finetune(a, m, sample, fn, an, folder):
         sample.test_labels,
     )
     cfg = FinetuneConfig(params=a.params, lr=an.settings['lr'], steps=steps, seed=a.seed)
-    run = lambda ck: finetune(m, data, fn, cfg, progress=True, checkpoint=ck)
-    h = _resumable(run, folder / '.cache' / 'finetune.pt')  # the same command again resumes, a longer one continues
+    ck = folder / '.cache' / 'finetune.pt'  # the same command again resumes, a longer one continues, another restarts
+    h = finetune(m, data, fn, cfg, progress=True, checkpoint=ck, on_mismatch='restart')
     return {
         'steps': h.steps,
         'train_loss': h.train_loss,
@@ -345,7 +334,7 @@ def cmd_compare(a, out=print):
     m, tok = load_model(a.model, device=a.device, dtype=getattr(torch, a.dtype))
     n = (a.n, a.n_val, a.n_test, a.max_length, a.steps or 30, a.lr, a.params)
     kw = dict(seed=a.seed, model_name=a.model, memory_budget=_kernel_kw(a, folder)['memory_budget'])
-    res = _resumable(lambda ck: compare(m, tok, a.task, *n, **kw, checkpoint=ck), folder / '.cache' / 'compare.pt')
+    res = compare(m, tok, a.task, *n, **kw, checkpoint=folder / '.cache' / 'compare.pt', on_mismatch='restart')
     save_json(res, folder / 'compare.json')
     if res['stopped'].startswith('diverged'):
         out(f"fine-tuning {res['stopped']}: lower --lr")

@@ -141,11 +141,14 @@ def compare(
     checkpoint=None,  # the network run's checkpoint file (`finetune`): a killed run resumes from it (a longer run
     # continues a shorter one only where every drift step it asks for is at or after the shorter run's end)
     checkpoint_every: int = 20,
+    on_mismatch: str = 'raise',  # a `checkpoint` of another run: 'raise', or 'restart' the network run (`finetune`)
 ) -> dict:
     "Kernel prediction vs real fine-tuning on `task` (full-batch GD by default); returns the JSON-ready result."
     t0 = time.time()
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
         raise ValueError(f"steps must be an integer >= 1, got {steps!r}")
+    if on_mismatch not in ('raise', 'restart'):  # before the kernels, not after
+        raise ValueError(f"on_mismatch must be 'raise' or 'restart', got {on_mismatch!r}")
     if past_rules is not None:
         if as_scalar(past_rules, 'past_rules') < 1:
             raise ValueError(f"past_rules must be >= 1 (a multiple of the latest rule's step), got {past_rules!r}")
@@ -258,6 +261,7 @@ def compare(
         kernel_fn=kfn,
         checkpoint=checkpoint,
         checkpoint_every=checkpoint_every,
+        on_mismatch=on_mismatch,
     )
     rep = linearization_report(hist, pred, an.f0, an.f0_test, top=an.eigvecs[:, 0])
     if linearized and len(hl.probe_train) == len(

@@ -4,7 +4,7 @@
 
 # %% ../nbs/08_finetune.ipynb #c7b6bca5
 from __future__ import annotations
-import hashlib, math, time
+import hashlib, math, time, warnings
 from dataclasses import dataclass, field, asdict
 from pathlib import Path
 import torch
@@ -281,7 +281,7 @@ def _digest(*tensors) -> str:
 
 
 class CheckpointMismatch(ValueError):
-    "A checkpoint file that does not hold the run asked for (or cannot be read): remove it to start over."
+    "A checkpoint file that does not hold the run asked for (or cannot be read)."
 
 
 def _resume(path, cfg, run_id, kernels: bool):
@@ -291,17 +291,17 @@ def _resume(path, cfg, run_id, kernels: bool):
     try:
         s = torch.load(path, map_location='cpu', weights_only=True)  # the optimizer's state follows its parameters
     except Exception as e:
-        raise CheckpointMismatch(f"checkpoint {path} cannot be read ({type(e).__name__}); remove it to start over")
+        raise CheckpointMismatch(f"checkpoint {path} cannot be read ({type(e).__name__})")
     same = lambda c: {k: v for k, v in c.items() if k not in ('steps', 'kernel_steps')}
     new = same(cfg.to_dict())
     if same(s['config']) != new:
         diff = sorted(k for k in {*new, *same(s['config'])} if s['config'].get(k) != new.get(k))
         raise CheckpointMismatch(
-            f"checkpoint {path} was written under another config ({', '.join(diff)} differ); remove it to start over"
+            f"checkpoint {path} was written under another config ({', '.join(diff)} differ)"
         )
     if s['run'] != run_id:
         raise CheckpointMismatch(
-            f"checkpoint {path} is of another run (other data, output or starting weights); remove it to start over"
+            f"checkpoint {path} is of another run (other data, output or starting weights)"
         )
     if s['step'] > cfg.steps:
         raise CheckpointMismatch(f"checkpoint {path} is at step {s['step']}, past steps={cfg.steps}")
@@ -320,10 +320,13 @@ def finetune(
     kernel_fn=None,
     checkpoint: str | Path | None = None,  # resume from this file if it holds this run; save the run to it...
     checkpoint_every: int = 20,  # ...every this many steps and before the last
+    on_mismatch: str = 'raise',  # a `checkpoint` of another run: 'raise' a CheckpointMismatch, or 'restart' (warn)
 ) -> History:
     "Fine-tune the selected parameters of `model` in place; returns the per-step `History`."
     if isinstance(checkpoint_every, bool) or not isinstance(checkpoint_every, int) or checkpoint_every < 1:
         raise ValueError(f"checkpoint_every must be an integer >= 1, got {checkpoint_every!r}")
+    if on_mismatch not in ('raise', 'restart'):
+        raise ValueError(f"on_mismatch must be 'raise' or 'restart', got {on_mismatch!r}")
     cfg = config or FinetuneConfig()
     which = 'head' if cfg.setting == 'probe' else cfg.params
     params = select_params(model, which)
@@ -374,7 +377,13 @@ def finetune(
         out = getattr(output_fn, 'name', getattr(output_fn, '__qualname__', type(output_fn).__qualname__))
         run_id = _digest(*sets, data.y_train, data.y_val, data.y_test, *model.state_dict().values())
         run_id = hashlib.sha256(f'{run_id}:{out}'.encode()).hexdigest()
-        s = _resume(checkpoint, cfg, run_id, kernel_fn is not None)
+        try:
+            s = _resume(checkpoint, cfg, run_id, kernel_fn is not None)
+        except CheckpointMismatch as e:
+            if on_mismatch == 'raise':
+                raise CheckpointMismatch(f"{e}: remove it, or pass on_mismatch='restart', to start over") from None
+            warnings.warn(f"{e}: starting over (on_mismatch='restart')")
+            s = None  # the file is replaced at the first save
         if s is not None:
             with torch.no_grad():
                 for nm, p in params.items():

@@ -332,6 +332,31 @@ def test_checkpoint_keeps_kernels_and_refuses_what_it_cannot_resume(tmp_path):
     with pytest.raises(CheckpointMismatch, match='cannot be read'):
         run(longer)
 
+def test_restart_on_mismatch_replaces_the_checkpoint_with_the_new_run(tmp_path):
+    "on_mismatch='restart': an unreadable checkpoint gives the fresh run's history, with a warning, and is replaced."
+    fn, ck, d = tiny_output_fn(), tmp_path / 'c.pt', toy()
+    cfg = FinetuneConfig(params='all', lr=0.005, steps=6, eval_every=2)
+    fresh = finetune(tiny_model('gpt2', dtype=torch.float64), d, fn, cfg, progress=False)
+    ck.write_bytes(b'truncated')
+    with pytest.warns(UserWarning, match='cannot be read.*starting over'):
+        h = finetune(tiny_model('gpt2', dtype=torch.float64), d, fn, cfg, progress=False, checkpoint=ck,
+                     on_mismatch='restart')
+    assert h.resumed is None
+    _same_history(h, fresh)
+    assert torch.load(ck, weights_only=True)['step'] == 6   # the file holds the new run, which the next call resumes
+    assert finetune(tiny_model('gpt2', dtype=torch.float64), d, fn, cfg, progress=False,
+                    checkpoint=ck).resumed['step'] == 6
+
+@pytest.mark.parametrize('f', ['finetune', 'compare'])
+def test_on_mismatch_takes_raise_or_restart(tmp_path, f):
+    "A misspelt on_mismatch is refused in one line before any work (in `compare`, before its kernels)."
+    d, fn = toy(), tiny_output_fn()
+    m = tiny_model('gpt2', dtype=torch.float64)
+    call = (lambda: finetune(m, d, fn, FinetuneConfig(steps=2), progress=False, on_mismatch='ignore')) if f == 'finetune' \
+        else (lambda: compare(m, None, 'toy', steps=2, data=d, output_fn=fn, progress=False, on_mismatch='ignore'))
+    with pytest.raises(ValueError, match="on_mismatch must be 'raise' or 'restart', got 'ignore'"):
+        call()
+
 def test_compare_resumes_its_network_run(tmp_path):
     "`compare` with a checkpoint gives the result of an uninterrupted `compare`, and counts the time spent before."
     d, fn, ck = toy(), tiny_output_fn(), tmp_path / 'c.pt'
