@@ -338,6 +338,7 @@ class SpectralEarlyStoppingCallback(TrainerCallback):
         stop: bool = True,
         step_size: float | None = None,
         kind: str = 'auto',  # 'binary' (0/1), 'multiclass' (0..C-1) or 'regression'; 'auto': read from the labels
+        loss: str = 'auto',  # the Trainer's loss, 'mse' or 'ce'; 'auto': what transformers trains `kind` on
     ):
         if rule not in RULES:
             raise ValueError(f"rule must be one of {', '.join(RULES)}, got {rule!r}")
@@ -359,6 +360,9 @@ class SpectralEarlyStoppingCallback(TrainerCallback):
             if len(values) < 2:
                 raise ValueError(f"the labels hold one class only ({labels[0].item()!r}): nothing to classify")
             labels = labels.long()
+        if loss not in ('auto', 'mse', 'ce'):
+            raise ValueError(f"loss must be 'auto', 'mse' or 'ce', got {loss!r}")
+        self.loss = ('mse' if kind == 'regression' else 'ce') if loss == 'auto' else loss
         C = 0 if kind == 'regression' else max(2, int(labels.max()) + 1)
         self.kind, self.classes = kind, tuple(str(c) for c in range(C))
         self.batch, self.labels, self.output_fn, self.params, self.rule, self.stop = (
@@ -407,6 +411,17 @@ class SpectralEarlyStoppingCallback(TrainerCallback):
             warnings.warn(
                 f"the step conversion assumes (S)GD on the squared loss; with {args.optim} the stop at optimizer "
                 f"step {sched['optimizer_steps']} is a heuristic"
+            )
+        if self.loss == 'ce':
+            warnings.warn(
+                f"the step conversion assumes the squared loss; on cross-entropy (what transformers trains a "
+                f"classifier on; pass loss='mse' if this Trainer's loss is squared) the stop at optimizer step "
+                f"{sched['optimizer_steps']} is a heuristic"
+            )
+        if 0 < (getattr(state, 'max_steps', 0) or 0) < sched['optimizer_steps']:
+            warnings.warn(
+                f"the predicted stop, optimizer step {sched['optimizer_steps']}, lies beyond this run's "
+                f"{state.max_steps} steps: training ends first"
             )
         if args.learning_rate * an.spectrum['lambda_1'] >= 2:
             warnings.warn(

@@ -132,6 +132,24 @@ def test_callback_warns_for_adam():
     with pytest.warns(UserWarning, match='heuristic'):
         cb.on_train_begin(A(), S(), None, model=tiny_model('llama', kind='classification'))
 
+@pytest.mark.parametrize('loss, run_steps, want', [('auto', 0, {'cross-entropy'}), ('mse', 0, set()),
+                                                    ('mse', 1, {'beyond'}), ('ce', 10**9, {'cross-entropy'})])
+def test_callback_warns_where_the_conversion_does_not_hold(loss, run_steps, want):
+    "Class labels train on cross-entropy unless loss='mse' says otherwise; a stop past the run's max_steps is said."
+    from ntk_finetune import compare as C
+    import warnings
+    d = toy(n=32)
+    cb = C.SpectralEarlyStoppingCallback(d.train, d.train['input_ids'][:, 1] % 2, rule='cp', loss=loss)  # learnable
+    class A: per_device_train_batch_size, gradient_accumulation_steps, learning_rate, optim = 16, 1, 0.05, 'sgd'
+    class S: log_history, max_steps = [], run_steps
+    with warnings.catch_warnings(record=True) as w:
+        warnings.simplefilter('always')
+        cb.on_train_begin(A(), S(), None, model=tiny_model('llama', kind='classification'))
+    said = {k for k in ('cross-entropy', 'beyond') for x in w if k in str(x.message)}
+    assert cb.stop_step > 1 and said == want, [str(x.message) for x in w]
+    with pytest.raises(ValueError, match="loss must be 'auto', 'mse' or 'ce'"):
+        C.SpectralEarlyStoppingCallback({}, [0, 1], loss='hinge')
+
 def test_linearized_model_restores_the_callers_flags():
     """Wrapping freezes the model (its weights are constants of f_lin), and says so; restore() undoes it exactly."""
     m = tiny_model('gpt2')
