@@ -1146,6 +1146,7 @@ def learning_curve(
                 'n': n,
                 'seed': s,
                 'step_size': a,
+                'horizon': T,  # the path's last step: an oracle_step equal to it may still improve
                 'sigma_hat': st['sigma_hat'],
                 'oracle_step': t_or,
                 'oracle_test_loss': float(loss[t_or]),
