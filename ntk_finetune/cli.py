@@ -4,7 +4,8 @@
 
 # %% ../nbs/90_cli.ipynb #8c4cb2ef
 from __future__ import annotations
-import argparse, os, shutil, sys, tempfile
+import argparse, os, shutil, sys, tempfile, warnings
+from contextlib import contextmanager
 from pathlib import Path
 
 # %% auto #0
@@ -159,6 +160,24 @@ def _kernel_kw(a, out):
     )
 
 
+@contextmanager
+def _restart_said(out, cache):
+    "Say in one line, when it happens, that `cache` held another run and the run starts over (other warnings pass)."
+    from ntk_finetune.finetune import CheckpointRestart
+
+    with warnings.catch_warnings():  # restores showwarning and the filters on the way out
+        show = warnings.showwarning
+
+        def said(message, category, *args, **kw):
+            if not issubclass(category, CheckpointRestart):
+                return show(message, category, *args, **kw)
+            out(f"restart   {cache} held another run (other flags or data): starting over, it will be replaced")
+
+        warnings.showwarning = said
+        warnings.simplefilter('always', CheckpointRestart)
+        yield
+
+
 def cmd_analyze(a, out=print):
     "The main job: analysis, terminal table, report.html, metrics.json, analysis/ (and fine-tuning with --finetune)."
     from ntk_finetune.analysis import analyze_sample
@@ -184,7 +203,8 @@ def cmd_analyze(a, out=print):
         progress=True,
         **_kernel_kw(a, folder),
     )
-    history = _finetune(a, m, sample, fn, an, folder) if a.finetune else None
+    with _restart_said(out, folder / '.cache' / 'finetune.pt'):
+        history = _finetune(a, m, sample, fn, an, folder) if a.finetune else None
     out(summary_table(an))
     if history is not None:
         out(
@@ -334,7 +354,9 @@ def cmd_compare(a, out=print):
     m, tok = load_model(a.model, device=a.device, dtype=getattr(torch, a.dtype))
     n = (a.n, a.n_val, a.n_test, a.max_length, a.steps or 30, a.lr, a.params)
     kw = dict(seed=a.seed, model_name=a.model, memory_budget=_kernel_kw(a, folder)['memory_budget'])
-    res = compare(m, tok, a.task, *n, **kw, checkpoint=folder / '.cache' / 'compare.pt', on_mismatch='restart')
+    ck = folder / '.cache' / 'compare.pt'
+    with _restart_said(out, ck):
+        res = compare(m, tok, a.task, *n, **kw, checkpoint=ck, on_mismatch='restart')
     save_json(res, folder / 'compare.json')
     if res['stopped'].startswith('diverged'):
         out(f"fine-tuning {res['stopped']}: lower --lr")

@@ -17,7 +17,7 @@ from .analysis import targets
 
 # %% auto #0
 __all__ = ['SETTINGS', 'OPTIMIZERS', 'LOSSES', 'FinetuneConfig', 'TaskData', 'prepare_task', 'toy_task_data', 'History',
-           'CheckpointMismatch', 'finetune', 'LinearizedModel', 'finetune_linearized']
+           'CheckpointMismatch', 'CheckpointRestart', 'finetune', 'LinearizedModel', 'finetune_linearized']
 
 # %% ../nbs/08_finetune.ipynb #975fed77
 SETTINGS, OPTIMIZERS, LOSSES = (
@@ -284,6 +284,13 @@ class CheckpointMismatch(ValueError):
     "A checkpoint file that does not hold the run asked for (or cannot be read)."
 
 
+class CheckpointRestart(UserWarning):
+    "Warned when `on_mismatch='restart'` starts over from a checkpoint of another run (the file is replaced)."
+
+
+_CKPT_KEYS = ('config', 'run', 'step', 'params', 'optimizer', 'generator', 'history', 'best', 'bad', 'first', 'seconds')
+
+
 def _resume(path, cfg, run_id, kernels: bool):
     "The checkpoint at `path` of the run `run_id` under `cfg` (with any `steps` from its own on), or None (no file)."
     if path is None or not Path(path).exists():
@@ -292,6 +299,9 @@ def _resume(path, cfg, run_id, kernels: bool):
         s = torch.load(path, map_location='cpu', weights_only=True)  # the optimizer's state follows its parameters
     except Exception as e:
         raise CheckpointMismatch(f"checkpoint {path} cannot be read ({type(e).__name__})")
+    missing = [k for k in _CKPT_KEYS if k not in s] if isinstance(s, dict) else list(_CKPT_KEYS)
+    if missing:
+        raise CheckpointMismatch(f"checkpoint {path} is not a fine-tuning checkpoint (no {', '.join(missing)})")
     same = lambda c: {k: v for k, v in c.items() if k not in ('steps', 'kernel_steps')}
     new = same(cfg.to_dict())
     if same(s['config']) != new:
@@ -382,7 +392,7 @@ def finetune(
         except CheckpointMismatch as e:
             if on_mismatch == 'raise':
                 raise CheckpointMismatch(f"{e}: remove it, or pass on_mismatch='restart', to start over") from None
-            warnings.warn(f"{e}: starting over (on_mismatch='restart')")
+            warnings.warn(f"{e}: starting over (on_mismatch='restart')", CheckpointRestart)
             s = None  # the file is replaced at the first save
         if s is not None:
             with torch.no_grad():

@@ -78,10 +78,12 @@ def test_compare_again_continues_its_run_and_other_arguments_start_over(tiny_lm,
                                   '--n-test', 4, '--max-length', 24, '--steps', steps, '--seed', seed, '--out', tmp_path)
     r = lambda: json.loads((tmp_path / 'compare.json').read_text())
     assert run(*args(3))[0] == 0 and r()['resumed_at_step'] is None
-    code, _, err = run(*args(6)); assert code == 0, err
-    assert r()['resumed_at_step'] == 3 and r()['eval_steps'][-1] == 6
-    code, _, err = run(*args(6, seed=1)); assert code == 0, err
+    code, out, err = run(*args(6)); assert code == 0, err
+    assert r()['resumed_at_step'] == 3 and r()['eval_steps'][-1] == 6 and 'restart' not in out
+    code, out, err = run(*args(6, seed=1)); assert code == 0, err
     assert r()['resumed_at_step'] is None and r()['eval_steps'][-1] == 6
+    said = [ln for ln in out.splitlines() if ln.startswith('restart')]   # one line in the CLI's words, no Python warning
+    assert len(said) == 1 and 'compare.pt held another run' in said[0] and 'starting over' not in err, (out, err)
 
 def test_taskvec_subcommand(tiny_lm, tmp_path):
     code, stdout, err = run('taskvec', '--model', tiny_lm, '--tasks', 'rt-sentiment,sms-spam', '--n', 8, '--n-test', 4,

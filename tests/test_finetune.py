@@ -2,7 +2,7 @@ import json, math, subprocess, sys
 from pathlib import Path
 import numpy as np, pytest, torch
 from ntk_finetune.finetune import FinetuneConfig, TaskData, History, finetune, prepare_task, LinearizedModel, targets
-from ntk_finetune.finetune import CheckpointMismatch
+from ntk_finetune.finetune import CheckpointMismatch, CheckpointRestart
 from ntk_finetune.compare import compare, SpectralEarlyStoppingCallback
 from ntk_finetune.models import tiny_model, LabelWordMargin, HeadOutput, load_model, tokenize, make_output_fn
 from ntk_finetune.entk import empirical_ntk
@@ -349,6 +349,10 @@ def test_checkpoint_keeps_kernels_and_refuses_what_it_cannot_resume(tmp_path):
     ck.write_bytes(b'truncated')
     with pytest.raises(CheckpointMismatch, match='cannot be read'):
         run(longer)
+    for other in ({'step': 3}, [1, 2]):   # a readable file of something else: no KeyError, the keys it lacks
+        torch.save(other, ck)
+        with pytest.raises(CheckpointMismatch, match=r'not a fine-tuning checkpoint \(no config, run, '):
+            run(longer)
 
 def test_restart_on_mismatch_replaces_the_checkpoint_with_the_new_run(tmp_path):
     "on_mismatch='restart': an unreadable checkpoint gives the fresh run's history, with a warning, and is replaced."
@@ -356,7 +360,7 @@ def test_restart_on_mismatch_replaces_the_checkpoint_with_the_new_run(tmp_path):
     cfg = FinetuneConfig(params='all', lr=0.005, steps=6, eval_every=2)
     fresh = finetune(tiny_model('gpt2', dtype=torch.float64), d, fn, cfg, progress=False)
     ck.write_bytes(b'truncated')
-    with pytest.warns(UserWarning, match='cannot be read.*starting over'):
+    with pytest.warns(CheckpointRestart, match='cannot be read.*starting over'):
         h = finetune(tiny_model('gpt2', dtype=torch.float64), d, fn, cfg, progress=False, checkpoint=ck,
                      on_mismatch='restart')
     assert h.resumed is None
@@ -366,8 +370,11 @@ def test_restart_on_mismatch_replaces_the_checkpoint_with_the_new_run(tmp_path):
                     checkpoint=ck).resumed['step'] == 6
 
 @pytest.mark.parametrize('f', ['finetune', 'compare'])
-def test_on_mismatch_takes_raise_or_restart(tmp_path, f):
+def test_on_mismatch_takes_raise_or_restart(tmp_path, f, monkeypatch):
     "A misspelt on_mismatch is refused in one line before any work (in `compare`, before its kernels)."
+    import ntk_finetune.compare as C
+    def ran(*a, **k): raise AssertionError('work started before on_mismatch was checked')
+    for nm in ('analyze_sample', 'empirical_ntk', 'prepare_task', 'finetune'): monkeypatch.setattr(C, nm, ran)
     d, fn = toy(), tiny_output_fn()
     m = tiny_model('gpt2', dtype=torch.float64)
     call = (lambda: finetune(m, d, fn, FinetuneConfig(steps=2), progress=False, on_mismatch='ignore')) if f == 'finetune' \
