@@ -200,3 +200,17 @@ def test_load_kwargs_reach_from_pretrained(monkeypatch):
     with pytest.raises(ValueError, match='stop here'):
         analyze('smollm2-135m', 'rt-sentiment', head='lm', load_kwargs={'revision': 'v1', 'trust_remote_code': True})
     assert seen['revision'] == 'v1' and seen['trust_remote_code'] is True
+
+@pytest.mark.filterwarnings('ignore:Cp is smallest at the horizon')
+def test_learning_curve_rows_record_their_horizon():
+    "A row's horizon is the path's last step, max(the horizon asked, the rules' steps); the oracle's step lies within it."
+    from ntk_finetune.analysis import learning_curve
+    rng = np.random.default_rng(0)
+    x = np.sort(rng.uniform(size=80))
+    G, y = np.minimum(x[:, None], x[None, :]), np.abs(x - 0.5) - 0.25 + 0.3 * rng.standard_normal(80)
+    tr, te = np.arange(0, 80, 2), np.arange(1, 80, 2)
+    rows = learning_curve(G[np.ix_(tr, tr)], y[tr], np.zeros(40), G[np.ix_(te, tr)], y[te], np.zeros(40), [16, 40],
+                          seeds=[0, 1], horizon=30)
+    for r in rows:
+        steps = [r[f'{q}_step'] for q in ('rwy', 'cp', 'discrepancy') if r[f'{q}_step'] is not None]
+        assert r['horizon'] == max([30] + steps) and 0 <= r['oracle_step'] <= r['horizon'], r
