@@ -161,8 +161,8 @@ def _kernel_kw(a, out):
 
 
 @contextmanager
-def _restart_said(out, cache):
-    "Say in one line, when it happens, that `cache` held another run and the run starts over (other warnings pass)."
+def _restart_said(out):
+    "Say in one line, when it happens, that a checkpoint is not this run's and it starts over (other warnings pass)."
     from ntk_finetune.finetune import CheckpointRestart
 
     with warnings.catch_warnings():  # restores showwarning and the filters on the way out
@@ -171,7 +171,8 @@ def _restart_said(out, cache):
         def said(message, category, *args, **kw):
             if not issubclass(category, CheckpointRestart):
                 return show(message, category, *args, **kw)
-            out(f"restart   {cache} held another run (other flags or data): starting over, it will be replaced")
+            why = str(message).split(': starting over')[0]  # which checkpoint, and why it is not this run's
+            out(f"restart   {why}: starting over, and the file will be replaced")
 
         warnings.showwarning = said
         warnings.simplefilter('always', CheckpointRestart)
@@ -203,7 +204,7 @@ def cmd_analyze(a, out=print):
         progress=True,
         **_kernel_kw(a, folder),
     )
-    with _restart_said(out, folder / '.cache' / 'finetune.pt'):
+    with _restart_said(out):
         history = _finetune(a, m, sample, fn, an, folder) if a.finetune else None
     out(summary_table(an))
     if history is not None:
@@ -354,9 +355,8 @@ def cmd_compare(a, out=print):
     m, tok = load_model(a.model, device=a.device, dtype=getattr(torch, a.dtype))
     n = (a.n, a.n_val, a.n_test, a.max_length, a.steps or 30, a.lr, a.params)
     kw = dict(seed=a.seed, model_name=a.model, memory_budget=_kernel_kw(a, folder)['memory_budget'])
-    ck = folder / '.cache' / 'compare.pt'
-    with _restart_said(out, ck):
-        res = compare(m, tok, a.task, *n, **kw, checkpoint=ck, on_mismatch='restart')
+    with _restart_said(out):
+        res = compare(m, tok, a.task, *n, **kw, checkpoint=folder / '.cache' / 'compare.pt', on_mismatch='restart')
     save_json(res, folder / 'compare.json')
     if res['stopped'].startswith('diverged'):
         out(f"fine-tuning {res['stopped']}: lower --lr")

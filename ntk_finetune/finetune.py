@@ -300,8 +300,14 @@ def _resume(path, cfg, run_id, kernels: bool):
     except Exception as e:
         raise CheckpointMismatch(f"checkpoint {path} cannot be read ({type(e).__name__})")
     missing = [k for k in _CKPT_KEYS if k not in s] if isinstance(s, dict) else list(_CKPT_KEYS)
+    if not missing and not (isinstance(s['config'], dict) and isinstance(s['history'], dict)):
+        missing = ['config and history as dicts']
+    if not missing and 'kernels' not in s['history']:
+        missing = ['history of kernels']
     if missing:
-        raise CheckpointMismatch(f"checkpoint {path} is not a fine-tuning checkpoint (no {', '.join(missing)})")
+        raise CheckpointMismatch(
+            f"checkpoint {path} is not a fine-tuning checkpoint of this version (no {', '.join(missing)})"
+        )
     same = lambda c: {k: v for k, v in c.items() if k not in ('steps', 'kernel_steps')}
     new = same(cfg.to_dict())
     if same(s['config']) != new:

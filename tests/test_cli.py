@@ -83,7 +83,23 @@ def test_compare_again_continues_its_run_and_other_arguments_start_over(tiny_lm,
     code, out, err = run(*args(6, seed=1)); assert code == 0, err
     assert r()['resumed_at_step'] is None and r()['eval_steps'][-1] == 6
     said = [ln for ln in out.splitlines() if ln.startswith('restart')]   # one line in the CLI's words, no Python warning
-    assert len(said) == 1 and 'compare.pt held another run' in said[0] and 'starting over' not in err, (out, err)
+    assert len(said) == 1 and 'starting over' not in err, (out, err)   # the line names the file and what differs
+    assert re.search(r'compare\.pt was written under another config \([^)]*seed[^)]*\): starting over', said[0]), said
+
+def test_restart_said_turns_only_the_restart_warning_into_a_line():
+    "Inside `_restart_said` a CheckpointRestart becomes one printed line with its reason; other warnings still show."
+    import warnings
+    from ntk_finetune.cli import _restart_said
+    from ntk_finetune.finetune import CheckpointRestart
+    lines = []
+    with pytest.warns(UserWarning, match='something else') as shown:
+        show = warnings.showwarning
+        with _restart_said(lines.append):
+            warnings.warn("checkpoint c.pt is of another run: starting over (on_mismatch='restart')", CheckpointRestart)
+            warnings.warn('something else', UserWarning)
+        assert warnings.showwarning is show
+    assert lines == ['restart   checkpoint c.pt is of another run: starting over, and the file will be replaced']
+    assert [str(w.message) for w in shown] == ['something else']
 
 def test_taskvec_subcommand(tiny_lm, tmp_path):
     code, stdout, err = run('taskvec', '--model', tiny_lm, '--tasks', 'rt-sentiment,sms-spam', '--n', 8, '--n-test', 4,

@@ -349,9 +349,12 @@ def test_checkpoint_keeps_kernels_and_refuses_what_it_cannot_resume(tmp_path):
     ck.write_bytes(b'truncated')
     with pytest.raises(CheckpointMismatch, match='cannot be read'):
         run(longer)
-    for other in ({'step': 3}, [1, 2]):   # a readable file of something else: no KeyError, the keys it lacks
+    keys = dict(config={}, run='', step=0, params={}, optimizer={}, generator=None, history={}, best=None, bad=0,
+                first=None, seconds=0.0)
+    for other, lacks in (({'step': 3}, 'config, run, '), ([1, 2], 'config, run, '), ({**keys, 'config': 1}, 'config and'),
+                         (keys, 'history of kernels')):   # a readable file of something else: no KeyError, what it lacks
         torch.save(other, ck)
-        with pytest.raises(CheckpointMismatch, match=r'not a fine-tuning checkpoint \(no config, run, '):
+        with pytest.raises(CheckpointMismatch, match=r'not a fine-tuning checkpoint of this version \(no ' + lacks):
             run(longer)
 
 def test_restart_on_mismatch_replaces_the_checkpoint_with_the_new_run(tmp_path):
