@@ -261,5 +261,6 @@ def stopping_schedule(
     if b > n:
         raise ValueError(f"batch_size must be in [1, {n}], got {batch_size}")
     eta = a * t_kernel
-    steps = math.ceil(round(eta / lr, 9))  # α t / α is t, not t + 1 from a float ulp above it
+    q = eta / lr
+    steps = round(q) if math.isclose(q, round(q), rel_tol=1e-9) else math.ceil(q)  # α t / α is t, not t + 1
     return {'eta': eta, 'optimizer_steps': steps, 'epochs': steps * b / n, 'batch_size': b, 'lr': lr}

@@ -130,9 +130,10 @@ def test_more_degenerate_spectra():
 
 
 def test_schedule_at_the_kernel_step_size_is_the_kernel_step():
-    "At lr = α a kernel step is one optimizer step, and at α / 2 two: no step lost or added to float rounding of α t / lr."
+    "At lr = α a kernel step is one optimizer step, and at α / 2 two: no step added by float rounding of α t / lr."
     rng = np.random.default_rng(0)
     for a, t in zip(rng.uniform(0.01, 1.0, 200), rng.integers(1, 5000, 200)):
         assert stopping_schedule(int(t), a, 64, lr=a)['optimizer_steps'] == t
         assert stopping_schedule(int(t), a, 64, lr=a / 2)['optimizer_steps'] == 2 * t
-    assert stopping_schedule(10, 1.0, 64, lr=0.3)['optimizer_steps'] == 34   # 33.3…: rounded up
+    assert stopping_schedule(10, 1.0, 64, lr=0.3)["optimizer_steps"] == 34  # 33.3…: up
+    assert stopping_schedule(10**7, 0.3, 64, lr=0.1)["optimizer_steps"] == 3 * 10**7  # large counts too
