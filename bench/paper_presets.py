@@ -1,0 +1,353 @@
+"""The experiments' paper presets (their `#| gpu` configuration cells) at full size on one GPU: does each preset's heavy
+work run, how long does it take, and does it fit in an 80 GB GPU?
+
+    python bench/paper_presets.py          # on a CUDA machine: writes bench/results/paper_presets.json, BENCHMARKS.md
+    python bench/paper_presets.py --tiny   # the same code on the CPU with a tiny GPT-Neo (a smoke test; writes nothing)
+
+The GPU machine has no hub access, so the models are the published GPT-Neo-125M and GPT-Neo-1.3B architectures with
+random weights, and the examples are random token ids with every one of the preset's `max_length` positions real (the
+most memory and time a prompt can take). Sizes (n, T, models, parameter sets, steps) are read from each experiment
+notebook's `#| gpu` cell. For each preset it runs the package's own entry points at the preset's sizes with fewer
+optimizer steps (`--steps`), times them (CUDA-synchronized) and records the peak GPU memory
+(`torch.cuda.max_memory_allocated`), then estimates the whole preset's time from the measured parts and the preset's
+counts. Not covered: the GLUE-style datasets themselves (hub), and the MiniLM fine-tuning runs of the learning-curve
+preset (MiniLM ships in a package too large to take to the GPU machine).
+"""
+import argparse, json, os, platform, re, sys, time, zlib
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+RESULTS = ROOT / 'bench' / 'results' / 'paper_presets.json'
+VOCAB = 50257  # GPT-Neo's (GPT-2's) vocabulary
+
+GPT_NEO = {  # the published architectures (EleutherAI/gpt-neo-125m and gpt-neo-1.3B config.json); the rest are defaults
+    'gpt-neo-125m': dict(hidden_size=768, num_layers=12, num_heads=12, attention_types=[[['global', 'local'], 6]]),
+    'gpt-neo-1.3b': dict(hidden_size=2048, num_layers=24, num_heads=16, attention_types=[[['global', 'local'], 12]]),
+}
+TINY = dict(hidden_size=32, num_layers=2, num_heads=4, attention_types=[[['global', 'local'], 1]])
+
+
+def gpt_neo(name, device='cuda', tiny=False, seed=0):
+    "A causal GPT-Neo of the architecture `name` (or a tiny one) with random weights, built on `device`."
+    import torch, transformers
+    cfg = transformers.GPTNeoConfig(vocab_size=VOCAB, max_position_embeddings=2048, window_size=256,
+                                    **(TINY if tiny else GPT_NEO[name]))
+    torch.manual_seed(seed)
+    with torch.device(device):
+        model = transformers.GPTNeoForCausalLM(cfg)
+    model.config.pad_token_id = 0
+    return model.eval()
+
+
+class StandInVocab:
+    "Stand-in tokenizer for the label words: each word is one fixed id (no GPT-Neo tokenizer without the hub)."
+
+    def __call__(self, w, add_special_tokens=False):
+        return {'input_ids': [zlib.crc32(w.encode()) % VOCAB]}
+
+
+def label_word_output():
+    from ntk_finetune.models import LabelWordMargin
+    return LabelWordMargin(StandInVocab(), [' negative', ' positive'])
+
+
+def random_batch(n, T, seed=0):
+    "n examples of T random token ids, every position real."
+    import torch
+    g = torch.Generator().manual_seed(seed)
+    ids = torch.randint(1, VOCAB, (n, T), generator=g)
+    return {'input_ids': ids, 'attention_mask': torch.ones(n, T, dtype=torch.long)}
+
+
+def random_task(n_train, n_val, n_test, T, seed=0):
+    "A `TaskData` of random batches with alternating labels."
+    import torch
+    from ntk_finetune.finetune import TaskData
+    parts = []
+    for i, n in enumerate((n_train, n_val, n_test)):
+        parts += [random_batch(n, T, seed + i), torch.arange(n) % 2]
+    return TaskData(*parts, task='random')
+
+
+def presets():
+    "Each experiment notebook's `#| gpu` CFG, by notebook name."
+    out = {}
+    for p in sorted((ROOT / 'nbs' / 'experiments').glob('*.ipynb')):
+        for c in json.loads(p.read_text())['cells']:
+            src = ''.join(c['source'])
+            if c['cell_type'] == 'code' and src.startswith('#| gpu'):
+                ns = {}
+                exec(src, ns)
+                out[p.stem] = ns['CFG']
+            for line in src.splitlines():  # the notebook's regex for params='all' (every weight but the embeddings)
+                if line.startswith('NO_EMB = '):
+                    out.setdefault('NO_EMB', {})[p.stem] = eval(line.split('=', 1)[1].split('#')[0])
+    return out
+
+
+class Meter:
+    "Runs measured steps one after another; each row: seconds (synchronized), peak GPU GB, or the error."
+
+    def __init__(self, out, device, budget_s, only=None):
+        self.rows, self.out, self.device, self.t0, self.budget_s = [], out, device, time.time(), budget_s
+        self.only = only
+
+    def __call__(self, experiment, what, f, **info):
+        import torch
+        row = dict(experiment=experiment, what=what, **info)
+        if self.only and not re.search(self.only, what):
+            return row, None  # not asked for this run: not a row
+        if time.time() - self.t0 > self.budget_s:
+            row['error'] = 'skipped: the time budget was spent'
+            return self._add(row), None
+        cuda = self.device == 'cuda'
+        if cuda:
+            torch.cuda.empty_cache(); torch.cuda.reset_peak_memory_stats(); torch.cuda.synchronize()
+        t = time.perf_counter()
+        res = None
+        try:
+            res = f()
+            if cuda: torch.cuda.synchronize()
+            row['seconds'] = time.perf_counter() - t
+        except Exception as e:  # an out-of-memory is a result here, not a crash: record it and go on
+            row['error'] = f"{type(e).__name__}: {str(e).splitlines()[0][:200]}"
+        if cuda: row['peak_gpu_gb'] = torch.cuda.max_memory_allocated() / 2**30
+        return self._add(row), res
+
+    def _add(self, row):
+        self.rows.append(row)
+        print(json.dumps(row), flush=True)
+        if self.out:
+            tmp = Path(self.out).with_suffix('.tmp')
+            tmp.write_text(json.dumps(self.rows, indent=1))
+            os.replace(tmp, self.out)
+        return row
+
+
+def run_all(device='cuda', tiny=False, steps=5, out=None, budget_s=420, only=None):
+    import torch
+    from ntk_finetune.entk import empirical_ntk, train_test_ntk
+    from ntk_finetune.finetune import FinetuneConfig, finetune, finetune_linearized
+    from ntk_finetune.compare import compare
+    from ntk_finetune.task_vectors import multitask_kernel
+    P, meter, fn = presets(), Meter(out, device, budget_s, only), label_word_output()
+    shrink = (lambda n: min(n, 8)) if tiny else (lambda n: n)        # the smoke test: every size cut to 8
+    models = {}
+
+    def model(name):
+        if name not in models:
+            models.clear(); torch.cuda.empty_cache() if device == 'cuda' else None
+            models[name] = gpt_neo(name, device, tiny)
+        return models[name]
+
+    def ft_rows(exp, name, n, nv, nt, T, linearized):
+        "Full-batch GD steps of the network (and of its linearization): seconds per step, evaluations included."
+        d = random_task(shrink(n), shrink(nv), shrink(nt), T)
+        cfg = FinetuneConfig(params='attention', lr=1e-6, steps=steps, eval_every=steps)
+        kw = dict(model=name, n_train=n, T=T, steps=steps)
+        r = [meter(exp, 'network GD', lambda: finetune(model(name), d, fn, cfg, progress=False), **kw)[0]]
+        if linearized:
+            r.append(meter(exp, 'linearized GD', lambda: finetune_linearized(model(name), d, fn, cfg, progress=False),
+                           **kw)[0])
+        return r
+
+    # 02 task spectra: one kernel of a pool subset per (task, model, params, init)
+    c = P['02_task_spectra']
+    for name in c['models']:
+        for params in c['params']:
+            b, sel = random_batch(shrink(c['pool']), c['max_length']), P['NO_EMB']['02_task_spectra']
+            meter('02_task_spectra', f'kernel ({params})',
+                  lambda: empirical_ntk(model(name), b, fn, sel if params == 'all' else params, progress=False),
+                  model=name, params=params, n=c['pool'], T=c['max_length'])
+    # 05 stopping: compare (kernels, rules, the network run) on GPT-Neo-125M
+    c = P['05_stopping']
+    name = c['runs'][0][0]
+    d = random_task(*(shrink(c[k]) for k in ('n_train', 'n_val', 'n_test')), c['max_length'])
+    meter('05_stopping', 'compare', lambda: compare(model(name), None, data=d, output_fn=fn, steps=steps,
+                                                    eval_every=steps, drift_steps=(), progress=False),
+          model=name, n_train=c['n_train'], T=c['max_length'], steps=steps)
+    meter('05_stopping', 'kernel (attention)', lambda: train_test_ntk(model(name), d.train, d.test, fn, 'attention',
+                                                                     progress=False),
+          model=name, n=c['n_train'], n_test=c['n_test'], T=c['max_length'])
+    ft_rows('05_stopping', name, c['n_train'], c['n_val'], c['n_test'], c['max_length'], False)
+    # 01 kernel vs fine-tuning: compare with the linearized run, each model at its n
+    c = P['01_kernel_vs_finetuning']
+    for name, n in dict((r[0], r[1]) for r in c['runs']).items():
+        d = random_task(shrink(n), shrink(c['n_val']), shrink(c['n_test']), c['max_length'])
+        meter('01_kernel_vs_finetuning', 'compare (linearized)',
+              lambda: compare(model(name), None, data=d, output_fn=fn, steps=steps, linearized=True, progress=False),
+              model=name, n_train=n, T=c['max_length'], steps=steps)
+        meter('01_kernel_vs_finetuning', 'kernel (attention)',
+              lambda: train_test_ntk(model(name), d.train, d.test, fn, 'attention', progress=False),
+              model=name, n=n, n_test=c['n_test'], T=c['max_length'])
+        ft_rows('01_kernel_vs_finetuning', name, n, c['n_val'], c['n_test'], c['max_length'], True)
+    # 03 task vectors: the multi-task kernel of all tasks' samples, then a network and a linearized run per task
+    c = P['03_task_vectors']
+    bs = [random_batch(shrink(c['n']), c['max_length'], s) for s in range(len(c['tasks']))]
+    meter('03_task_vectors', 'multi-task kernel', lambda: multitask_kernel(model(c['model']), bs, [fn] * len(bs),
+                                                                           progress=False),
+          model=c['model'], n=c['n'] * len(bs), T=c['max_length'])
+    ft_rows('03_task_vectors', c['model'], c['n'], 2, c['n_test'], c['max_length'], True)
+    # 04 learning curves: the pool's train/test kernel, pretrained and at a random init
+    c = P['04_learning_curves']
+    b, bt = random_batch(shrink(c['pool']), c['max_length']), random_batch(shrink(c['n_test']), c['max_length'], 1)
+    meter('04_learning_curves', 'kernel (attention)', lambda: train_test_ntk(model(c['model']), b, bt, fn, 'attention',
+                                                                             progress=False),
+          model=c['model'], n=c['pool'], n_test=c['n_test'], T=c['max_length'])
+    return meter.rows, P
+
+
+def machine(device):
+    import torch
+    gpu = f"{torch.cuda.get_device_name(0)}, " if device == 'cuda' else ''
+    cpu = next((l.split(':', 1)[1].strip() for l in open('/proc/cpuinfo') if l.startswith('model name')),
+               platform.processor())
+    return f"{gpu}{cpu}, {os.cpu_count()} cores, torch {torch.__version__}, Python {platform.python_version()}"
+
+
+def estimates(rows, P, steps):
+    """Each preset's whole time from its measured parts and its counts: rows (experiment, part, count, seconds), seconds
+    None where the part was not measured (or failed)."""
+    t = {(r['experiment'], r['what'], r.get('model'), r.get('params')): r.get('seconds') for r in rows}
+    out = []
+
+    def part(e, what, model, count, per=1, params=None, case=None):
+        "`count` times the measured step (`per` = the optimizer steps it ran, for a per-step cost)."
+        s = t.get((e, what, model, params))
+        out.append(dict(experiment=e, part=f'{what}, {model}', count=count, case=case,
+                        seconds=None if s is None else count * s / per))
+
+    c = P['02_task_spectra']
+    for m in c['models']:
+        for p in c['params']:
+            part('02_task_spectra', f'kernel ({p})', m, len(c['tasks']) * (1 + len(c['random_seeds'])), params=p)
+    c = P['05_stopping']
+    m = c['runs'][0][0]
+    part('05_stopping', 'kernel (attention)', m, len(c['runs']))
+    for s, case in ((c['steps'][m], 'shortest'), (c['max_steps'][m], 'longest')):  # a run's length lies between
+        part('05_stopping', 'network GD', m, len(c['runs']) * s, steps, case=case)
+    c = P['01_kernel_vs_finetuning']
+    for m in dict.fromkeys(r[0] for r in c['runs']):
+        runs = [r for r in c['runs'] if r[0] == m]
+        part('01_kernel_vs_finetuning', 'kernel (attention)', m, len(runs))
+        for w in ('network GD', 'linearized GD'):
+            part('01_kernel_vs_finetuning', w, m, sum(r[2] for r in runs), steps)
+    c = P['03_task_vectors']
+    part('03_task_vectors', 'multi-task kernel', c['model'], len(c['seeds']))
+    for w in ('network GD', 'linearized GD'):
+        part('03_task_vectors', w, c['model'], len(c['seeds']) * len(c['tasks']) * c['steps'], steps)
+    c = P['04_learning_curves']
+    part('04_learning_curves', 'kernel (attention)', c['model'], 2 * len(c['tasks']))  # pretrained and a random init
+    return out
+
+
+TITLE = 'Paper presets on one GPU: GPT-Neo-125M and GPT-Neo-1.3B shapes (random weights)'
+
+
+def markdown(res) -> str:
+    "The BENCHMARKS.md section: each measured step, then each preset's time from its parts."
+    gb = lambda r: f"{r['peak_gpu_gb']:.1f}" if r.get('peak_gpu_gb') is not None else ''
+    test = lambda r: f" + {r['n_test']}" if 'n_test' in r else ''
+    size = lambda r: f"{r.get('n', r.get('n_train'))}{test(r)} × {r['T']}"
+    L = [f"Command: `{res['command']}` (from the repository root, on the GPU machine).  ",
+         f"Machine: {res['machine']}.  ", f"Date: {res['date']}. Optimizer steps per measured run: {res['steps']}.", '',
+         "Each step is the package's own entry point at the preset's sizes (read from the experiment notebook's "
+         "`#| gpu` cell), on random token ids with every position real. GD rows are the seconds of "
+         f"{res['steps']} full-batch steps with an evaluation before and after. "
+         "Peak = `torch.cuda.max_memory_allocated`; "
+         "the kernels' memory budget is 80 % of the free GPU memory, so on a smaller GPU they take less.", '',
+         '| experiment | step | model | n (+ test) × T | seconds | peak GPU GB |', '|---|---|---|---|---|---|']
+    for r in res['rows']:
+        skipped = r.get('error', '').startswith('skipped')
+        why = 'not run (the time budget was spent)' if skipped else f"failed: {r.get('error')}"
+        sec = f"{r['seconds']:.1f}" if 'seconds' in r else why
+        L.append(f"| {r['experiment']} | {r['what']} | {r['model']} | {size(r)} | {sec} | {gb(r)} |")
+    L += ['', "Each preset's time from the measured parts (count × the measured step; a run of the stopping "
+          "preset lasts between its minimum and its maximum number of steps):", '',
+          '| experiment | part | count | hours |', '|---|---|---|---|']
+    hours = lambda e: 'not measured' if e['seconds'] is None else format(e['seconds'] / 3600, '.2f')
+    L += [f"| {e['experiment']} | {e['part']} | {e['count']} | {hours(e)} |" for e in res['estimates']]
+    return '\n'.join(L)
+
+
+def note(experiment, path=RESULTS) -> str:
+    "Markdown for an experiment's page: its preset's measured steps on the GPU and the preset's time from them."
+    if not Path(path).exists():
+        return '*(the paper preset has not been measured on a GPU yet: `python bench/paper_presets.py`)*'
+    res = json.loads(Path(path).read_text())
+    rows = [r for r in res['rows'] if r['experiment'] == experiment]
+    est = [e for e in res['estimates'] if e['experiment'] == experiment]
+    test = lambda r: f" + {r['n_test']}" if 'n_test' in r else ''
+    L = [f"**The preset on one GPU** ({res['machine'].split(',')[0]}, {res['date']}; `bench/paper_presets.py`, "
+         "with the GPT-Neo architectures at random weights, since that machine has no hub access, and random token ids "
+         f"at the preset's sizes; GD rows are {res['steps']} steps):", '',
+         '| step | model | n (+ test) × T | seconds | peak GPU (GB) |', '|---|---|---|---|---|']
+    for r in rows:
+        sec = f"{r['seconds']:.1f}" if 'seconds' in r else (
+            'not run' if r['error'].startswith('skipped') else f"failed: {r['error'].split(': ', 1)[-1].split(';')[0]}")
+        peak = f"{r['peak_gpu_gb']:.1f}" if r.get('peak_gpu_gb') is not None else '—'
+        size = f"{r.get('n', r.get('n_train'))}{test(r)} × {r['T']}"
+        L.append(f"| {r['what']} | {r['model']} | {size} | {sec} | {peak} |")
+    done = [e for e in est if e['seconds'] is not None]
+    hours = lambda case: sum(e['seconds'] for e in done if e.get('case') in (None, case)) / 3600
+    ranged = any(e.get('case') for e in est)
+    span = f"{hours('shortest'):.1f} to {hours('longest'):.1f}" if ranged else f"{hours(None):.1f}"
+    gap = [f"{e['part']} (× {e['count']})" for e in est if e['seconds'] is None]
+    over = [f"{r['what']}, {r['model']}" for r in rows if r.get('peak_gpu_gb', 0) >= 80]
+    total = f"The measured parts, times the preset's counts, come to {span} GPU hours; not measured: " if done else \
+        'Not measured: '
+    L += ['', (total + ', '.join(gap) if gap else total.split(';')[0]) + '.'
+          + (f" Over 80 GB at its peak: {', '.join(over)}." if over else '')]
+    return '\n'.join(L)
+
+
+def merge(files):
+    "One results file from several runs of this script: a later run's measured steps replace an earlier run's."
+    runs = [json.loads(Path(f).read_text()) for f in files]
+    rows = {}
+    for res in runs:
+        for r in res['rows']:
+            k = (r['experiment'], r['what'], r.get('model'), r.get('params'))
+            if k not in rows or not str(r.get('error', '')).startswith('skipped'):
+                rows[k] = {**r, 'date': res['date']}
+    steps = {res['steps'] for res in runs}
+    if len(steps) > 1:
+        raise SystemExit(f'paper_presets: the runs measured different numbers of steps ({sorted(steps)})')
+    return {'command': ' ; '.join(res['command'] for res in runs), 'machine': runs[-1]['machine'],
+            'date': runs[-1]['date'], 'wall_seconds': sum(res['wall_seconds'] for res in runs), 'steps': steps.pop(),
+            'rows': list(rows.values())}
+
+
+if __name__ == '__main__':
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument('--tiny', action='store_true', help='tiny GPT-Neo and sizes cut to 8 on the CPU; writes nothing')
+    ap.add_argument('--steps', type=int, default=5, help='optimizer steps per measured run')
+    ap.add_argument('--budget', type=float, default=420, help='seconds after which the remaining rows are skipped')
+    ap.add_argument('--out', default=None, help='also write the rows here as they come')
+    ap.add_argument('--only', default=None, help="measure only the steps whose name matches this regex ('GD$')")
+    ap.add_argument('--merge', nargs='+', default=None, help='merge these results files into the committed one')
+    a = ap.parse_args()
+    if a.merge:
+        res = merge(a.merge)
+    else:
+        import torch
+        device = 'cpu' if a.tiny else 'cuda'
+        if device == 'cuda' and not torch.cuda.is_available():
+            sys.exit('paper_presets: this Python has no CUDA device (use --tiny for the CPU smoke test)')
+        t0 = time.time()
+        rows, _ = run_all(device, a.tiny, a.steps, a.out, a.budget, a.only)
+        cmd = f"python bench/paper_presets.py --steps {a.steps}" + (f" --only '{a.only}'" if a.only else '')
+        res = {'command': cmd,
+               'machine': machine(device), 'date': time.strftime('%Y-%m-%d'), 'wall_seconds': time.time() - t0,
+               'steps': a.steps, 'rows': rows}
+    res['over_80gb'] = [f"{r['experiment']}: {r['what']}, {r['model']}" for r in res['rows']
+                        if r.get('peak_gpu_gb', 0) >= 80]
+    res['estimates'] = estimates(res['rows'], presets(), res['steps'])
+    print(json.dumps(res['estimates'], indent=1))
+    if a.tiny:
+        sys.exit(0)
+    tmp = RESULTS.with_suffix('.tmp'); tmp.write_text(json.dumps(res, indent=1)); os.replace(tmp, RESULTS)
+    from entk import write_benchmarks  # bench/ is this script's folder
+    write_benchmarks(res, TITLE, markdown)
+    print(f'wrote {RESULTS} and BENCHMARKS.md')
