@@ -63,7 +63,8 @@ docs: venv
 bench: venv
 	$(BIN)/python bench/entk.py
 
-# On a machine with a CUDA GPU: the gpu-marked tests and the GPU rows of the kernel benchmark (BENCHMARKS.md).
+# On a machine with a CUDA GPU: the gpu-marked tests, the GPU rows of the kernel benchmark and the experiments' paper
+# presets at their full sizes (GPT-Neo shapes, random weights; BENCHMARKS.md).
 # Runs in any Python that has a CUDA build of torch and this package installed (GPU_PY=...; default: the project venv
 # if there is one), since the venv's pinned torch is a CPU build.
 GPU_PY ?= $(if $(wildcard $(BIN)/python),$(BIN)/python,python3)
@@ -71,6 +72,7 @@ gpu-check:
 	@$(GPU_PY) -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 'gpu-check: this Python has no CUDA torch (set GPU_PY=...)')"
 	$(GPU_PY) -m pytest tests -q -m gpu -p no:cacheprovider
 	$(GPU_PY) bench/entk.py --gpu
+	$(GPU_PY) bench/paper_presets.py --budget 900
 
 clean:
 	rm -rf _proc _proc_src _exec _docs test-artifacts .pytest_cache

@@ -32,16 +32,8 @@ def _setup(n, T, gpu=False, eager=False):
     from ntk_finetune.models import load_model, tokenize, make_output_fn, select_params, tiny_output_fn
     from ntk_finetune.data import load_task, task_info
     if gpu:                                   # the paper's GPT-Neo-1.3B shape, random weights (no hub on the GPU machine)
-        import transformers
-        cfg = transformers.GPTNeoConfig(hidden_size=2048, num_layers=24, num_heads=16, max_position_embeddings=2048,
-                                        attention_types=[[['global', 'local'], 12]], vocab_size=50257)
-        model = transformers.GPTNeoForCausalLM(cfg).cuda().eval()
-        g = torch.Generator().manual_seed(0)
-        b = {'input_ids': torch.randint(0, 50257, (n, T), generator=g), 'attention_mask': torch.ones(n, T, dtype=torch.long)}
-        from ntk_finetune.models import LabelWordMargin
-        class Vocab:
-            def __call__(self, w, add_special_tokens=False): return {'input_ids': [hash(w) % 50257]}
-        fn = LabelWordMargin(Vocab(), [' negative', ' positive'])
+        from paper_presets import gpt_neo, random_batch, label_word_output     # bench/ is this script's folder
+        model, b, fn = gpt_neo('gpt-neo-1.3b'), random_batch(n, T), label_word_output()
     else:
         model, tok = load_model('smollm2-135m', attn_implementation='eager' if eager else None)
         info = task_info('rt-sentiment')
@@ -147,6 +139,7 @@ def markdown(res: dict) -> str:
         extra = (f" (fwd+bwd {r['fwd_bwd']:.1f} + Gram {r['gram']:.1f} at {r['sgemm_gflops']:.0f} GFLOP/s)"
                  if r['method'] == 'lower_bound' else '')
         when = f" ({r['date']})" if r.get('date') not in (None, res['date']) else ''
+        if r.get('peak_gpu_gb') is not None: extra += f" (peak GPU {r['peak_gpu_gb']:.1f} GB)"
         L.append(f"| {r['n']} × {r['T']}{when} | {r['method']} | {r['seconds']:.1f}{extra} | {f('x_lower_bound', '.2f')} | "
                  f"{f('x_ours', '.2f')} | {r['peak_rss_gb']:.2f} | {f('agreement', '.1e')} |")
     ours = {r['n']: r for r in res['rows'] if r['method'] == 'ours' and 'error' not in r}
@@ -183,10 +176,11 @@ def markdown(res: dict) -> str:
 TITLE_CPU = 'Empirical NTK: SmolLM2-135M, attention parameters (26.5M), rt-sentiment prompts'
 TITLE_GPU = 'Empirical NTK on a GPU: GPT-Neo-1.3B shape (random weights), attention parameters'
 
-def write_benchmarks(res, title):
+def write_benchmarks(res, title, render=None):
+    "Replace the BENCHMARKS.md section `title` with `render(res)` (this benchmark's `markdown` by default)."
     out = ROOT / 'BENCHMARKS.md'; old = out.read_text() if out.exists() else '# Benchmarks\n'
     head, *secs = old.split('\n## ')
-    secs = [s for s in secs if not s.startswith(title)] + [f"{title}\n\n{markdown(res)}\n"]
+    secs = [s for s in secs if not s.startswith(title)] + [f"{title}\n\n{(render or markdown)(res)}\n"]
     order = lambda s: (0 if s.startswith('Empirical NTK') else 1, s)
     text = head.rstrip('\n') + '\n\n' + '\n'.join('## ' + s.rstrip('\n') + '\n' for s in sorted(secs, key=order))
     tmpf = out.with_suffix('.tmp'); tmpf.write_text(text); os.replace(tmpf, out)

@@ -289,6 +289,8 @@ def note(experiment, path=RESULTS) -> str:
         peak = f"{r['peak_gpu_gb']:.1f}" if r.get('peak_gpu_gb') is not None else '—'
         size = f"{r.get('n', r.get('n_train'))}{test(r)} × {r['T']}"
         L.append(f"| {r['what']} | {r['model']} | {size} | {sec} | {peak} |")
+    if not rows:
+        L = L[:1]
     done = [e for e in est if e['seconds'] is not None]
     hours = lambda case: sum(e['seconds'] for e in done if e.get('case') in (None, case)) / 3600
     ranged = any(e.get('case') for e in est)
