@@ -207,39 +207,67 @@ def machine(device):
 
 
 def estimates(rows, P, steps):
-    """Each preset's whole time from its measured parts and its counts: rows (experiment, part, count, seconds), seconds
-    None where the part was not measured (or failed)."""
+    """Each preset's whole time from its measured parts and its counts: rows (experiment, part, count, case, seconds,
+    bias), seconds None where the part was not measured (or failed), and `bias` saying why the measured step is cheaper
+    ('low') or dearer ('high') than the preset's own, or None where it is the preset's step."""
     t = {(r['experiment'], r['what'], r.get('model'), r.get('params')): r.get('seconds') for r in rows}
     out = []
 
-    def part(e, what, model, count, per=1, params=None, case=None):
+    def part(e, what, model, count, per=1, params=None, case=None, bias=None):
         "`count` times the measured step (`per` = the optimizer steps it ran, for a per-step cost)."
         s = t.get((e, what, model, params))
-        out.append(dict(experiment=e, part=f'{what}, {model}', count=count, case=case,
+        out.append(dict(experiment=e, part=f'{what}, {model}', count=count, case=case, bias=bias,
                         seconds=None if s is None else count * s / per))
 
+    ev = f'measured with {steps} steps and an evaluation before and after them'
     c = P['02_task_spectra']
     for m in c['models']:
         for p in c['params']:
             part('02_task_spectra', f'kernel ({p})', m, len(c['tasks']) * (1 + len(c['random_seeds'])), params=p)
-    c = P['05_stopping']
+    c = P['05_stopping']  # per run: the analysis' train + test kernel, then GD evaluated every `eval_every` steps
     m = c['runs'][0][0]
     part('05_stopping', 'kernel (attention)', m, len(c['runs']))
     for s, case in ((c['steps'][m], 'shortest'), (c['max_steps'][m], 'longest')):  # a run's length lies between
-        part('05_stopping', 'network GD', m, len(c['runs']) * s, steps, case=case)
-    c = P['01_kernel_vs_finetuning']
-    for m in dict.fromkeys(r[0] for r in c['runs']):
-        runs = [r for r in c['runs'] if r[0] == m]
+        part('05_stopping', 'network GD', m, len(c['runs']) * s, steps, case=case,
+             bias=('high', f"{ev}, where the preset evaluates every {c['eval_every']} steps"))
+    c = P['01_kernel_vs_finetuning']  # per run (`compare`, linearized): the analysis' train + test kernel, the
+    for m in dict.fromkeys(r[0] for r in c['runs']):  # linearized and the network GD evaluated at every step, and
+        runs = [r for r in c['runs'] if r[0] == m]  # three train-only kernels along the network run (its drift)
         part('01_kernel_vs_finetuning', 'kernel (attention)', m, len(runs))
+        part('01_kernel_vs_finetuning', 'drift kernel (attention, train only)', m, 3 * len(runs))
         for w in ('network GD', 'linearized GD'):
-            part('01_kernel_vs_finetuning', w, m, sum(r[2] for r in runs), steps)
-    c = P['03_task_vectors']
+            part('01_kernel_vs_finetuning', w, m, sum(r[2] for r in runs), steps,
+                 bias=('low', f'{ev}, where the preset evaluates at every step'))
+    c = P['03_task_vectors']  # per seed: the multi-task kernel, then per task a network and a linearized run
+    k = len(c['tasks'])
     part('03_task_vectors', 'multi-task kernel', c['model'], len(c['seeds']))
     for w in ('network GD', 'linearized GD'):
-        part('03_task_vectors', w, c['model'], len(c['seeds']) * len(c['tasks']) * c['steps'], steps)
-    c = P['04_learning_curves']
-    part('04_learning_curves', 'kernel (attention)', c['model'], 2 * len(c['tasks']))  # pretrained and a random init
+        part('03_task_vectors', w, c['model'], len(c['seeds']) * k * c['steps'], steps,
+             bias=('low', f"{ev} (on 2 validation and {c['n_test']} test examples), where the preset evaluates "
+                          f"{c['n_test']} validation and {c['n_test']} test examples at every step"))
+    part('03_task_vectors', 'task arithmetic evaluations (addition, negation, disentanglement)', c['model'],
+         len(c['seeds']) * len(c['families']))
+    c = P['04_learning_curves']  # per task the pool's train/test kernel (the first task's also at a random init) and
+    part('04_learning_curves', 'kernel (attention)', c['model'], len(c['tasks']) + 1)  # a pilot analysis
+    part('04_learning_curves', f"pilot kernel (n = {c['pilot']})", c['model'], len(c['tasks']))
+    part('04_learning_curves', 'fine-tuning (MiniLM-L6)', 'minilm-l6',
+         len(c['ft_tasks']) * len(c['ft_ns']) * len(c['ft_seeds']))
     return out
+
+
+def size(r) -> str:
+    "A row's example count (train + test where both) times its tokens."
+    n = r.get('n', r.get('n_train'))
+    return f"({n} + {r['n_test']}) × {r['T']}" if 'n_test' in r else f"{n} × {r['T']}"
+
+
+def is_kernel(r) -> bool:
+    return 'kernel' in r['what']
+
+
+def over_80gb(rows):
+    "The measured steps other than kernels that peaked at 80 GB or more (a kernel's peak follows its memory budget)."
+    return [r for r in rows if not is_kernel(r) and (r.get('peak_gpu_gb') or 0) >= 80]
 
 
 TITLE = 'Paper presets on one GPU: GPT-Neo-125M and GPT-Neo-1.3B shapes (random weights)'
@@ -248,8 +276,6 @@ TITLE = 'Paper presets on one GPU: GPT-Neo-125M and GPT-Neo-1.3B shapes (random 
 def markdown(res) -> str:
     "The BENCHMARKS.md section: each measured step, then each preset's time from its parts."
     gb = lambda r: f"{r['peak_gpu_gb']:.1f}" if r.get('peak_gpu_gb') is not None else ''
-    test = lambda r: f" + {r['n_test']}" if 'n_test' in r else ''
-    size = lambda r: f"{r.get('n', r.get('n_train'))}{test(r)} × {r['T']}"
     L = [f"Command: `{res['command']}` (from the repository root, on the GPU machine).  ",
          f"Machine: {res['machine']}.  ", f"Date: {res['date']}. Optimizer steps per measured run: {res['steps']}.", '',
          "Each step is the package's own entry point at the preset's sizes (read from the experiment notebook's "
@@ -259,59 +285,80 @@ def markdown(res) -> str:
          "the kernels' memory budget is 80 % of the free GPU memory, so on a smaller GPU they take less.", '',
          '| experiment | step | model | n (+ test) × T | seconds | peak GPU GB |', '|---|---|---|---|---|---|']
     for r in res['rows']:
-        skipped = r.get('error', '').startswith('skipped')
+        skipped = str(r.get('error', '')).startswith('skipped')
         why = 'not run (the time budget was spent)' if skipped else f"failed: {r.get('error')}"
         sec = f"{r['seconds']:.1f}" if 'seconds' in r else why
         L.append(f"| {r['experiment']} | {r['what']} | {r['model']} | {size(r)} | {sec} | {gb(r)} |")
     L += ['', "Each preset's time from the measured parts (count × the measured step; a run of the stopping "
           "preset lasts between its minimum and its maximum number of steps):", '',
-          '| experiment | part | count | hours |', '|---|---|---|---|']
+          '| experiment | part | count | hours | the measured step against the preset\'s |', '|---|---|---|---|---|']
     hours = lambda e: 'not measured' if e['seconds'] is None else format(e['seconds'] / 3600, '.2f')
-    L += [f"| {e['experiment']} | {e['part']} | {e['count']} | {hours(e)} |" for e in res['estimates']]
+    bias = lambda e: '' if not e.get('bias') else f"{'cheaper' if e['bias'][0] == 'low' else 'dearer'}: {e['bias'][1]}"
+    part = lambda e: e['part'] + (f" (runs of the {e['case']} length)" if e.get('case') else '')
+    L += [f"| {e['experiment']} | {part(e)} | {e['count']} | {hours(e)} | {bias(e)} |" for e in res['estimates']]
     return '\n'.join(L)
 
 
 def note(experiment, path=RESULTS) -> str:
     "Markdown for an experiment's page: its preset's measured steps on the GPU and the preset's time from them."
-    if not Path(path).exists():
-        return '*(the paper preset has not been measured on a GPU yet: `python bench/paper_presets.py`)*'
-    res = json.loads(Path(path).read_text())
+    res = json.loads(Path(path).read_text()) if Path(path).exists() else {'rows': [], 'estimates': []}
     rows = [r for r in res['rows'] if r['experiment'] == experiment]
     est = [e for e in res['estimates'] if e['experiment'] == experiment]
-    test = lambda r: f" + {r['n_test']}" if 'n_test' in r else ''
+    if not rows:
+        return '*(the paper preset has not been measured on a GPU yet: `python bench/paper_presets.py`)*'
+    gd = any(r['what'].endswith('GD') for r in rows)
     L = [f"**The preset on one GPU** ({res['machine'].split(',')[0]}, {res['date']}; `bench/paper_presets.py`, "
          "with the GPT-Neo architectures at random weights, since that machine has no hub access, and random token ids "
-         f"at the preset's sizes; GD rows are {res['steps']} steps):", '',
-         '| step | model | n (+ test) × T | seconds | peak GPU (GB) |', '|---|---|---|---|---|']
+         "at the preset's sizes" + (f"; GD rows are {res['steps']} steps" if gd else '') + '):']
+    L += ['', '| step | model | n (+ test) × T | seconds | peak GPU (GB) |', '|---|---|---|---|---|']
     for r in rows:
+        err = r.get('error', '')
         sec = f"{r['seconds']:.1f}" if 'seconds' in r else (
-            'not run' if r['error'].startswith('skipped') else f"failed: {r['error'].split(': ', 1)[-1].split(';')[0]}")
+            'not run' if err.startswith('skipped') else f"failed: {err.split(': ', 1)[-1].split(';')[0]}")
         peak = f"{r['peak_gpu_gb']:.1f}" if r.get('peak_gpu_gb') is not None else '—'
-        size = f"{r.get('n', r.get('n_train'))}{test(r)} × {r['T']}"
-        L.append(f"| {r['what']} | {r['model']} | {size} | {sec} | {peak} |")
-    if not rows:
-        L = L[:1]
+        L.append(f"| {r['what']} | {r['model']} | {size(r)} | {sec} | {peak} |")
+    if any(is_kernel(r) and r.get('peak_gpu_gb') is not None for r in rows):
+        L += ['', "A kernel holds at most 80 % of the free GPU memory at once (its memory budget), so its peak follows "
+                  "the GPU: on a smaller one it streams in smaller blocks."]
+    if any(str(r.get('error', '')).startswith('CacheError') for r in rows):
+        L += ['', "A kernel that failed with a `CacheError` ran out of disk: beyond its memory budget the engine keeps "
+                  "each example's activations and output gradients in files, and on this benchmark machine they "
+                  "outgrew its disk; a machine with more scratch disk runs it."]
     done = [e for e in est if e['seconds'] is not None]
-    hours = lambda case: sum(e['seconds'] for e in done if e.get('case') in (None, case)) / 3600
-    ranged = any(e.get('case') for e in est)
-    span = f"{hours('shortest'):.1f} to {hours('longest'):.1f}" if ranged else f"{hours(None):.1f}"
     gap = [f"{e['part']} (× {e['count']})" for e in est if e['seconds'] is None]
-    over = [f"{r['what']}, {r['model']}" for r in rows if r.get('peak_gpu_gb', 0) >= 80]
-    total = f"The measured parts, times the preset's counts, come to {span} GPU hours; not measured: " if done else \
-        'Not measured: '
-    L += ['', (total + ', '.join(gap) if gap else total.split(';')[0]) + '.'
-          + (f" Over 80 GB at its peak: {', '.join(over)}." if over else '')]
+    if done:
+        hours = lambda case: sum(e['seconds'] for e in done if e.get('case') in (None, case)) / 3600
+        lo, hi = hours('shortest'), hours('longest')
+        span = f"{lo:.1f} to {hi:.1f}" if f'{lo:.1f}' != f'{hi:.1f}' else f'{lo:.1f}'
+        s = f"The measured parts, times the preset's counts, come to {span} GPU hours"
+        s += (f" — the preset takes longer by the parts not measured: {', '.join(gap)}." if gap else '.')
+        by = {}  # (low/high, why) -> the parts it applies to
+        for e in done:
+            if e.get('bias') and e['part'] not in by.setdefault(tuple(e['bias']), []):
+                by[tuple(e['bias'])].append(e['part'])
+        s += ''.join(f" {'Under' if b == 'low' else 'Over'}estimated ({'; '.join(parts)}): {why}."
+                     for (b, why), parts in by.items())
+        L += ['', s]
+    elif gap:
+        L += ['', f"Not measured: {', '.join(gap)}."]
+    over = [f"{r['what']}, {r['model']}" for r in over_80gb(rows)]
+    if over:
+        L += ['', f"Over 80 GB at its peak: {', '.join(over)}."]
     return '\n'.join(L)
 
 
 def merge(files):
-    "One results file from several runs of this script: a later run's measured steps replace an earlier run's."
+    """One results file from several runs of this script: a step's row (keyed by experiment, step, model, parameters
+    and sizes) from a later run replaces an earlier run's, unless it measured nothing where the earlier one did."""
     runs = [json.loads(Path(f).read_text()) for f in files]
     rows = {}
     for res in runs:
         for r in res['rows']:
-            k = (r['experiment'], r['what'], r.get('model'), r.get('params'))
-            if k not in rows or not str(r.get('error', '')).startswith('skipped'):
+            k = tuple(r.get(f) for f in ('experiment', 'what', 'model', 'params', 'n', 'n_train', 'n_test', 'T'))
+            old = rows.get(k)
+            keep_old = old is not None and ('seconds' in old and 'seconds' not in r or
+                                            'seconds' not in old and str(r.get('error', '')).startswith('skipped'))
+            if not keep_old:
                 rows[k] = {**r, 'date': res['date']}
     steps = {res['steps'] for res in runs}
     if len(steps) > 1:
@@ -343,8 +390,7 @@ if __name__ == '__main__':
         res = {'command': cmd,
                'machine': machine(device), 'date': time.strftime('%Y-%m-%d'), 'wall_seconds': time.time() - t0,
                'steps': a.steps, 'rows': rows}
-    res['over_80gb'] = [f"{r['experiment']}: {r['what']}, {r['model']}" for r in res['rows']
-                        if r.get('peak_gpu_gb', 0) >= 80]
+    res['over_80gb'] = [f"{r['experiment']}: {r['what']}, {r['model']}" for r in over_80gb(res['rows'])]
     res['estimates'] = estimates(res['rows'], presets(), res['steps'])
     print(json.dumps(res['estimates'], indent=1))
     if a.tiny:
