@@ -8,10 +8,12 @@ The GPU machine has no hub access, so the models are the published GPT-Neo-125M 
 random weights, and the examples are random token ids with every one of the preset's `max_length` positions real (the
 most memory and time a prompt can take). Sizes (n, T, models, parameter sets, steps) are read from each experiment
 notebook's `#| gpu` cell. For each preset it runs the package's own entry points at the preset's sizes with fewer
-optimizer steps (`--steps`), times them (CUDA-synchronized) and records the peak GPU memory
-(`torch.cuda.max_memory_allocated`), then estimates the whole preset's time from the measured parts and the preset's
-counts. Not covered: the GLUE-style datasets themselves (hub), and the MiniLM fine-tuning runs of the learning-curve
-preset (MiniLM ships in a package too large to take to the GPU machine).
+optimizer steps (`--steps`), times them (CUDA-synchronized; the model is built and warmed up before, untimed) and
+records the peak GPU memory (`torch.cuda.max_memory_allocated`), then estimates the whole preset's time from the
+measured parts and the preset's counts. GD is timed evaluated before and after its steps and evaluated after every
+step, which prices an evaluation apart from a step. Not covered: the GLUE-style datasets themselves (hub), the
+task-arithmetic evaluations of the task-vector preset, the pilot kernels and the MiniLM fine-tuning runs of the
+learning-curve preset (MiniLM ships in a package too large to take to the GPU machine); the estimates list them.
 """
 import argparse, json, os, platform, re, sys, time, zlib
 from pathlib import Path
@@ -93,7 +95,8 @@ class Meter:
         self.rows, self.out, self.device, self.t0, self.budget_s = [], out, device, time.time(), budget_s
         self.only = only
 
-    def __call__(self, experiment, what, f, **info):
+    def __call__(self, experiment, what, f, setup=None, **info):
+        "Time `f()` after `setup()` (untimed: building and warming up the model), unless skipped."
         import torch
         row = dict(experiment=experiment, what=what, **info)
         if self.only and not re.search(self.only, what):
@@ -101,6 +104,9 @@ class Meter:
         if time.time() - self.t0 > self.budget_s:
             row['error'] = 'skipped: the time budget was spent'
             return self._add(row), None
+        if setup is not None:
+            setup()
+        row['setup_untimed'] = setup is not None
         cuda = self.device == 'cuda'
         if cuda:
             torch.cuda.empty_cache(); torch.cuda.reset_peak_memory_stats(); torch.cuda.synchronize()
@@ -136,21 +142,26 @@ def run_all(device='cuda', tiny=False, steps=5, out=None, budget_s=420, only=Non
     models = {}
 
     def model(name):
+        "The model `name`, built (and warmed up by one forward pass) on its first use; one model at a time."
         if name not in models:
             models.clear(); torch.cuda.empty_cache() if device == 'cuda' else None
             models[name] = gpt_neo(name, device, tiny)
+            with torch.no_grad():
+                models[name](**{k: v.to(device) for k, v in random_batch(2, 16).items()})
         return models[name]
 
     def ft_rows(exp, name, n, nv, nt, T, linearized):
-        "Full-batch GD steps of the network (and of its linearization): seconds per step, evaluations included."
+        """Full-batch GD of the network (and of its linearization), `steps` steps evaluated before and after them,
+        then the same evaluated after every step: their difference prices one evaluation (validation + test)."""
         d = random_task(shrink(n), shrink(nv), shrink(nt), T)
-        cfg = FinetuneConfig(params='attention', lr=1e-6, steps=steps, eval_every=steps)
-        kw = dict(model=name, n_train=n, T=T, steps=steps)
-        r = [meter(exp, 'network GD', lambda: finetune(model(name), d, fn, cfg, progress=False), **kw)[0]]
-        if linearized:
-            r.append(meter(exp, 'linearized GD', lambda: finetune_linearized(model(name), d, fn, cfg, progress=False),
-                           **kw)[0])
-        return r
+        for every, tag in ((steps, ''), (1, ', evaluated every step')):
+            cfg = FinetuneConfig(params='attention', lr=1e-6, steps=steps, eval_every=every)
+            kw = dict(model=name, n_train=n, n_val=nv, n_test_eval=nt, T=T, steps=steps, eval_every=every,
+                      setup=lambda: model(name))
+            meter(exp, f'network GD{tag}', lambda: finetune(model(name), d, fn, cfg, progress=False), **kw)
+            if linearized:
+                meter(exp, f'linearized GD{tag}', lambda: finetune_linearized(model(name), d, fn, cfg, progress=False),
+                      **kw)
 
     # 02 task spectra: one kernel of a pool subset per (task, model, params, init)
     c = P['02_task_spectra']
@@ -159,17 +170,17 @@ def run_all(device='cuda', tiny=False, steps=5, out=None, budget_s=420, only=Non
             b, sel = random_batch(shrink(c['pool']), c['max_length']), P['NO_EMB']['02_task_spectra']
             meter('02_task_spectra', f'kernel ({params})',
                   lambda: empirical_ntk(model(name), b, fn, sel if params == 'all' else params, progress=False),
-                  model=name, params=params, n=c['pool'], T=c['max_length'])
+                  model=name, params=params, n=c['pool'], T=c['max_length'], setup=lambda: model(name))
     # 05 stopping: compare (kernels, rules, the network run) on GPT-Neo-125M
     c = P['05_stopping']
     name = c['runs'][0][0]
     d = random_task(*(shrink(c[k]) for k in ('n_train', 'n_val', 'n_test')), c['max_length'])
     meter('05_stopping', 'compare', lambda: compare(model(name), None, data=d, output_fn=fn, steps=steps,
                                                     eval_every=steps, drift_steps=(), progress=False),
-          model=name, n_train=c['n_train'], T=c['max_length'], steps=steps)
+          model=name, n_train=c['n_train'], T=c['max_length'], steps=steps, setup=lambda: model(name))
     meter('05_stopping', 'kernel (attention)', lambda: train_test_ntk(model(name), d.train, d.test, fn, 'attention',
                                                                      progress=False),
-          model=name, n=c['n_train'], n_test=c['n_test'], T=c['max_length'])
+          model=name, n=c['n_train'], n_test=c['n_test'], T=c['max_length'], setup=lambda: model(name))
     ft_rows('05_stopping', name, c['n_train'], c['n_val'], c['n_test'], c['max_length'], False)
     # 01 kernel vs fine-tuning: compare with the linearized run, each model at its n
     c = P['01_kernel_vs_finetuning']
@@ -177,24 +188,24 @@ def run_all(device='cuda', tiny=False, steps=5, out=None, budget_s=420, only=Non
         d = random_task(shrink(n), shrink(c['n_val']), shrink(c['n_test']), c['max_length'])
         meter('01_kernel_vs_finetuning', 'compare (linearized)',
               lambda: compare(model(name), None, data=d, output_fn=fn, steps=steps, linearized=True, progress=False),
-              model=name, n_train=n, T=c['max_length'], steps=steps)
+              model=name, n_train=n, T=c['max_length'], steps=steps, setup=lambda: model(name))
         meter('01_kernel_vs_finetuning', 'kernel (attention)',
               lambda: train_test_ntk(model(name), d.train, d.test, fn, 'attention', progress=False),
-              model=name, n=n, n_test=c['n_test'], T=c['max_length'])
+              model=name, n=n, n_test=c['n_test'], T=c['max_length'], setup=lambda: model(name))
         ft_rows('01_kernel_vs_finetuning', name, n, c['n_val'], c['n_test'], c['max_length'], True)
     # 03 task vectors: the multi-task kernel of all tasks' samples, then a network and a linearized run per task
     c = P['03_task_vectors']
     bs = [random_batch(shrink(c['n']), c['max_length'], s) for s in range(len(c['tasks']))]
     meter('03_task_vectors', 'multi-task kernel', lambda: multitask_kernel(model(c['model']), bs, [fn] * len(bs),
                                                                            progress=False),
-          model=c['model'], n=c['n'] * len(bs), T=c['max_length'])
-    ft_rows('03_task_vectors', c['model'], c['n'], 2, c['n_test'], c['max_length'], True)
+          model=c['model'], n=c['n'] * len(bs), T=c['max_length'], setup=lambda: model(c['model']))
+    ft_rows('03_task_vectors', c['model'], c['n'], c['n_test'], c['n_test'], c['max_length'], True)  # val = test
     # 04 learning curves: the pool's train/test kernel, pretrained and at a random init
     c = P['04_learning_curves']
     b, bt = random_batch(shrink(c['pool']), c['max_length']), random_batch(shrink(c['n_test']), c['max_length'], 1)
     meter('04_learning_curves', 'kernel (attention)', lambda: train_test_ntk(model(c['model']), b, bt, fn, 'attention',
                                                                              progress=False),
-          model=c['model'], n=c['pool'], n_test=c['n_test'], T=c['max_length'])
+          model=c['model'], n=c['pool'], n_test=c['n_test'], T=c['max_length'], setup=lambda: model(c['model']))
     return meter.rows, P
 
 
@@ -208,50 +219,81 @@ def machine(device):
 
 def estimates(rows, P, steps):
     """Each preset's whole time from its measured parts and its counts: rows (experiment, part, count, case, seconds,
-    bias), seconds None where the part was not measured (or failed), and `bias` saying why the measured step is cheaper
-    ('low') or dearer ('high') than the preset's own, or None where it is the preset's step."""
-    t = {(r['experiment'], r['what'], r.get('model'), r.get('params')): r.get('seconds') for r in rows}
+    bias), seconds None where the part was not measured at the preset's sizes (or failed), and `bias` (low or high,
+    why) where the measured step is cheaper or dearer than the preset's own. A GD part measured both ways (evaluated
+    only before and after, and after every step) is priced as steps × a step + evaluations × an evaluation."""
     out = []
 
-    def part(e, what, model, count, per=1, params=None, case=None, bias=None):
-        "`count` times the measured step (`per` = the optimizer steps it ran, for a per-step cost)."
-        s = t.get((e, what, model, params))
-        out.append(dict(experiment=e, part=f'{what}, {model}', count=count, case=case, bias=bias,
-                        seconds=None if s is None else count * s / per))
+    def find(e, what, model, n, T, params=None):
+        "The measured row of this step at these sizes, or None."
+        return next((r for r in rows if 'seconds' in r and (r['experiment'], r['what'], r.get('model'),
+                     r.get('params'), r.get('n', r.get('n_train')), r['T']) == (e, what, model, params, n, T)), None)
 
-    ev = f'measured with {steps} steps and an evaluation before and after them'
+    def with_setup(bias, *found):
+        "`bias`, and whether a measured row's time includes building the model (a high bias)."
+        if not any(r is not None and r.get('includes_setup') for r in found):
+            return bias
+        if bias is None or bias[0] == 'high':
+            return ('high', '; '.join(([bias[1]] if bias else []) + [SETUP]))
+        return ('unknown', f'{bias[1]}, but {SETUP}')
+
+    def part(e, what, model, count, n, T, params=None, case=None, per=None):
+        "`count` times the measured step (`per`: what one of the count is, where the step's name does not say)."
+        r = find(e, what, model, n, T, params)
+        out.append(dict(experiment=e, part=f'{what}, {model}', count=count, per=per, case=case,
+                        bias=with_setup(None, r), seconds=None if r is None else count * r['seconds']))
+
+    def gd(e, what, model, n, T, n_steps, n_evals, bias, case=None):
+        "A GD part: `n_steps` optimizer steps and `n_evals` evaluations in all the preset's runs."
+        ra, rb = find(e, what, model, n, T), find(e, f'{what}, evaluated every step', model, n, T)
+        a, b = (None if r is None else r['seconds'] for r in (ra, rb))
+        split = a is not None and b is not None and steps > 1
+        ev = max(0.0, (b - a) / (steps - 1)) if split else None  # steps + 1 evaluations against 2
+        sec = None if a is None else (n_steps * (a - 2 * ev) / steps + n_evals * ev if split else n_steps * a / steps)
+        out.append(dict(experiment=e, part=f'{what}, {model}', count=n_steps, case=case,
+                        bias=with_setup(None if split else bias, ra, rb), seconds=sec))
+
+    was = f'measured with {steps} steps and an evaluation before and after them'
     c = P['02_task_spectra']
     for m in c['models']:
         for p in c['params']:
-            part('02_task_spectra', f'kernel ({p})', m, len(c['tasks']) * (1 + len(c['random_seeds'])), params=p)
-    c = P['05_stopping']  # per run: the analysis' train + test kernel, then GD evaluated every `eval_every` steps
-    m = c['runs'][0][0]
-    part('05_stopping', 'kernel (attention)', m, len(c['runs']))
+            part('02_task_spectra', f'kernel ({p})', m, len(c['tasks']) * (1 + len(c['random_seeds'])), c['pool'],
+                 c['max_length'], params=p)
+    # 05, per run: the analysis' train + test kernel, then GD evaluated every `eval_every` steps
+    c, T = P['05_stopping'], P['05_stopping']['max_length']
+    m, runs, every = c['runs'][0][0], len(c['runs']), c['eval_every']
+    part('05_stopping', 'kernel (attention)', m, runs, c['n_train'], T)
     for s, case in ((c['steps'][m], 'shortest'), (c['max_steps'][m], 'longest')):  # a run's length lies between
-        part('05_stopping', 'network GD', m, len(c['runs']) * s, steps, case=case,
-             bias=('high', f"{ev}, where the preset evaluates every {c['eval_every']} steps"))
-    c = P['01_kernel_vs_finetuning']  # per run (`compare`, linearized): the analysis' train + test kernel, the
-    for m in dict.fromkeys(r[0] for r in c['runs']):  # linearized and the network GD evaluated at every step, and
-        runs = [r for r in c['runs'] if r[0] == m]  # three train-only kernels along the network run (its drift)
-        part('01_kernel_vs_finetuning', 'kernel (attention)', m, len(runs))
-        part('01_kernel_vs_finetuning', 'drift kernel (attention, train only)', m, 3 * len(runs))
+        gd('05_stopping', 'network GD', m, c['n_train'], T, runs * s, runs * (-(-s // every) + 1),
+           ('high', f'{was}, where the preset evaluates every {every} steps'), case)
+    # 01, per run (`compare`, linearized): the analysis' train + test kernel, three train-only kernels along the
+    # network run (its drift), and the linearized and the network GD, each evaluated at every step
+    c, T = P['01_kernel_vs_finetuning'], P['01_kernel_vs_finetuning']['max_length']
+    for m in dict.fromkeys(r[0] for r in c['runs']):
+        runs = [r for r in c['runs'] if r[0] == m]
+        n = runs[0][1]
+        part('01_kernel_vs_finetuning', 'kernel (attention)', m, len(runs), n, T)
+        part('01_kernel_vs_finetuning', 'drift kernel (attention, train only)', m, 3 * len(runs), n, T)
         for w in ('network GD', 'linearized GD'):
-            part('01_kernel_vs_finetuning', w, m, sum(r[2] for r in runs), steps,
-                 bias=('low', f'{ev}, where the preset evaluates at every step'))
-    c = P['03_task_vectors']  # per seed: the multi-task kernel, then per task a network and a linearized run
-    k = len(c['tasks'])
-    part('03_task_vectors', 'multi-task kernel', c['model'], len(c['seeds']))
+            gd('01_kernel_vs_finetuning', w, m, n, T, sum(r[2] for r in runs), sum(r[2] + 1 for r in runs),
+               ('low', f'{was}, where the preset evaluates at every step'))
+    # 03, per seed: the multi-task kernel, then per task a network and a linearized run evaluated at every step
+    c, T = P['03_task_vectors'], P['03_task_vectors']['max_length']
+    k, seeds = len(c['tasks']), len(c['seeds'])
+    part('03_task_vectors', 'multi-task kernel', c['model'], seeds, c['n'] * k, T)
     for w in ('network GD', 'linearized GD'):
-        part('03_task_vectors', w, c['model'], len(c['seeds']) * k * c['steps'], steps,
-             bias=('low', f"{ev} (on 2 validation and {c['n_test']} test examples), where the preset evaluates "
-                          f"{c['n_test']} validation and {c['n_test']} test examples at every step"))
-    part('03_task_vectors', 'task arithmetic evaluations (addition, negation, disentanglement)', c['model'],
-         len(c['seeds']) * len(c['families']))
-    c = P['04_learning_curves']  # per task the pool's train/test kernel (the first task's also at a random init) and
-    part('04_learning_curves', 'kernel (attention)', c['model'], len(c['tasks']) + 1)  # a pilot analysis
-    part('04_learning_curves', f"pilot kernel (n = {c['pilot']})", c['model'], len(c['tasks']))
-    part('04_learning_curves', 'fine-tuning (MiniLM-L6)', 'minilm-l6',
-         len(c['ft_tasks']) * len(c['ft_ns']) * len(c['ft_seeds']))
+        gd('03_task_vectors', w, c['model'], c['n'], T, seeds * k * c['steps'], seeds * k * (c['steps'] + 1),
+           ('low', f"{was}, where the preset evaluates {c['n_test']} validation and {c['n_test']} test examples at "
+                   "every step"))
+    part('03_task_vectors', 'task arithmetic evaluations', c['model'], seeds * len(c['families']), c['n'], T,
+         per='seeds × families, each the test accuracy of every sum, negation and scaled pair of task vectors')
+    # 04, per task: the pool's train/test kernel (the first task's also at a random init), a pilot analysis, and the
+    # MiniLM fine-tuning runs
+    c, T = P['04_learning_curves'], P['04_learning_curves']['max_length']
+    part('04_learning_curves', 'kernel (attention)', c['model'], len(c['tasks']) + 1, c['pool'], T)
+    part('04_learning_curves', 'pilot kernel', c['model'], len(c['tasks']), c['pilot'], T, per=f"n = {c['pilot']} each")
+    ft = len(c['ft_tasks']) * len(c['ft_ns']) * len(c['ft_seeds'])
+    part('04_learning_curves', 'fine-tuning (hold-out stopping)', 'minilm-l6', ft, None, T, per='MiniLM-L6 runs')
     return out
 
 
@@ -262,13 +304,39 @@ def size(r) -> str:
 
 
 def is_kernel(r) -> bool:
-    return 'kernel' in r['what']
+    "Whether the step computes kernels (`compare` does too): its peak follows the kernels' memory budget."
+    return 'kernel' in r['what'] or r['what'].startswith('compare')
+
+
+def is_gd(r) -> bool:
+    return 'GD' in r['what']
 
 
 def over_80gb(rows):
-    "The measured steps other than kernels that peaked at 80 GB or more (a kernel's peak follows its memory budget)."
-    return [r for r in rows if not is_kernel(r) and (r.get('peak_gpu_gb') or 0) >= 80]
+    "The GD steps that peaked at 80 GB or more (a kernel's peak follows its memory budget, not the problem's size)."
+    return [r for r in rows if is_gd(r) and (r.get('peak_gpu_gb') or 0) >= 80]
 
+
+def hours(seconds) -> str:
+    h = seconds / 3600
+    return f'{h:.1f}' if h >= 0.1 else f'{h:.2f}'
+
+
+def outcome(r) -> str:
+    "A row's seconds, or why it has none."
+    if 'seconds' in r:
+        return f"{r['seconds']:.1f}" + (f" (a later run failed: {r['later_error']})" if r.get('later_error') else '')
+    err = str(r.get('error', ''))
+    if err.startswith('skipped'):
+        return 'not run'
+    return f"failed: {err.split(': ', 1)[-1].split(';')[0]}" if err else 'no result'
+
+
+def no_space(r) -> bool:
+    return 'No space left' in str(r.get('error', ''))
+
+
+SETUP = 'its time includes building the model on the GPU'
 
 TITLE = 'Paper presets on one GPU: GPT-Neo-125M and GPT-Neo-1.3B shapes (random weights)'
 
@@ -280,22 +348,23 @@ def markdown(res) -> str:
          f"Machine: {res['machine']}.  ", f"Date: {res['date']}. Optimizer steps per measured run: {res['steps']}.", '',
          "Each step is the package's own entry point at the preset's sizes (read from the experiment notebook's "
          "`#| gpu` cell), on random token ids with every position real. GD rows are the seconds of "
-         f"{res['steps']} full-batch steps with an evaluation before and after. "
+         f"{res['steps']} full-batch steps with an evaluation before and after them, or (\"evaluated every step\") "
+         "after each: their difference prices an evaluation. "
          "Peak = `torch.cuda.max_memory_allocated`; "
          "the kernels' memory budget is 80 % of the free GPU memory, so on a smaller GPU they take less.", '',
          '| experiment | step | model | n (+ test) × T | seconds | peak GPU GB |', '|---|---|---|---|---|---|']
     for r in res['rows']:
-        skipped = str(r.get('error', '')).startswith('skipped')
-        why = 'not run (the time budget was spent)' if skipped else f"failed: {r.get('error')}"
-        sec = f"{r['seconds']:.1f}" if 'seconds' in r else why
+        sec = outcome(r).replace('not run', 'not run (the time budget was spent)')
         L.append(f"| {r['experiment']} | {r['what']} | {r['model']} | {size(r)} | {sec} | {gb(r)} |")
     L += ['', "Each preset's time from the measured parts (count × the measured step; a run of the stopping "
           "preset lasts between its minimum and its maximum number of steps):", '',
           '| experiment | part | count | hours | the measured step against the preset\'s |', '|---|---|---|---|---|']
-    hours = lambda e: 'not measured' if e['seconds'] is None else format(e['seconds'] / 3600, '.2f')
-    bias = lambda e: '' if not e.get('bias') else f"{'cheaper' if e['bias'][0] == 'low' else 'dearer'}: {e['bias'][1]}"
-    part = lambda e: e['part'] + (f" (runs of the {e['case']} length)" if e.get('case') else '')
-    L += [f"| {e['experiment']} | {part(e)} | {e['count']} | {hours(e)} | {bias(e)} |" for e in res['estimates']]
+    h = lambda e: 'not measured' if e['seconds'] is None else hours(e['seconds'])
+    word = {'low': 'cheaper', 'high': 'dearer', 'unknown': 'either'}
+    bias = lambda e: '' if not e.get('bias') else f"{word[e['bias'][0]]}: {e['bias'][1]}"
+    part = lambda e: e['part'] + (f" (runs of the {e['case']} length)" if e.get('case') else '') + (
+        f" ({e['per']})" if e.get('per') else '')
+    L += [f"| {e['experiment']} | {part(e)} | {e['count']} | {h(e)} | {bias(e)} |" for e in res['estimates']]
     return '\n'.join(L)
 
 
@@ -306,38 +375,40 @@ def note(experiment, path=RESULTS) -> str:
     est = [e for e in res['estimates'] if e['experiment'] == experiment]
     if not rows:
         return '*(the paper preset has not been measured on a GPU yet: `python bench/paper_presets.py`)*'
-    gd = any(r['what'].endswith('GD') for r in rows)
+    gd = any(is_gd(r) for r in rows)
     L = [f"**The preset on one GPU** ({res['machine'].split(',')[0]}, {res['date']}; `bench/paper_presets.py`, "
          "with the GPT-Neo architectures at random weights, since that machine has no hub access, and random token ids "
          "at the preset's sizes" + (f"; GD rows are {res['steps']} steps" if gd else '') + '):']
     L += ['', '| step | model | n (+ test) × T | seconds | peak GPU (GB) |', '|---|---|---|---|---|']
     for r in rows:
-        err = r.get('error', '')
-        sec = f"{r['seconds']:.1f}" if 'seconds' in r else (
-            'not run' if err.startswith('skipped') else f"failed: {err.split(': ', 1)[-1].split(';')[0]}")
         peak = f"{r['peak_gpu_gb']:.1f}" if r.get('peak_gpu_gb') is not None else '—'
-        L.append(f"| {r['what']} | {r['model']} | {size(r)} | {sec} | {peak} |")
+        L.append(f"| {r['what']} | {r['model']} | {size(r)} | {outcome(r)} | {peak} |")
     if any(is_kernel(r) and r.get('peak_gpu_gb') is not None for r in rows):
         L += ['', "A kernel holds at most 80 % of the free GPU memory at once (its memory budget), so its peak follows "
                   "the GPU: on a smaller one it streams in smaller blocks."]
-    if any(str(r.get('error', '')).startswith('CacheError') for r in rows):
-        L += ['', "A kernel that failed with a `CacheError` ran out of disk: beyond its memory budget the engine keeps "
-                  "each example's activations and output gradients in files, and on this benchmark machine they "
-                  "outgrew its disk; a machine with more scratch disk runs it."]
+    if any(no_space(r) for r in rows):
+        L += ['', "A kernel that failed with \"No space left on device\" ran out of disk: once the captured "
+                  "activations and output gradients outgrow a share of host memory, the engine keeps them in files "
+                  "(under `TMPDIR`, or its `cache_dir`), and on this benchmark machine they outgrew the free disk. "
+                  "It needs a disk with room for them."]
     done = [e for e in est if e['seconds'] is not None]
-    gap = [f"{e['part']} (× {e['count']})" for e in est if e['seconds'] is None]
+    gap = {}  # a part not measured -> its counts (two for the stopping runs' shortest and longest lengths)
+    for e in est:
+        if e['seconds'] is None:
+            gap.setdefault((e['part'], e.get('per')), []).append(str(e['count']))
+    gap = [f"{k} (× {' to '.join(v)}{'' if per is None else ': ' + per})" for (k, per), v in gap.items()]
     if done:
-        hours = lambda case: sum(e['seconds'] for e in done if e.get('case') in (None, case)) / 3600
-        lo, hi = hours('shortest'), hours('longest')
-        span = f"{lo:.1f} to {hi:.1f}" if f'{lo:.1f}' != f'{hi:.1f}' else f'{lo:.1f}'
+        total = lambda case: sum(e['seconds'] for e in done if e.get('case') in (None, case))
+        lo, hi = hours(total('shortest')), hours(total('longest'))
+        span = f"{lo} to {hi}" if lo != hi else lo
         s = f"The measured parts, times the preset's counts, come to {span} GPU hours"
         s += (f" — the preset takes longer by the parts not measured: {', '.join(gap)}." if gap else '.')
         by = {}  # (low/high, why) -> the parts it applies to
         for e in done:
             if e.get('bias') and e['part'] not in by.setdefault(tuple(e['bias']), []):
                 by[tuple(e['bias'])].append(e['part'])
-        s += ''.join(f" {'Under' if b == 'low' else 'Over'}estimated ({'; '.join(parts)}): {why}."
-                     for (b, why), parts in by.items())
+        word = {'low': 'Underestimated', 'high': 'Overestimated', 'unknown': 'Off by an unknown amount'}
+        s += ''.join(f" {word[b]} ({'; '.join(parts)}): {why}." for (b, why), parts in by.items())
         L += ['', s]
     elif gap:
         L += ['', f"Not measured: {', '.join(gap)}."]
@@ -348,18 +419,25 @@ def note(experiment, path=RESULTS) -> str:
 
 
 def merge(files):
-    """One results file from several runs of this script: a step's row (keyed by experiment, step, model, parameters
-    and sizes) from a later run replaces an earlier run's, unless it measured nothing where the earlier one did."""
+    """One results file from several runs of this script. A step (experiment, step, model, parameters) measured again
+    takes the later run's row, except that a measurement is kept over a later skip, and over a later failure at the same
+    sizes (the failure is kept with it, as `later_error`)."""
     runs = [json.loads(Path(f).read_text()) for f in files]
+    sizes = lambda r: tuple(r.get(f) for f in ('n', 'n_train', 'n_test', 'T'))
     rows = {}
     for res in runs:
+        built = None  # the model in use: a run timed building it in its first step on it, until setups were untimed
         for r in res['rows']:
-            k = tuple(r.get(f) for f in ('experiment', 'what', 'model', 'params', 'n', 'n_train', 'n_test', 'T'))
-            old = rows.get(k)
-            keep_old = old is not None and ('seconds' in old and 'seconds' not in r or
-                                            'seconds' not in old and str(r.get('error', '')).startswith('skipped'))
-            if not keep_old:
-                rows[k] = {**r, 'date': res['date']}
+            if not str(r.get('error', '')).startswith('skipped') and 'setup_untimed' not in r:
+                r = {**r, 'includes_setup': r['model'] != built}
+                built = r['model']
+            k = tuple(r.get(f) for f in ('experiment', 'what', 'model', 'params'))
+            old, new = rows.get(k), {**r, 'date': res['date']}
+            if old is not None and str(r.get('error', '')).startswith('skipped'):
+                continue
+            if old is not None and 'seconds' in old and 'seconds' not in r and sizes(old) == sizes(r):
+                new = {**old, 'later_error': r.get('error')}
+            rows[k] = new
     steps = {res['steps'] for res in runs}
     if len(steps) > 1:
         raise SystemExit(f'paper_presets: the runs measured different numbers of steps ({sorted(steps)})')
@@ -374,7 +452,7 @@ if __name__ == '__main__':
     ap.add_argument('--steps', type=int, default=5, help='optimizer steps per measured run')
     ap.add_argument('--budget', type=float, default=420, help='seconds after which the remaining rows are skipped')
     ap.add_argument('--out', default=None, help='also write the rows here as they come')
-    ap.add_argument('--only', default=None, help="measure only the steps whose name matches this regex ('GD$')")
+    ap.add_argument('--only', default=None, help="measure only the steps whose name matches this regex ('GD')")
     ap.add_argument('--merge', nargs='+', default=None, help='merge these results files into the committed one')
     a = ap.parse_args()
     if a.merge:
