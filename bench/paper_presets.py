@@ -15,7 +15,7 @@ step, which prices an evaluation apart from a step. Not covered: the GLUE-style 
 task-arithmetic evaluations of the task-vector preset, the pilot kernels and the MiniLM fine-tuning runs of the
 learning-curve preset (MiniLM ships in a package too large to take to the GPU machine); the estimates list them.
 """
-import argparse, json, os, platform, re, sys, time, zlib
+import argparse, inspect, json, os, platform, re, sys, time, zlib
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -222,6 +222,7 @@ def estimates(rows, P, steps):
     bias), seconds None where the part was not measured at the preset's sizes (or failed), and `bias` (low or high,
     why) where the measured step is cheaper or dearer than the preset's own. A GD part measured both ways (evaluated
     only before and after, and after every step) is priced as steps × a step + evaluations × an evaluation."""
+    from ntk_finetune.compare import compare
     out = []
 
     def find(e, what, model, n, T, params=None):
@@ -262,10 +263,13 @@ def estimates(rows, P, steps):
     # 05, per run: the analysis' train + test kernel, then GD evaluated every `eval_every` steps
     c, T = P['05_stopping'], P['05_stopping']['max_length']
     m, runs, every = c['runs'][0][0], len(c['runs']), c['eval_every']
+    ckpt = inspect.signature(compare).parameters['checkpoint_every'].default  # each run checkpoints (resumable)
     part('05_stopping', 'kernel (attention)', m, runs, c['n_train'], T)
     for s, case in ((c['steps'][m], 'shortest'), (c['max_steps'][m], 'longest')):  # a run's length lies between
         gd('05_stopping', 'network GD', m, c['n_train'], T, runs * s, runs * (-(-s // every) + 1),
            ('high', f'{was}, where the preset evaluates every {every} steps'), case)
+        part('05_stopping', 'checkpoints', m, runs * -(-s // ckpt), None, T, case=case,
+             per=f'saves of the trained weights, every {ckpt} steps and at the end of each run')
     # 01, per run (`compare`, linearized): the analysis' train + test kernel, three train-only kernels along the
     # network run (its drift), and the linearized and the network GD, each evaluated at every step
     c, T = P['01_kernel_vs_finetuning'], P['01_kernel_vs_finetuning']['max_length']

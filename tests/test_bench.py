@@ -74,6 +74,8 @@ def test_estimates_count_what_each_notebook_computes():
         ('05_stopping', 'kernel (attention), gpt-neo-125m', None): 12,  # 4 tasks × 3 seeds
         ('05_stopping', 'network GD, gpt-neo-125m', 'shortest'): 6000,  # 12 runs × 500 to 4000 steps
         ('05_stopping', 'network GD, gpt-neo-125m', 'longest'): 48000,
+        ('05_stopping', 'checkpoints, gpt-neo-125m', 'shortest'): 300,  # 12 runs × a save every 20 steps
+        ('05_stopping', 'checkpoints, gpt-neo-125m', 'longest'): 2400,
         ('01_kernel_vs_finetuning', 'kernel (attention), gpt-neo-125m', None): 3,  # 3 learning rates
         ('01_kernel_vs_finetuning', 'drift kernel (attention, train only), gpt-neo-125m', None): 9,
         ('01_kernel_vs_finetuning', 'network GD, gpt-neo-125m', None): 300,
@@ -123,7 +125,9 @@ def test_note_reports_failures_missing_parts_the_span_and_the_80gb_line(tmp_path
     md = pp.note('05_stopping', p)
     assert 'come to 1.7 to 13.3 GPU hours' in md  # 12 runs × (500 to 4000 steps) × 1 s
     assert 'failed: cannot write the kernel' in md and 'ran out of disk' in md
-    assert 'not measured: kernel (attention), gpt-neo-125m (× 12).' in md and 'Overestimated (network GD' in md
+    assert ('not measured: kernel (attention), gpt-neo-125m (× 12), checkpoints, gpt-neo-125m (× 300 to 2400: '
+            'saves of the trained weights, every 20 steps and at the end of each run).') in md
+    assert 'Overestimated (network GD' in md
     assert '| network GD | gpt-neo-125m | 256 × 128 | 5.0 | — |' in md and '| (256 + 256) × 128 |' in md
     assert 'Over 80 GB' not in md and 'memory budget' in md  # compare's 95 GB peak follows the kernels' budget
     md3 = pp.note('03_task_vectors', p)
