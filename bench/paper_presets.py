@@ -100,10 +100,10 @@ class Meter:
         import torch
         row = dict(experiment=experiment, what=what, **info)
         if self.only and not re.search(self.only, what):
-            return row, None  # not asked for this run: not a row
+            return  # not asked for this run: not a row
         if time.time() - self.t0 > self.budget_s:
             row['error'] = 'skipped: the time budget was spent'
-            return self._add(row), None
+            return self._add(row)
         if setup is not None:
             setup()
         row['setup_untimed'] = setup is not None
@@ -111,24 +111,21 @@ class Meter:
         if cuda:
             torch.cuda.empty_cache(); torch.cuda.reset_peak_memory_stats(); torch.cuda.synchronize()
         t = time.perf_counter()
-        res = None
         try:
-            res = f()
+            f()
             if cuda: torch.cuda.synchronize()
             row['seconds'] = time.perf_counter() - t
         except Exception as e:  # an out-of-memory is a result here, not a crash: record it and go on
             row['error'] = f"{type(e).__name__}: {str(e).splitlines()[0][:200]}"
         if cuda: row['peak_gpu_gb'] = torch.cuda.max_memory_allocated() / 2**30
-        return self._add(row), res
+        self._add(row)
 
     def _add(self, row):
+        from ntk_finetune.core import save_json
         self.rows.append(row)
         print(json.dumps(row), flush=True)
         if self.out:
-            tmp = Path(self.out).with_suffix('.tmp')
-            tmp.write_text(json.dumps(self.rows, indent=1))
-            os.replace(tmp, self.out)
-        return row
+            save_json(self.rows, self.out)
 
 
 def run_all(device='cuda', tiny=False, steps=5, out=None, budget_s=420, only=None):
@@ -206,7 +203,7 @@ def run_all(device='cuda', tiny=False, steps=5, out=None, budget_s=420, only=Non
     meter('04_learning_curves', 'kernel (attention)', lambda: train_test_ntk(model(c['model']), b, bt, fn, 'attention',
                                                                              progress=False),
           model=c['model'], n=c['pool'], n_test=c['n_test'], T=c['max_length'], setup=lambda: model(c['model']))
-    return meter.rows, P
+    return meter.rows
 
 
 def machine(device):
@@ -467,17 +464,17 @@ if __name__ == '__main__':
         if device == 'cuda' and not torch.cuda.is_available():
             sys.exit('paper_presets: this Python has no CUDA device (use --tiny for the CPU smoke test)')
         t0 = time.time()
-        rows, _ = run_all(device, a.tiny, a.steps, a.out, a.budget, a.only)
+        rows = run_all(device, a.tiny, a.steps, a.out, a.budget, a.only)
         cmd = f"python bench/paper_presets.py --steps {a.steps}" + (f" --only '{a.only}'" if a.only else '')
         res = {'command': cmd,
                'machine': machine(device), 'date': time.strftime('%Y-%m-%d'), 'wall_seconds': time.time() - t0,
                'steps': a.steps, 'rows': rows}
-    res['over_80gb'] = [f"{r['experiment']}: {r['what']}, {r['model']}" for r in over_80gb(res['rows'])]
     res['estimates'] = estimates(res['rows'], presets(), res['steps'])
     print(json.dumps(res['estimates'], indent=1))
     if a.tiny:
         sys.exit(0)
-    tmp = RESULTS.with_suffix('.tmp'); tmp.write_text(json.dumps(res, indent=1)); os.replace(tmp, RESULTS)
+    from ntk_finetune.core import save_json
+    save_json(res, RESULTS)
     from entk import write_benchmarks  # bench/ is this script's folder
     write_benchmarks(res, TITLE, markdown)
     print(f'wrote {RESULTS} and BENCHMARKS.md')
