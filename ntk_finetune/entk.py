@@ -25,45 +25,14 @@ __all__ = ['METHODS', 'inputs_hash', 'jacobian_reference', 'CacheError', 'defaul
            'empirical_ntk', 'train_test_ntk', 'make_ntk_fn', 'random_init_ntk']
 
 # %% ../nbs/03_entk.ipynb #4254481b
-def _model_pad_id(model) -> int:
-    "The token that pads a batch to a common length: the model's pad token, which its classification head skips."
-    pid = getattr(model.config, 'pad_token_id', None)
-    if pid is None and type(model).__name__.endswith(
-        ('ForSequenceClassification', 'ForTokenClassification')
-    ):
-        raise ValueError(
-            f"batches of different lengths need model.config.pad_token_id for {type(model).__name__} "
-            "(it finds the last token by it); set it, or pad both batches to the same length"
-        )
-    return (
-        int(pid) if pid is not None else 0
-    )  # any token will do where the output reads the attention mask
-
-
-def _pad_T(b: dict, T: int, pad_id: int = 0) -> dict:
-    "Right-pad a canonical batch to T tokens: input_ids with `pad_id`, masks and type ids with 0."
-    extra = T - b['input_ids'].shape[1]
-    if extra <= 0:
-        return b
-    pad = lambda v, val: torch.nn.functional.pad(v, (0, extra), value=val)
-    return {k: pad(v, pad_id if k == 'input_ids' else 0) for k, v in b.items()}
-
-
-def _prepare(model, batch, batch2):
-    "Validated canonical batches with a common length and the same keys."
-    b1 = check_inputs(model, batch, 'batch')
-    if batch2 is None:
-        return b1, None
-    b2 = check_inputs(model, batch2, 'batch2')
-    if set(b1) != set(b2):
-        raise ValueError(
-            f"batch and batch2 have different keys: {sorted(b1)} vs {sorted(b2)}"
-        )
-    T1, T2 = b1['input_ids'].shape[1], b2['input_ids'].shape[1]
-    if T1 == T2:
-        return b1, b2
-    T, pid = max(T1, T2), _model_pad_id(model)
-    return _pad_T(b1, T, pid), _pad_T(b2, T, pid)
+def _prepare(model, batches: list) -> list:
+    "Validated canonical batches with the same keys, each at its own length: nothing is padded to a common length."
+    names = ['batch', 'batch2'] if len(batches) <= 2 else [f'batches[{i}]' for i in range(len(batches))]
+    bs = [check_inputs(model, b, nm) for b, nm in zip(batches, names)]
+    for b, nm in zip(bs[1:], names[1:]):
+        if set(b) != set(bs[0]):
+            raise ValueError(f"{names[0]} and {nm} have different keys: {sorted(bs[0])} vs {sorted(b)}")
+    return bs
 
 
 def _slice(batch, s, e, device):
@@ -804,7 +773,7 @@ def output_fn_id(fn, depth: int = 0) -> str:
     return hashlib.sha256('|'.join(parts).encode()).hexdigest()[:16]
 
 
-def _manifest(model, sel, output_fn, f_probe, b1, b2, gram_dtype, autocast):
+def _manifest(model, sel, output_fn, f_probe, batches, gram_dtype, autocast):
     h = hashlib.sha256()
     for n, p in sel.items():
         h.update(f'{n}:{tuple(p.shape)}'.encode())
@@ -818,7 +787,7 @@ def _manifest(model, sel, output_fn, f_probe, b1, b2, gram_dtype, autocast):
         'probe_output': [
             float(f'{x:.6g}') for x in f_probe.double().reshape(-1).tolist()
         ],
-        'inputs': inputs_hash(b1, b2),
+        'inputs': inputs_hash(*batches, *[None] * (2 - len(batches))),  # one batch hashes as (batch, None)
         'model_dtype': str(next(iter(sel.values())).dtype),
         'gram_dtype': str(gram_dtype),
         'autocast': str(autocast),
@@ -951,8 +920,7 @@ def empirical_ntk(
     "The unnormalized empirical NTK Gram G[i,j] = <∇θ f(x_i), ∇θ f(x_j)> (float64), streamed within `memory_budget`."
     (G,), (parts,) = _kernels(
         model,
-        batch,
-        batch2,
+        [batch] if batch2 is None else [batch, batch2],
         [(0, 0)] if batch2 is None else [(0, 1)],
         output_fn,
         params,
@@ -980,14 +948,13 @@ def train_test_ntk(
         raise ValueError(
             "train_test_ntk does not split by module; use empirical_ntk(per_module=True)"
         )
-    Gs, _ = _kernels(model, train, test, [(0, 0), (1, 0)], output_fn, params, **kw)
+    Gs, _ = _kernels(model, [train, test], [(0, 0), (1, 0)], output_fn, params, **kw)
     return tuple(Gs)
 
 
 def _kernels(
     model,
-    batch,
-    batch2,
+    batches,
     blocks,
     output_fn,
     params,
@@ -1005,7 +972,7 @@ def _kernels(
     distributed=None,
     progress=True,
 ):
-    "Validate everything, then compute the Gram blocks [(i, j)] between [batch, batch2] (shaped by `multi`)."
+    "Validate everything, then compute the Gram blocks [(i, j)] between `batches`, each at its own length (shaped by `multi`)."
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; use one of {', '.join(METHODS)}")
     if multi not in ('full', 'trace', 'diagonal'):
@@ -1037,27 +1004,22 @@ def _kernels(
             raise ValueError(
                 f"the model is on {dev}, not {want}: move it first (model.to(...)) or leave device=None"
             )
-    b1, b2 = _prepare(model, batch, batch2)
+    bs = _prepare(model, batches)
     sel = select_params(model, params)
     budget = default_memory_budget(dev) if memory_budget is None else int(memory_budget)
     mdtype = next(iter(sel.values())).dtype
     if gram_dtype is None:
         gram_dtype = torch.float64 if mdtype == torch.float64 else torch.float32
-    bs = [b1, b2]
     with _only_grad(model, sel):
         if method == 'reference':
-            Js = [
-                jacobian_reference(model, b, output_fn, sel) if b is not None else None
-                for b in bs
-            ]
-            O = _outputs(output_fn, model, _slice(b1, 0, 1, dev), 0).shape[1]
+            Js = [jacobian_reference(model, b, output_fn, sel) for b in bs]  # each batch at its own length
+            O = _outputs(output_fn, model, _slice(bs[0], 0, 1, dev), 0).shape[1]
             Gs, parts = [Js[i] @ Js[j].T for i, j in blocks], [None for _ in blocks]
         else:
             try:
                 Gs, parts, O = _structured(
                     model,
-                    b1,
-                    b2,
+                    bs,
                     output_fn,
                     sel,
                     budget,
@@ -1080,7 +1042,7 @@ def _kernels(
                 raise CacheError(
                     f"cannot write the kernel's files{where}: {e.strerror or e}; {hint}"
                 ) from e
-    ns = [b['input_ids'].shape[0] if b is not None else 0 for b in bs]
+    ns = [b['input_ids'].shape[0] for b in bs]
 
     def shape(M, i, j):
         return _multi(M.reshape(ns[i], O, ns[j], O).permute(0, 2, 1, 3), multi, O).to(
@@ -1106,8 +1068,7 @@ def _multi(G4, multi, O):
 
 def _structured(
     model,
-    b1,
-    b2,
+    batches,
     output_fn,
     sel,
     budget,
@@ -1120,12 +1081,11 @@ def _structured(
     per_module,
     blocks=None,
 ):
-    "Gram blocks [(i, j)] between batches [b1, b2] (i == j: symmetric); returns ([G per block], [parts per block], O)."
+    "Gram blocks [(i, j)] between `batches` (i == j: symmetric); returns ([G per block], [parts per block], O)."
     rank, world = _dist(distributed)
     dev = model_device(model)
-    plan, O, slots, f_probe = _probe(model, b1, output_fn, sel, _plan(model, sel))
-    T = b1['input_ids'].shape[1]
-    batches = [b1] + ([b2] if b2 is not None else [])
+    plan, O, slots, f_probe = _probe(model, batches[0], output_fn, sel, _plan(model, sel))
+    T = max(b['input_ids'].shape[1] for b in batches)  # the longest batch sets the memory per example
     ns = [b['input_ids'].shape[0] for b in batches]
     per_ex = _capture_bytes(plan, slots, T, O) + 8 * O * count_params(plan.fallback)
     act = _activation_bytes(model, T)
@@ -1140,7 +1100,7 @@ def _structured(
     )  # captures live in host RAM
     on_disk = per_ex * sum(ns) > host * 0.4
     man = (
-        _manifest(model, sel, output_fn, f_probe, b1, b2, gram_dtype, autocast)
+        _manifest(model, sel, output_fn, f_probe, batches, gram_dtype, autocast)
         if cache_dir is not None
         else None
     )
@@ -1151,10 +1111,9 @@ def _structured(
         dist.barrier()
         if cache_dir is not None and rank > 0:
             cache = _open_cache(cache_dir, man)
-    blocks = blocks or ([(0, 0)] if b2 is None else [(0, 1)])
     units = [m[0] for m in plan.modules] + (['fallback'] if plan.fallback else [])
     layer_file = lambda u, i, j: (
-        cache / f"layer_{hashlib.md5(u.encode()).hexdigest()[:12]}_{i}{j}.safetensors"
+        cache / f"layer_{hashlib.md5(u.encode()).hexdigest()[:12]}_{i}{j if max(i, j) < 10 else f'-{j}'}.safetensors"
     )
     done_units = {
         (u, i, j): G

@@ -352,29 +352,24 @@ class StackedOutputs:
 def multitask_kernel(model, batches, output_fns, params='attention', **kw) -> dict:
     "Every block G[a][b] = <∇f_a(x^a_i), ∇f_b(x^b_j)> (unnormalized), from one kernel of the stacked outputs."
     from ntk_finetune.core import as_batch
-    from ntk_finetune.entk import _pad_T, _model_pad_id
+    from ntk_finetune.entk import _kernels
 
     if len(batches) != len(output_fns):
         raise ValueError(
             f"{len(batches)} batches for {len(output_fns)} output functions"
         )
+    if 'multi' in kw or 'per_module' in kw:
+        raise ValueError("multitask_kernel takes every output of every batch itself; don't pass multi or per_module")
     bs = [as_batch(b) for b in batches]
-    T = max(b['input_ids'].shape[1] for b in bs)
     keys = set.intersection(*(set(b) for b in bs))
-    pid = _model_pad_id(model) if len({b['input_ids'].shape[1] for b in bs}) > 1 else 0
-    union = {
-        k: torch.cat([_pad_T({kk: b[kk] for kk in keys}, T, pid)[k] for b in bs])
-        for k in keys
-    }
-    G4 = empirical_ntk(
-        model, union, StackedOutputs(output_fns), params, **kw
-    )  # (N, N, A, A)
-    idx = np.cumsum([0] + [b['input_ids'].shape[0] for b in bs])
-    return {
-        (a, c): G4[idx[a] : idx[a + 1], idx[c] : idx[c + 1], a, c]
-        for a in range(len(bs))
-        for c in range(len(bs))
-    }
+    bs = [{k: b[k] for k in keys} for b in bs]  # each task's batch at its own length: nothing is padded
+    pairs = [(a, c) for a in range(len(bs)) for c in range(a, len(bs))]
+    G4s, _ = _kernels(model, bs, pairs, StackedOutputs(output_fns), params, **kw)  # (n_a, n_c, A, A) each
+    out = {}
+    for (a, c), G4 in zip(pairs, G4s):
+        out[a, c] = G4 if G4.ndim == 2 else G4[:, :, a, c]  # one task: a scalar output
+        out[c, a] = out[a, c].T
+    return out
 
 
 def overlap(G_AA, G_BB, G_AB) -> float:
