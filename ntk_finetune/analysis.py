@@ -18,6 +18,8 @@ from ntk_finetune.core import (
     get_device,
     save_json,
     load_json,
+    file_sha256,
+    json_sha256,
     atomic_dir,
     eval_mode,
 )
@@ -55,9 +57,9 @@ from ntk_finetune.early_stopping import (
 )
 
 # %% auto #0
-__all__ = ['HEADS', 'RULES', 'targets', 'helmert', 'contrasts', 'contrast_kernel', 'Sample', 'make_sample', 'resolve_model',
-           'sample_output_fn', 'Analysis', 'analyze_sample', 'stopping_steps', 'analyze', 'prepare', 'learning_curve',
-           'predict_learning_curve']
+__all__ = ['N_TEST', 'HEADS', 'RULES', 'targets', 'helmert', 'contrasts', 'contrast_kernel', 'Sample', 'make_sample',
+           'resolve_model', 'sample_output_fn', 'Analysis', 'analyze_sample', 'stopping_steps', 'analyze', 'prepare',
+           'learning_curve', 'predict_learning_curve']
 
 # %% ../nbs/07_analysis.ipynb #a1000007
 def targets(y: torch.Tensor) -> torch.Tensor:
@@ -110,6 +112,7 @@ class Sample:
     template: str | None = None
     label_words: tuple | None = None
     description: str = ''
+    notes: tuple = ()  # what the sampling decided for the user (a smaller test set than asked, ...)
 
     @property
     def n(self):
@@ -120,13 +123,31 @@ class Sample:
         return len(self.classes)
 
 
-def _pick(df, n, seed, kind, what):
-    "A class-balanced (classification) or random (regression) subsample of n rows of a pandas frame."
+N_TEST = 64  # test examples when `n_test` is not given, or what the data leaves if that is fewer
+
+
+def _pick(df, n, seed, kind, what, flag):
+    "A class-balanced (classification) or random (regression) subsample of n rows; errors name the `flag` that fixes them."
     if n > len(df):
-        raise ValueError(f"{what} has {len(df)} examples, fewer than the {n} asked for")
+        raise ValueError(f"{what} has {len(df)} examples, fewer than the {n} asked for: lower {flag}")
     if kind == 'regression':
         return df.sample(n=n, random_state=seed).reset_index(drop=True)
-    return balanced_subsample(df, n, seed)
+    try:
+        return balanced_subsample(df, n, seed)
+    except ValueError as e:
+        raise ValueError(f"{what}: {e} (a class-balanced draw): lower {flag}") from None
+
+
+def _most_drawable(df, n, kind) -> int:
+    "The largest m <= n that `_pick` can draw from `df`: every class must hold its share of a balanced draw."
+    m = min(n, len(df))
+    if kind == 'regression' or m == 0:
+        return m
+    have = df['label'].value_counts().sort_index().tolist()  # in balanced_subsample's class order
+    C = len(have)
+    while m > 0 and any(m // C + (i < m % C) > c for i, c in enumerate(have)):
+        m -= 1
+    return m
 
 
 def _frame(data, text_column, label_column):
@@ -137,7 +158,22 @@ def _frame(data, text_column, label_column):
         raise ValueError(
             f"column {bad[0]!r} is not in the dataset; its columns are {cols}"
         )
+    if len(data) == 0:
+        raise ValueError("the dataset has no rows")
     df = data.select_columns([text_column, label_column]).to_pandas()
+    odd = [i for i, t in enumerate(df[text_column]) if not isinstance(t, str)]
+    if odd:
+        raise ValueError(
+            f"text {odd[0]} (column {text_column!r}) is not a string but {type(df[text_column][odd[0]]).__name__}; "
+            f"drop or fill it"
+        )
+    lab = df[label_column]
+    gone = np.flatnonzero(lab.isna().to_numpy())
+    if len(gone):
+        raise ValueError(f"label {gone[0]} (column {label_column!r}) is missing; drop or fill it")
+    if lab.dtype.kind == 'f' and not np.isfinite(lab.to_numpy()).all():
+        i = int(np.flatnonzero(~np.isfinite(lab.to_numpy()))[0])
+        raise ValueError(f"label {i} (column {label_column!r}) is not finite ({lab[i]}); drop or fix it")
     return df.rename(
         columns={text_column: 'text', label_column: 'label'}
     ), data.features[label_column]
@@ -167,6 +203,10 @@ def _sample_from_batch(data, labels, test_data, test_labels, label_words, kind):
     if labels is None:
         raise ValueError("a tokenized batch needs labels=... (or a 'labels' entry)")
     y = torch.as_tensor(np.asarray(labels))
+    if y.ndim != 1 or len(y) == 0:
+        raise ValueError(f"labels must be one per example, shape (n,), got {tuple(y.shape)}")
+    if y.is_floating_point() and not torch.isfinite(y).all():
+        raise ValueError(f"label {int((~torch.isfinite(y)).nonzero()[0, 0])} is not finite; drop or fix it")
     reg = kind == 'regression' or (
         kind is None and y.is_floating_point() and not torch.equal(y, y.round())
     )
@@ -212,7 +252,7 @@ def make_sample(
     tokenizer,
     data,
     n: int = 64,
-    n_test: int = 64,
+    n_test: int | None = None,  # None: N_TEST, or what the data leaves after `n` when that is fewer
     max_length: int = 64,
     seed: int = 0,
     text_column: str = 'text',
@@ -226,13 +266,14 @@ def make_sample(
 ) -> Sample:
     "Draw, prompt and tokenize the train and test examples of a task name, a `datasets.Dataset` or a tokenized batch."
     if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 4:
-        raise ValueError(f"n must be an integer >= 4, got {n!r}")
-    if (
+        raise ValueError(f"n must be an integer >= 4, got {n!r} (--n)")
+    auto = n_test is None
+    if not auto and (
         isinstance(n_test, bool)
         or not isinstance(n_test, (int, np.integer))
         or n_test < 0
     ):
-        raise ValueError(f"n_test must be an integer >= 0, got {n_test!r}")
+        raise ValueError(f"n_test must be an integer >= 0 or None, got {n_test!r} (--n-test)")
     if kind not in (None, 'classification', 'regression'):
         raise ValueError(f"kind must be 'classification' or 'regression', got {kind!r}")
     if isinstance(data, Mapping):
@@ -256,9 +297,12 @@ def make_sample(
         classes, ks, encode = _label_codes(df['label'], feat, kind)
         if test_data is not None:
             dft = _frame(test_data, text_column, label_column)[0]
-        elif len(df) < n + n_test:
+        elif len(df) < n + (0 if auto else n_test):
             raise ValueError(
-                f"the dataset has {len(df)} examples, fewer than n + n_test = {n + n_test}"
+                f"the dataset has {len(df)} examples, fewer than n = {n}: lower n (--n)"
+                if auto
+                else f"the dataset has {len(df)} examples, fewer than n + n_test = {n + n_test}: "
+                f"lower n (--n) or n_test (--n-test), or leave n_test unset to take what is left"
             )
         else:
             dft = None  # drawn below from what the training sample leaves
@@ -280,12 +324,24 @@ def make_sample(
         if dft is not None:
             dft = dft.assign(label=dft['label'].astype(int))
     df = df.assign(_row=np.arange(len(df)))
-    trs = _pick(df, n, seed, ks, 'the training data')
-    if dft is None:
+    trs = _pick(df, n, seed, ks, 'the training data', 'n (--n)')
+    left = dft is None  # the test examples are what the training sample leaves
+    if left:
         dft = df[~df['_row'].isin(set(trs['_row']))].reset_index(
             drop=True
         )  # disjoint from the training sample
-    tes = _pick(dft, n_test, seed, ks, 'the test data') if n_test > 0 else None
+    notes = []
+    if auto:
+        n_test = _most_drawable(dft, N_TEST, ks)
+        if n_test < N_TEST:
+            notes.append(
+                f"n_test = {n_test}: "
+                + (f"the data leaves {len(dft)} examples after the {n} training ones" if left
+                   else f"the test data has {len(dft)} examples")
+                + f", fewer than the default {N_TEST}" + (" for a class-balanced draw" if n_test < min(N_TEST, len(dft)) else '')
+                + ("; no test curve" if n_test == 0 else '')
+            )
+    tes = _pick(dft, n_test, seed, ks, 'the test data', 'n_test (--n-test)') if n_test > 0 else None
     tok = lambda d: tokenize(
         tokenizer, [str(t) for t in d['text']], max_length, template
     )
@@ -302,6 +358,7 @@ def make_sample(
         template,
         tuple(label_words) if label_words else None,
         desc,
+        tuple(notes),
     )
 
 # %% ../nbs/07_analysis.ipynb #a1000012
@@ -488,7 +545,9 @@ class Analysis:
         meta = {k: v for k, v in asdict(self).items() if k not in _TENSORS}
         with atomic_dir(path) as tmp:
             save_file(tensors, str(tmp / 'analysis.safetensors'))
-            save_json({**meta, 'format': 1}, tmp / 'analysis.json')
+            body = {**meta, 'format': 2}
+            body['checksums'] = {'tensors': file_sha256(tmp / 'analysis.safetensors'), 'meta': json_sha256(body)}
+            save_json(body, tmp / 'analysis.json')
         return path
 
     @classmethod
@@ -507,15 +566,34 @@ class Analysis:
             raise ValueError(
                 f"the analysis in {str(path)!r} is unreadable (truncated?): {e}"
             ) from e
-        if meta.pop('format', None) != 1 or 'settings' not in meta:
+        if not isinstance(meta, dict):
+            raise ValueError(f"{str(path / 'analysis.json')!r} is not an analysis written by this package")
+        fmt, sums = meta.pop('format', None), meta.pop('checksums', None)
+        if fmt not in (1, 2) or 'settings' not in meta:
             raise ValueError(
                 f"{str(path / 'analysis.json')!r} is not an analysis written by this package"
             )
+        if fmt == 2:  # format 1 (older versions) carries no checksums
+            bad = [
+                f for f, ok in (
+                    ('analysis.json', isinstance(sums, dict) and sums.get('meta') == json_sha256({**meta, 'format': 2})),
+                    ('analysis.safetensors', isinstance(sums, dict)
+                     and sums.get('tensors') == file_sha256(path / 'analysis.safetensors')),
+                ) if not ok
+            ]
+            if bad:
+                raise ValueError(
+                    f"the analysis in {str(path)!r} was edited or is corrupted ({bad[0]} does not match its checksum): "
+                    f"refusing to load it; run the analysis again"
+                )
         kw = {k: t.get(k) for k in _TENSORS}
         for k in ('labels', 'test_labels'):
             if kw[k] is not None and meta['settings'].get('kind') != 'regression':
                 kw[k] = kw[k].long()
-        return cls(**meta, **kw)
+        try:
+            return cls(**meta, **kw)
+        except TypeError as e:  # a format-1 file with fields this version does not know, or without some it needs
+            raise ValueError(f"{str(path / 'analysis.json')!r} does not hold an analysis of this version: {e}") from None
 
 # %% ../nbs/07_analysis.ipynb #a1000016
 RULES = ('rwy', 'cp', 'discrepancy')
@@ -680,6 +758,7 @@ def analyze_sample(
         template=sample.template,
         label_words=list(sample.label_words) if sample.label_words else None,
         description=sample.description,
+        sample_notes=list(sample.notes),
         kernel_seconds=t_kernel,
     )
     out = [
@@ -874,7 +953,7 @@ def analyze(
     *,
     params='attention',  # select_params preset, regex, callable, or 'trainable'
     n: int = 64,  # training examples in the kernel
-    n_test: int = 64,  # test examples for the predicted test curve (0: none)
+    n_test: int | None = None,  # test examples for the predicted test curve (0: none; None: 64 or what is left)
     max_length: int = 64,  # tokens per prompt (capped at the model's positions)
     step_size=None,  # kernel-GD step α; default min(1, 1/λ_1), the largest RWY allow
     rules=RULES,  # stopping rules to apply
@@ -971,7 +1050,7 @@ def prepare(
     data,
     *,
     n=64,
-    n_test=64,
+    n_test=None,
     max_length=64,
     head='auto',
     text_column='text',
@@ -1052,16 +1131,8 @@ def _data_kind(data, label_column, labels, kind, text_column='text'):
             else ('binary' if info.num_classes == 2 else 'multiclass', info.num_classes)
         )
     if isinstance(data, datasets.Dataset):
-        for c in (text_column, label_column):
-            if c not in data.column_names:
-                raise ValueError(
-                    f"column {c!r} is not in the dataset; its columns are {list(data.column_names)}"
-                )
-        names, ks, _ = _label_codes(
-            data.select_columns([label_column]).to_pandas()[label_column],
-            data.features[label_column],
-            None,
-        )
+        df, feature = _frame(data, text_column, label_column)  # columns, texts and labels checked
+        names, ks, _ = _label_codes(df['label'], feature, None)
         return ks, len(names)
     if isinstance(data, Mapping):
         y = torch.as_tensor(

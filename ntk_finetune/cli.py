@@ -353,7 +353,8 @@ def cmd_compare(a, out=print):
 
     folder = check_out_dir(a.out)
     m, tok = load_model(a.model, device=a.device, dtype=getattr(torch, a.dtype))
-    n = (a.n, a.n_val, a.n_test, a.max_length, a.steps or 30, a.lr, a.params)
+    n_test = 64 if a.n_test is None else a.n_test  # embedded tasks: their test split has room for the default
+    n = (a.n, a.n_val, n_test, a.max_length, a.steps or 30, a.lr, a.params)
     kw = dict(seed=a.seed, model_name=a.model, memory_budget=_kernel_kw(a, folder)['memory_budget'])
     with _restart_said(out):
         res = compare(m, tok, a.task, *n, **kw, checkpoint=folder / '.cache' / 'compare.pt', on_mismatch='restart')
@@ -388,7 +389,7 @@ def cmd_taskvec(a, out=print):
         tok,
         a.tasks,
         n=a.n,
-        n_test=a.n_test,
+        n_test=64 if a.n_test is None else a.n_test,
         max_length=a.max_length,
         steps=a.steps,
         lr=a.lr,
@@ -477,8 +478,8 @@ def _common(p, out_default, own_data: bool = True, task: bool = True):
     g(
         '--n-test',
         type=_positive_int(0),
-        default=64,
-        help='test examples for the predicted test curve',
+        default=None,
+        help='test examples for the predicted test curve (default: 64, or what the data leaves after --n; 0: none)',
     )
     g(
         '--max-length',

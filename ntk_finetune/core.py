@@ -4,7 +4,7 @@
 
 # %% ../nbs/00_core.ipynb #724e4666
 from __future__ import annotations
-import contextlib, json, math, os, random, shutil, tempfile
+import contextlib, hashlib, json, math, os, random, shutil, tempfile
 from collections.abc import Mapping
 from pathlib import Path
 import numpy as np
@@ -12,8 +12,8 @@ import torch
 
 # %% auto #0
 __all__ = ['BATCH_KEYS', 'get_device', 'model_device', 'to_device', 'set_seed', 'seeded', 'cache_root', 'atomic_path',
-           'atomic_dir', 'save_json', 'load_json', 'machine_info', 'as_f64', 'as_scalar', 'check_square', 'as_batch',
-           'eval_mode']
+           'atomic_dir', 'save_json', 'load_json', 'file_sha256', 'json_sha256', 'machine_info', 'as_f64', 'as_scalar',
+           'check_square', 'as_batch', 'eval_mode']
 
 # %% ../nbs/00_core.ipynb #fb8e03a5
 def get_device(device: str | torch.device = 'auto') -> torch.device:
@@ -136,6 +136,21 @@ def _json_default(o):
     if isinstance(o, Path):
         return str(o)
     raise TypeError(f"cannot serialise {type(o).__name__} to JSON")
+
+# %% ../nbs/00_core.ipynb #233af28b
+def file_sha256(path: str | Path) -> str:
+    "SHA-256 of a file's bytes, read in 16 MiB blocks."
+    h = hashlib.sha256()
+    with open(path, 'rb') as f:
+        for block in iter(lambda: f.read(1 << 24), b''):
+            h.update(block)
+    return h.hexdigest()
+
+
+def json_sha256(obj) -> str:
+    "SHA-256 of `obj` as canonical JSON (sorted keys, after one JSON round trip, so tuples and lists agree)."
+    canon = json.loads(json.dumps(obj, default=_json_default))
+    return hashlib.sha256(json.dumps(canon, sort_keys=True).encode()).hexdigest()
 
 # %% ../nbs/00_core.ipynb #4e2b8c51
 def machine_info() -> dict:

@@ -200,6 +200,7 @@ def summary_table(a) -> str:
     rows = [
         f"model     {s['model']} ({s['architecture']}), {s['params']} parameters: {s['n_params']:,}",
         f"data      {s.get('data')}; n = {s['n']} train, {s['n_test']} test; output {s['output_fn']}",
+        *[f"note      {x}" for x in s.get('sample_notes', [])],
         f"kernel    λ_1 = {a.spectrum['lambda_1']:.4g}, condition number {a.spectrum['condition_number']:.3g}, "
         f"{a.spectrum['n_clipped']} eigenvalues clipped, λ_1 holds {100 * a.spectrum['lambda1_share']:.1f} % of ‖K‖²_F",
         f"decay     β = {f.rate:.3f} (95 % CI {f.ci95[0]:.3f}…{f.ci95[1]:.3f}, R² = {f.r2:.3f})"
@@ -278,6 +279,7 @@ def report_html(a, history=None, comparison=None, title: str | None = None) -> s
     ]
     zs = a.curves.get('test_accuracy')
     warn = ''.join(f'<p class="warn">{e(w)}</p>' for w in a.notes.get('warnings', []))
+    sample_notes = ''.join(f'<p class="note">{e(x)}</p>' for x in s.get('sample_notes', []))
     ft = ''
     if history is not None:
         ft = (
@@ -305,6 +307,7 @@ its eigenvalues
 $\\lambda_1 \\geq \\lambda_2 \\geq \\dots$ set how fast kernel gradient descent from the pretrained outputs $f_0$
 learns, and the stopping rules
 turn them into a number of steps. Output: <code>{e(s['output_fn'])}</code>; targets: {e(s['kind'])}.</p>
+{sample_notes}
 <h2>When to stop</h2>
 <p>Kernel GD with step $\\alpha = {a.step_size:.4g}$ (the largest that Raskutti–Wainwright–Yu allow is $\\min(1,
 1/\\lambda_1)$);
