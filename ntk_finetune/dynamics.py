@@ -4,7 +4,7 @@
 
 # %% ../nbs/05_dynamics.ipynb #11fe01a1
 from __future__ import annotations
-import warnings
+import math, warnings
 from dataclasses import dataclass
 import numpy as np
 import torch
@@ -12,7 +12,8 @@ from .core import as_f64, as_scalar, check_square
 from .spectrum import eigendecomposition, Eigen
 
 # %% auto #0
-__all__ = ['KernelGDPath', 'kernel_gd', 'kernel_gd_iterate', 'kernel_ridge', 'ridge_equivalent_lambda']
+__all__ = ['KernelGDPath', 'kernel_gd', 'kernel_gd_iterate', 'numerical_floor', 'convergence_horizon', 'step_grid',
+           'grid_minimum', 'KernelGDCurve', 'kernel_gd_curve', 'kernel_ridge', 'ridge_equivalent_lambda']
 
 # %% ../nbs/05_dynamics.ipynb #de2a367f
 def _gd_inputs(K_train, y, f0, K_test_train, f0_test):
@@ -57,15 +58,25 @@ def _check_steps(steps) -> int:
         raise ValueError(f"steps must be an integer >= 0, got {steps!r}")
     return int(steps)
 
+
+def _step_indices(steps) -> torch.Tensor:
+    "The steps a path is evaluated at: 0..steps for an integer, or the given non-negative integer steps (1-d)."
+    if isinstance(steps, (int, np.integer)) and not isinstance(steps, bool):
+        return torch.arange(_check_steps(steps) + 1)
+    t = torch.as_tensor(np.asarray(steps))
+    if t.ndim != 1 or len(t) == 0 or t.is_floating_point() or t.is_complex() or (t < 0).any():
+        raise ValueError(f"steps must be an integer >= 0 or a 1-d array of integer steps >= 0, got {steps!r}")
+    return t.long()
+
 # %% ../nbs/05_dynamics.ipynb #62126071
 @dataclass
 class KernelGDPath:
-    "A kernel-GD trajectory: outputs at steps 0..steps on the training set (and a test set)."
+    "A kernel-GD trajectory: outputs at the steps `steps` (0..T, or any grid) on the training set (and a test set)."
 
-    train: torch.Tensor  # (steps+1, n)
-    test: torch.Tensor | None  # (steps+1, m) or None
+    train: torch.Tensor  # (S, n)
+    test: torch.Tensor | None  # (S, m) or None
     step_size: float
-    steps: torch.Tensor  # (steps+1,) the step indices 0..steps
+    steps: torch.Tensor  # (S,) the step indices
 
     def train_mse(self, y) -> torch.Tensor:
         return ((self.train - as_f64(y, 'y')) ** 2).mean(1)
@@ -99,16 +110,15 @@ def _powers(lam, step_size, t):
 
 
 def kernel_gd(
-    K_train, y, step_size: float, steps: int, f0=None, K_test_train=None, f0_test=None
+    K_train, y, step_size: float, steps, f0=None, K_test_train=None, f0_test=None
 ) -> KernelGDPath:
-    "The kernel-GD path f_t = y - (I - αK)^t (y - f_0) (train) and its test counterpart, t = 0..steps, in closed form."
+    "The kernel-GD path f_t = y - (I - αK)^t (y - f_0) (train) and its test counterpart, at t = 0..steps or at the steps given, in closed form."
     eig, y, f0, Kt, f0_test = _gd_inputs(K_train, y, f0, K_test_train, f0_test)
-    steps = _check_steps(steps)
+    t = _step_indices(steps)
     step_size = _check_step(step_size, float(eig.eigvals[0]))
     V, lam = eig.eigvecs, eig.eigvals
     z = V.T @ (y - f0)  # (n,) residual in the eigenbasis
-    t = torch.arange(steps + 1)
-    p, c = _powers(lam, step_size, t)  # (steps+1, n) each
+    p, c = _powers(lam, step_size, t)  # (S, n) each
     train = y[None, :] - (p * z[None, :]) @ V.T  # (steps+1, n)
     test = None
     if Kt is not None:
@@ -138,6 +148,87 @@ def kernel_gd_iterate(
         torch.stack(te) if te else None,
         float(step_size),
         torch.arange(steps + 1),
+    )
+
+# %% ../nbs/05_dynamics.ipynb #a7cb626e
+def numerical_floor(eig: Eigen) -> float:
+    "Eigenvalues at or below this are zero to float64 round-off: max(|most negative raw eigenvalue|, n·ε·λ_1)."
+    n, lam1 = len(eig.eigvals), float(eig.eigvals[0])
+    return max(-eig.min_raw, n * float(np.finfo(np.float64).eps) * lam1)
+
+
+def convergence_horizon(eig: Eigen, step_size: float, tol: float = 1e-6) -> int:
+    "Steps after which every mode above the numerical floor has converged: (1 - αλ_k)^t ≤ tol."
+    a = as_scalar(step_size, 'step_size')
+    lam = eig.eigvals[eig.eigvals > numerical_floor(eig)]
+    if len(lam) == 0:
+        return 0  # a zero kernel: nothing moves
+    base = (1 - a * lam).abs().max().clamp(max=1 - 1e-300)  # the slowest mode (or, near 2/λ_1, the oscillating one)
+    return int(math.ceil(math.log(tol) / math.log1p(float(base) - 1)))
+
+
+def step_grid(horizon: int, points: int = 256, dense: int = 32) -> torch.Tensor:
+    "Integer steps 0..horizon: every step up to `dense`, then about `points` geometrically spaced ones."
+    horizon = _check_steps(horizon)
+    geo = np.geomspace(max(1, dense), max(horizon, 1), points) if horizon > dense else np.array([])
+    t = np.unique(np.r_[np.arange(min(dense, horizon) + 1), np.round(geo).astype(np.int64), horizon])
+    return torch.as_tensor(t[t <= horizon])
+
+
+def grid_minimum(loss_at, horizon: int, points: int = 256) -> dict:
+    """The minimum of `loss_at(steps) -> (S,)` over the integer steps 0..horizon: on `step_grid`, then exactly between
+    the grid neighbours of the grid minimum. `at_horizon` says the minimum is the last step."""
+    grid = step_grid(horizon, points)
+    vals = torch.as_tensor(loss_at(grid)).double()
+    i = int(torch.argmin(vals))
+    lo, hi = int(grid[max(i - 1, 0)]), int(grid[min(i + 1, len(grid) - 1)])
+    best, best_v = int(grid[i]), float(vals[i])
+    while hi - lo > 2:  # refine: every step if few, else a fine sub-grid, until the bracket holds 3 steps
+        sub = torch.unique(torch.linspace(lo, hi, min(hi - lo + 1, 257)).round().long())
+        v = torch.as_tensor(loss_at(sub)).double()
+        j = int(torch.argmin(v))
+        if float(v[j]) <= best_v:
+            best, best_v = int(sub[j]), float(v[j])
+        if len(sub) == hi - lo + 1:
+            break
+        lo, hi = int(sub[max(j - 1, 0)]), int(sub[min(j + 1, len(sub) - 1)])
+    return {'step': best, 'value': best_v, 'at_horizon': best == int(grid[-1]), 'grid': grid, 'values': vals}
+
+
+@dataclass
+class KernelGDCurve:
+    "Train (and test) loss ½·mean (f_t - y)² of kernel GD on a step grid up to convergence, and the test minimum."
+
+    steps: torch.Tensor  # (S,) grid steps, 0..horizon
+    train_loss: torch.Tensor  # (S,)
+    test_loss: torch.Tensor | None  # (S,)
+    step_size: float
+    horizon: int  # convergence_horizon: the path no longer moves after it
+    test_optimal_step: int | None  # exact integer minimum of the test loss; None when it is at convergence
+    test_optimal_loss: float | None
+    at_convergence: bool  # the test loss is lowest at convergence: no early stop needed
+
+
+def kernel_gd_curve(
+    K_train, y, step_size: float, f0=None, K_test_train=None, f0_test=None, y_test=None, points: int = 256,
+    horizon: int | None = None,  # default: convergence_horizon
+) -> KernelGDCurve:
+    "The kernel-GD learning curve on a grid up to convergence, with the exact test-optimal step (or 'at convergence')."
+    eig, y, f0, Kt, f0_test = _gd_inputs(K_train, y, f0, K_test_train, f0_test)
+    if (Kt is None) != (y_test is None):
+        raise ValueError("give K_test_train and y_test together")
+    a = _check_step(step_size, float(eig.eigvals[0]), strict=True)
+    T = convergence_horizon(eig, a) if horizon is None else _check_steps(horizon)
+    yt = None if y_test is None else as_f64(y_test, 'y_test', ndim=1)
+    at = lambda t: kernel_gd(eig, y, a, t, f0, Kt, f0_test)
+    test_loss = lambda t: ((at(t).test - yt) ** 2).mean(1) / 2
+    grid = step_grid(T, points)
+    path = at(grid)
+    best = None if yt is None else grid_minimum(test_loss, T, points)
+    conv = best is not None and best['at_horizon'] and horizon is None
+    return KernelGDCurve(
+        grid, ((path.train - y) ** 2).mean(1) / 2, None if yt is None else ((path.test - yt) ** 2).mean(1) / 2, a, T,
+        None if best is None or conv else best['step'], None if best is None else best['value'], conv,
     )
 
 # %% ../nbs/05_dynamics.ipynb #1eea2195

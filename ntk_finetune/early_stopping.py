@@ -12,8 +12,9 @@ from .dynamics import _gd_inputs, _powers
 
 # %% auto #0
 __all__ = ['local_rademacher_complexity', 'critical_radius', 'rwy_stopping_time', 'cp_risk', 'cp_stopping_time',
-           'discrepancy_stopping_time', 'estimate_noise', 'estimate_norm', 'paper_optimal_stopping_time',
-           'predicted_rate', 'stopping_schedule']
+           'discrepancy_stopping_time', 'estimate_noise', 'estimate_norm', 'gcv_risk', 'loo_risk', 'loo_refit_risk',
+           'kernel_holdout_risk', 'sigma_free_stop', 'gcv_stopping_time', 'loo_stopping_time',
+           'kernel_holdout_stopping_time', 'paper_optimal_stopping_time', 'predicted_rate', 'stopping_schedule']
 
 # %% ../nbs/06_early_stopping.ipynb #cccc50aa
 def _eig_nonneg(eigvals) -> torch.Tensor:
@@ -220,6 +221,159 @@ def estimate_norm(K, y, f0=None, lam: float | None = None) -> float:
     z = eig.eigvecs.T @ (y - f0)
     w = eig.eigvals
     return math.sqrt(float((w * z**2 / (w + lam) ** 2).sum()) / len(y))
+
+# %% ../nbs/06_early_stopping.ipynb #3c51dd85
+def _grid_steps(eig, a, steps):
+    from ntk_finetune.dynamics import convergence_horizon, step_grid, _step_indices
+    return step_grid(convergence_horizon(eig, a)) if steps is None else _step_indices(steps)
+
+
+def _smoother(K, y, step_size, f0, steps):
+    "(eig, r = y - f0 in the eigenbasis z, p = (1 - αλ)^t (S, N), the steps) for kernel GD from f0."
+    eig, y, f0, _, _ = _gd_inputs(K, y, f0, None, None)
+    a = _check_pos(step_size, 'step_size')
+    if a * float(eig.eigvals[0]) >= 2:
+        raise ValueError(f"step_size={a:.4g} >= 2/λ_1 = {2 / float(eig.eigvals[0]):.4g}: kernel GD diverges")
+    t = _grid_steps(eig, a, steps)
+    p, _ = _powers(eig.eigvals, a, t)
+    return eig, eig.eigvecs.T @ (y - f0), p, t
+
+
+def gcv_risk(K, y, step_size: float, f0=None, steps=None) -> tuple:
+    "(steps, GCV(t) = ‖r_t‖²/N / (1 - tr S_t/N)²) of kernel GD from f0; steps: the convergence grid unless given."
+    eig, z, p, t = _smoother(K, y, step_size, f0, steps)
+    N = len(z)
+    resid = (p**2 * z**2).sum(1) / N  # ‖(I - S_t) r‖²/N
+    dof = 1 - (1 - p).sum(1) / N  # 1 - tr(S_t)/N
+    return t, torch.where(dof > 1e-12, resid / dof.clamp(min=1e-12) ** 2, torch.inf)
+
+
+def _check_group(N, group):
+    group = _check_int(group, 'group', 1)
+    if N % group:
+        raise ValueError(f"{N} rows are not whole examples of group = {group} outputs")
+    return group
+
+
+def loo_risk(K, y, step_size: float, f0=None, steps=None, group: int = 1) -> tuple:
+    "(steps, mean squared leave-one-example-out residual) by the linear-smoother shortcut (I - S_t)_ii^{-1} (r_t)_i."
+    eig, z, p, t = _smoother(K, y, step_size, f0, steps)
+    N = len(z)
+    O = _check_group(N, group)
+    Vr = eig.eigvecs.reshape(N // O, O, N)  # (n, O, N): example i's rows of V
+    r = torch.einsum('iok,sk->sio', Vr, p * z)  # (S, n, O): the residual (I - S_t)(y - f0)
+    A = torch.einsum('iok,iqk,sk->sioq', Vr, Vr, p)  # (S, n, O, O): the blocks (I - S_t)_ii
+    loo = torch.linalg.solve(A, r.unsqueeze(-1)).squeeze(-1)  # (S, n, O)
+    return t, (loo**2).sum((1, 2)) / N
+
+
+def loo_refit_risk(K, y, step_size: float, steps, f0=None, group: int = 1) -> tuple:
+    "The brute-force reference for `loo_risk`: kernel GD refit on the other n − 1 examples (K = G/(n − 1)) for each."
+    from ntk_finetune.dynamics import kernel_gd, _step_indices
+    from ntk_finetune.spectrum import eigendecomposition
+    K = as_f64(K, 'K', ndim=2)
+    y = as_f64(y, 'y', ndim=1)
+    f0 = torch.zeros_like(y) if f0 is None else as_f64(f0, 'f0', ndim=1)
+    N = len(y)
+    O = _check_group(N, group)
+    n, t = N // O, _step_indices(steps)
+    a = _check_pos(step_size, 'step_size')
+    out = torch.zeros(len(t), dtype=torch.float64)
+    for i in range(n):
+        held = torch.arange(i * O, (i + 1) * O)
+        keep = torch.cat([torch.arange(0, i * O), torch.arange((i + 1) * O, N)])
+        Kk = K[keep][:, keep] * n / (n - 1)  # G/(n − 1) on the n − 1 examples left
+        path = kernel_gd(eigendecomposition(Kk), y[keep], a, t, f0[keep], K[held][:, keep] * n / (n - 1), f0[held])
+        out += ((path.test - y[held]) ** 2).sum(1)
+    return t, out / N
+
+
+def _folds(y, group, folds, seed):
+    "Example indices of each fold: examples dealt round-robin within each label, after a seeded shuffle."
+    n = len(y) // group
+    keys = [tuple(np.round(y.reshape(n, group)[i].numpy(), 6)) for i in range(n)]
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(n)
+    if len(set(keys)) <= max(2, n // 4):  # class labels: stratify
+        order = sorted(order, key=lambda i: keys[i])
+    return [np.sort(np.asarray(order[j::folds])) for j in range(folds)]
+
+
+def kernel_holdout_risk(K, y, step_size: float, f0=None, steps=None, folds: int = 5, seed: int = 0,
+                        group: int = 1) -> tuple:
+    "(steps t at α, mean held-out loss over the folds at kernel time αt): kernel GD on the other folds, K_F = G_FF/n_F."
+    from ntk_finetune.dynamics import kernel_gd
+    from ntk_finetune.spectrum import eigendecomposition
+    eig, y, f0, _, _ = _gd_inputs(K, y, f0, None, None)
+    Kf = eig.eigvecs @ torch.diag(eig.eigvals) @ eig.eigvecs.T
+    a = _check_pos(step_size, 'step_size')
+    N = len(y)
+    O = _check_group(N, group)
+    n = N // O
+    folds = min(_check_int(folds, 'folds', 2), n)
+    t = _grid_steps(eig, a, steps)
+    total = torch.zeros(len(t), dtype=torch.float64)
+    for val in _folds(y, O, folds, seed):
+        fit = np.setdiff1d(np.arange(n), val)
+        rows = lambda ex: torch.as_tensor((ex[:, None] * O + np.arange(O)[None]).reshape(-1))
+        F, Vd = rows(fit), rows(val)
+        scale = n / len(fit)  # K_F = G_FF / n_F
+        eF = eigendecomposition(Kf[F][:, F] * scale)
+        # the fit part trained with the same step for the same steps; were that to diverge there (α ≥ 2/λ_1(K_F)),
+        # with its own step for the same kernel time αt
+        aF = a if a * float(eF.eigvals[0]) < 2 else min(1.0, 1.0 / float(eF.eigvals[0]))
+        tF = t if aF == a else t.double() * a / aF
+        path = _path_at(eF, y[F], aF, tF, f0[F], Kf[Vd][:, F] * scale, f0[Vd])
+        total += ((path - y[Vd]) ** 2).sum(1)
+    return t, total / N
+
+
+def _path_at(eig, y, a, t, f0, Kt, f0t):
+    "Test predictions of kernel GD at real-valued steps t (kernel time αt), in closed form."
+    p, c = _powers(eig.eigvals, a, t)
+    z = eig.eigvecs.T @ (y - f0)
+    return f0t[None, :] + (c * z[None, :]) @ (Kt @ eig.eigvecs).T
+
+
+_SIGMA_FREE = {'gcv': ('GCV', lambda: gcv_risk), 'loo': ('leave-one-out', lambda: loo_risk),
+               'kernel_holdout': ('kernel hold-out', lambda: kernel_holdout_risk)}
+
+
+def sigma_free_stop(rule: str, K, y, step_size: float, f0=None, **kw) -> dict:
+    "{'step', 'at_convergence'}: the exact minimum of rule 'gcv', 'loo' or 'kernel_holdout' up to convergence."
+    from ntk_finetune.dynamics import grid_minimum, convergence_horizon
+    from ntk_finetune.spectrum import eigendecomposition, Eigen
+    if rule not in _SIGMA_FREE:
+        raise ValueError(f"rule must be one of {', '.join(_SIGMA_FREE)}, got {rule!r}")
+    eig = K if isinstance(K, Eigen) else eigendecomposition(as_f64(K, 'K', ndim=2))
+    risk = _SIGMA_FREE[rule][1]()
+    a = _check_pos(step_size, 'step_size')
+    m = grid_minimum(lambda t: risk(eig, y, a, f0, t, **kw)[1], convergence_horizon(eig, a))
+    return {'step': m['step'], 'at_convergence': m['at_horizon']}
+
+
+def _stopping_time(rule, K, y, step_size, f0, **kw) -> int:
+    m = sigma_free_stop(rule, K, y, step_size, f0, **kw)
+    if m['at_convergence']:
+        warnings.warn(f"{_SIGMA_FREE[rule][0]} is lowest at convergence (step {m['step']}): no early stop needed")
+    return m['step']
+
+
+def gcv_stopping_time(K, y, step_size: float, f0=None) -> int:
+    "The step minimizing GCV over the convergence grid (exact integer); warns when that is convergence."
+    return _stopping_time('gcv', K, y, step_size, f0)
+
+
+def loo_stopping_time(K, y, step_size: float, f0=None, group: int = 1) -> int:
+    "The step minimizing the leave-one-out shortcut risk; warns when that is convergence."
+    return _stopping_time('loo', K, y, step_size, f0, group=group)
+
+
+def kernel_holdout_stopping_time(K, y, step_size: float, f0=None, folds: int = 5, seed: int = 0,
+                                 group: int = 1) -> int:
+    "The step at α whose kernel time minimizes the K-fold kernel hold-out loss; warns when that is convergence."
+    return _stopping_time('kernel_holdout', K, y, step_size, f0, folds=folds, seed=seed, group=group)
+
 
 # %% ../nbs/06_early_stopping.ipynb #49f3afb9
 def paper_optimal_stopping_time(C: float, step_size: float, t_max: int, drift=None) -> int:

@@ -137,3 +137,89 @@ def test_schedule_at_the_kernel_step_size_is_the_kernel_step():
         assert stopping_schedule(int(t), a, 64, lr=a / 2)['optimizer_steps'] == 2 * t
     assert stopping_schedule(10, 1.0, 64, lr=0.3)["optimizer_steps"] == 34  # 33.3…: up
     assert stopping_schedule(10**7, 0.3, 64, lr=0.1)["optimizer_steps"] == 3 * 10**7  # large counts too
+
+
+# ---- the σ̂-free rules against their brute-force definitions (float64)
+from ntk_finetune.early_stopping import (gcv_risk, loo_risk, loo_refit_risk, kernel_holdout_risk, sigma_free_stop,
+    gcv_stopping_time, loo_stopping_time, kernel_holdout_stopping_time, _folds)
+from ntk_finetune.dynamics import kernel_gd_iterate, convergence_horizon
+
+def problem(n, seed, group=1):
+    "A random PSD kernel on n examples × group outputs (example-major rows), ±1-ish targets and an offset f0."
+    rng = np.random.default_rng(seed); N = n * group
+    A = rng.standard_normal((N, N + 3)) / np.sqrt(N); K = A @ A.T / 2
+    return K, np.sign(rng.standard_normal(N)) + 0.3 * rng.standard_normal(N), 0.2 * rng.standard_normal(N)
+
+def dense_S(K, a, t):
+    return np.eye(len(K)) - np.linalg.matrix_power(np.eye(len(K)) - a * K, t)
+
+STEPS = [0, 1, 3, 17, 60]
+
+@pytest.mark.parametrize('seed', range(3))
+def test_gcv_equals_its_definition(seed):
+    K, y, f0 = problem(20, seed); a = 1 / np.linalg.eigvalsh(K)[-1]
+    got = gcv_risk(K, y, a, f0, STEPS)[1]
+    for t, g in zip(STEPS, got):
+        S = dense_S(K, a, t); r = (np.eye(20) - S) @ (y - f0)
+        assert abs(g - (r @ r / 20) / (1 - np.trace(S) / 20) ** 2) <= 1e-10 * abs(g)
+
+@pytest.mark.parametrize('seed', range(3))
+@pytest.mark.parametrize('group', [1, 2, 3])
+def test_loo_shortcut_equals_its_block_definition(seed, group):
+    K, y, f0 = problem(12, seed, group); a = 0.8 / np.linalg.eigvalsh(K)[-1]; N = len(y)
+    got = loo_risk(K, y, a, f0, STEPS, group=group)[1]
+    for t, g in zip(STEPS, got):
+        I_S = np.eye(N) - dense_S(K, a, t); r = I_S @ (y - f0)
+        e = sum(np.sum(np.linalg.solve(I_S[i:i + group, i:i + group], r[i:i + group]) ** 2) for i in range(0, N, group))
+        assert abs(g - e / N) <= 1e-8 * abs(g)
+
+@pytest.mark.parametrize('seed', range(3))
+def test_loo_refit_is_brute_force_and_the_shortcut_is_close_at_t0(seed):
+    K, y, f0 = problem(15, seed); a = 1 / np.linalg.eigvalsh(K)[-1]
+    _, ref = loo_refit_risk(K, y, a, STEPS, f0)
+    for t, g in zip(STEPS, ref):  # every example left out in turn, GD by iteration on the n − 1 others, K = G/(n − 1)
+        e = 0.0
+        for i in range(15):
+            k = np.delete(np.arange(15), i)
+            p = kernel_gd_iterate(K[np.ix_(k, k)] * 15 / 14, y[k], a, t, f0[k], K[np.ix_([i], k)] * 15 / 14, f0[[i]])
+            e += float((p.test[-1, 0] - y[i]) ** 2)
+        assert abs(g - e / 15) <= 1e-9 * abs(g)
+    assert abs(float(loo_risk(K, y, a, f0, [0])[1][0]) - float(ref[0])) <= 1e-12  # nothing fitted: both are ‖y − f0‖²/n
+
+@pytest.mark.parametrize('seed', range(3))
+@pytest.mark.parametrize('folds', [2, 5])
+def test_kernel_holdout_equals_fold_by_fold_iteration(seed, folds):
+    K, y, f0 = problem(20, seed); a = 1 / np.linalg.eigvalsh(K)[-1]
+    got = kernel_holdout_risk(K, y, a, f0, STEPS, folds=folds, seed=seed)[1]
+    want = np.zeros(len(STEPS))
+    for val in _folds(torch.as_tensor(y), 1, folds, seed):
+        fit = np.setdiff1d(np.arange(20), val); s = 20 / len(fit)
+        for j, t in enumerate(STEPS):
+            p = kernel_gd_iterate(K[np.ix_(fit, fit)] * s, y[fit], a, t, f0[fit], K[np.ix_(val, fit)] * s, f0[val])
+            want[j] += float(((p.test[-1] - torch.as_tensor(y[val])) ** 2).sum())
+    np.testing.assert_allclose(got.numpy(), want / 20, rtol=1e-9)
+
+def test_folds_are_stratified_and_partition_the_examples():
+    y = torch.tensor([1.0] * 12 + [-1.0] * 8)
+    F = _folds(y, 1, 4, 0)
+    assert sorted(np.concatenate(F).tolist()) == list(range(20))
+    assert [int((y[f] > 0).sum()) for f in F] == [3, 3, 3, 3]
+
+@pytest.mark.parametrize('rule', ['gcv', 'loo', 'kernel_holdout'])
+@pytest.mark.parametrize('seed', range(2))
+def test_stop_is_the_exact_minimum_over_every_step(rule, seed):
+    "The grid + refinement finds the same step as evaluating the risk at every step up to convergence."
+    K, y, f0 = problem(16, seed); a = 1 / np.linalg.eigvalsh(K)[-1]
+    risk = {'gcv': gcv_risk, 'loo': loo_risk, 'kernel_holdout': kernel_holdout_risk}[rule]
+    T = convergence_horizon(eigendecomposition(K), a)
+    every = risk(K, y, a, f0, np.arange(min(T, 20000) + 1))[1]
+    m = sigma_free_stop(rule, K, y, a, f0)
+    assert T <= 20000 and m['step'] == int(torch.argmin(every)) and m['at_convergence'] == (m['step'] == T)
+
+def test_no_early_stop_needed_is_said_at_convergence():
+    "Noise-free targets in the span of a rank-3 kernel: the held-out examples are predicted exactly at convergence."
+    rng = np.random.default_rng(0); A = rng.standard_normal((10, 3)); K = A @ A.T / 10
+    y = K @ rng.standard_normal(10)
+    for f in (gcv_stopping_time, loo_stopping_time, kernel_holdout_stopping_time):
+        with pytest.warns(UserWarning, match='no early stop needed'):
+            assert f(K, y, 1 / np.linalg.eigvalsh(K)[-1]) == convergence_horizon(eigendecomposition(K), 1 / np.linalg.eigvalsh(K)[-1])
