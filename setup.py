@@ -28,7 +28,7 @@ setuptools.setup(
     url=cfg['git_url'],
     packages=setuptools.find_packages(include=[cfg['lib_name'], cfg['lib_name'] + '.*']),
     include_package_data=True,
-    package_data={cfg['lib_name']: ['assets/katex/*', 'assets/katex/*/*']},   # the KaTeX the report and the docs use
+    package_data={cfg['lib_name']: ['assets/*.json', 'assets/katex/*', 'assets/katex/*/*']},   # the KaTeX the report and the docs use
     install_requires=requirements,
     extras_require={'dev': dev_requirements},
     python_requires='>=' + min_python,

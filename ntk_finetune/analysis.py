@@ -6,7 +6,7 @@
 from __future__ import annotations
 import math, time, warnings
 from collections.abc import Mapping
-from dataclasses import dataclass, asdict
+from dataclasses import dataclass, asdict, field
 from pathlib import Path
 import numpy as np
 import torch
@@ -46,7 +46,7 @@ from ntk_finetune.spectrum import (
     DecayFit,
     effective_rank,
 )
-from .dynamics import kernel_gd
+from .dynamics import kernel_gd, kernel_gd_curve
 from ntk_finetune.early_stopping import (
     rwy_stopping_time,
     cp_stopping_time,
@@ -54,12 +54,16 @@ from ntk_finetune.early_stopping import (
     estimate_noise,
     estimate_norm,
     stopping_schedule,
+    sigma_free_stop,
+    kernel_holdout_risk,
 )
+from .evidence import recommend, OPTIMIZERS
 
 # %% auto #0
-__all__ = ['N_TEST', 'HEADS', 'RULES', 'targets', 'helmert', 'contrasts', 'contrast_kernel', 'Sample', 'make_sample',
-           'resolve_model', 'sample_output_fn', 'Analysis', 'analyze_sample', 'stopping_steps', 'analyze', 'prepare',
-           'learning_curve', 'predict_learning_curve']
+__all__ = ['N_TEST', 'HEADS', 'RULES', 'SIGMA_RULES', 'SAMPLE_FACTORS', 'targets', 'helmert', 'contrasts', 'contrast_kernel',
+           'Sample', 'make_sample', 'resolve_model', 'sample_output_fn', 'Analysis', 'analyze_sample', 'stopping_steps',
+           'analyze', 'prepare', 'learning_curve', 'predict_learning_curve', 'predict_samples', 'samples_needed',
+           'samples_validation']
 
 # %% ../nbs/07_analysis.ipynb #a1000007
 def targets(y: torch.Tensor) -> torch.Tensor:
@@ -127,7 +131,7 @@ N_TEST = 64  # test examples when `n_test` is not given, or what the data leaves
 
 
 def _pick(df, n, seed, kind, what, flag):
-    "A class-balanced (classification) or random (regression) subsample of n rows; errors name the `flag` that fixes them."
+    "A class-balanced (classification) or random (regression) subsample of n rows; errors name the flag to fix."
     if n > len(df):
         raise ValueError(f"{what} has {len(df)} examples, fewer than the {n} asked for: lower {flag}")
     if kind == 'regression':
@@ -338,7 +342,8 @@ def make_sample(
                 f"n_test = {n_test}: "
                 + (f"the data leaves {len(dft)} examples after the {n} training ones" if left
                    else f"the test data has {len(dft)} examples")
-                + f", fewer than the default {N_TEST}" + (" for a class-balanced draw" if n_test < min(N_TEST, len(dft)) else '')
+                + f", fewer than the default {N_TEST}"
+                + (" for a class-balanced draw" if n_test < min(N_TEST, len(dft)) else '')
                 + ("; no test curve" if n_test == 0 else '')
             )
     tes = _pick(dft, n_test, seed, ks, 'the test data', 'n_test (--n-test)') if n_test > 0 else None
@@ -501,7 +506,12 @@ class Analysis:
     stops: dict  # rule -> kernel-GD step (or None)
     notes: dict  # rule -> why it does not apply
     schedule: dict  # rule -> optimizer steps and epochs
-    curves: dict  # step, train_mse, test_mse, train_accuracy, test_accuracy (lists)
+    curves: dict  # step (a grid up to convergence), train_mse, test_mse, train_accuracy, test_accuracy (lists)
+    predicted: dict = field(default_factory=dict)  # test_optimal_step (None at convergence), at_convergence, horizon
+    at_convergence: dict = field(default_factory=dict)  # rule -> its minimum is at convergence (no early stop)
+    diagnostics: dict = field(default_factory=dict)  # what σ̂, λ_1's share and the effective rank say, and what to do
+    recommended: dict = field(default_factory=dict)  # the rule the shipped evidence picks, converted, with its evidence
+    samples: list = field(default_factory=list)  # predicted test loss (interval) at multiples of n
 
     @property
     def n(self) -> int:
@@ -576,7 +586,8 @@ class Analysis:
         if fmt == 2:  # format 1 (older versions) carries no checksums
             bad = [
                 f for f, ok in (
-                    ('analysis.json', isinstance(sums, dict) and sums.get('meta') == json_sha256({**meta, 'format': 2})),
+                    ('analysis.json', isinstance(sums, dict)
+                     and sums.get('meta') == json_sha256({**meta, 'format': 2})),
                     ('analysis.safetensors', isinstance(sums, dict)
                      and sums.get('tensors') == file_sha256(path / 'analysis.safetensors')),
                 ) if not ok
@@ -593,10 +604,12 @@ class Analysis:
         try:
             return cls(**meta, **kw)
         except TypeError as e:  # a format-1 file with fields this version does not know, or without some it needs
-            raise ValueError(f"{str(path / 'analysis.json')!r} does not hold an analysis of this version: {e}") from None
+            msg = f"{str(path / 'analysis.json')!r} does not hold an analysis of this version: {e}"
+            raise ValueError(msg) from None
 
 # %% ../nbs/07_analysis.ipynb #a1000016
-RULES = ('rwy', 'cp', 'discrepancy')
+RULES = ('rwy', 'cp', 'discrepancy', 'kernel_holdout', 'loo', 'gcv')
+SIGMA_RULES = ('rwy', 'cp', 'discrepancy')  # these lean on the plug-in σ̂ (and RWY on the norm)
 
 
 def _outputs(model, fn, batch, block: int = 32) -> torch.Tensor:
@@ -619,6 +632,37 @@ def _accuracy(F, labels, A, kind):
     F = F.reshape(F.shape[0], n, A.shape[0])  # (S, n, O')
     scores = F @ A  # (S, n, C): contrasts back to logit space
     return (scores.argmax(-1) == labels[None]).double().mean(1)
+
+
+def _diagnostics(w, y, sigma) -> dict:
+    "What σ̂ against the labels' spread, λ_1's share of ‖K‖²_F and the effective rank say, and what to do about each."
+    ratio = sigma / max(float(y.std(unbiased=False)), 1e-300)
+    share = float(w[0] ** 2 / (w**2).sum())
+    r = effective_rank(w)
+    low = ratio >= 0.9
+    return {
+        'sigma_ratio': {
+            'value': ratio,
+            'says': (
+                "the kernel explains almost none of the labels at this n: the spectral rules (rwy, cp, discrepancy) "
+                "stop at or near step 0" if low else "the kernel explains part of the labels: σ̂ is below their spread"
+            ),
+            'do': "use kernel_holdout (or loo), or analyze more examples" if low else '',
+        },
+        'lambda1_share': {
+            'value': share,
+            'says': f"λ_1 holds {100 * share:.0f} % of ‖K‖²_F: the first steps move the outputs mostly along one "
+            "direction"
+            + (" (often a shift shared by all examples)" if share >= 0.5 else ''),
+            'do': "expect a fast first drop of the loss and then a slow phase" if share >= 0.5 else '',
+        },
+        'effective_rank': {
+            'value': r,
+            'says': f"the kernel acts like one of rank about {r:.1f} on these {len(w)} outputs"
+            + (": a few directions do the learning, so few epochs suffice" if r <= 0.25 * len(w) else ''),
+            'do': '',
+        },
+    }
 
 
 def _fits(w) -> dict:
@@ -647,20 +691,20 @@ def analyze_sample(
     rules=RULES,
     lr=None,
     batch_size: int | None = None,
+    optimizer: str = 'gd',
+    rule: str | None = None,
     horizon: int | None = None,
     settings: dict | None = None,
     progress: bool = True,
     **kernel_kw,
 ):
-    "The pipeline on a prepared sample: kernel, spectrum, fits, σ̂ and norm, stops, schedules and curves."
+    "The pipeline on a prepared sample: kernel, spectrum, σ̂, stops, schedules, curves, recommendation, samples."
     t0 = time.time()
     if 'multi' in kernel_kw:
         raise ValueError(
             "multi is set by the analysis from the output function's shape; don't pass it"
         )
-    bad = [r for r in rules if r not in RULES]
-    if bad:
-        raise ValueError(f"unknown rule {bad[0]!r}; use {', '.join(RULES)}")
+    _check_choice(rules, rule, optimizer)
     if multiclass not in ('joint', 'ovr'):
         raise ValueError(f"multiclass must be 'joint' or 'ovr', got {multiclass!r}")
     sel = select_params(model, params)  # fails early: no attention, empty regex
@@ -760,6 +804,7 @@ def analyze_sample(
         description=sample.description,
         sample_notes=list(sample.notes),
         kernel_seconds=t_kernel,
+        optimizer=optimizer,
     )
     out = [
         _solve(
@@ -782,11 +827,23 @@ def analyze_sample(
         )
         for Gp, Gtp, fp, ftp, yp, ytp, Ap, c in problems
     ]
+    for an in out:
+        an.recommended = recommend(an, optimizer, rule)
+        an.samples = predict_samples(an) if len(an.eigvals) == an.n else []  # a scalar output per example
     return out if len(out) > 1 else out[0]
 
 
-def stopping_steps(K, y, f0, step_size: float, rules=RULES) -> dict:
-    "Each rule's kernel-GD stopping step with the plug-in σ̂ and norm; a rule that cannot apply gives None and a note."
+def _check_choice(rules, rule, optimizer):
+    "Rule names and the optimizer, checked before any work."
+    bad = [r for r in (*rules, *([rule] if rule is not None else [])) if r not in RULES]
+    if bad:
+        raise ValueError(f"unknown rule {bad[0]!r}; use {', '.join(RULES)}")
+    if optimizer not in OPTIMIZERS:
+        raise ValueError(f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {optimizer!r}")
+
+
+def stopping_steps(K, y, f0, step_size: float, rules=RULES, group: int = 1) -> dict:
+    "Each rule's kernel-GD stopping step (σ-based ones with the plug-in σ̂ and norm); one that can't apply: None."
     eig = K if isinstance(K, Eigen) else eigendecomposition(K)
     w = eig.eigvals
     lam1 = float(w[0])
@@ -797,7 +854,7 @@ def stopping_steps(K, y, f0, step_size: float, rules=RULES) -> dict:
         )
     sigma, info = estimate_noise(eig, y, f0, return_info=True)
     norm = estimate_norm(eig, y, f0, lam=info['lam'])
-    stops, notes = {}, {}
+    stops, notes, conv = {}, {}, {}
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter('always')
         for r in rules:
@@ -813,13 +870,19 @@ def stopping_steps(K, y, f0, step_size: float, rules=RULES) -> dict:
                 stops[r] = rwy_stopping_time(w, sigma, a, norm_bound=max(norm, 1e-12))
             elif r == 'cp':
                 stops[r] = cp_stopping_time(eig, y, sigma, a, f0)
-            else:
+            elif r == 'discrepancy':
                 stops[r] = discrepancy_stopping_time(eig, y, sigma, a, f0)
+            else:  # the σ̂-free rules, exact minima up to convergence
+                m = sigma_free_stop(r, eig, y, a, f0, **({} if r == 'gcv' else {'group': group}))
+                stops[r], conv[r] = m['step'], m['at_convergence']
+                if m['at_convergence']:
+                    notes[r] = f"lowest at convergence (step {m['step']}): no early stop needed"
     if caught:
         notes['warnings'] = [str(c.message) for c in caught]
     return {
         'stops': stops,
         'notes': notes,
+        'at_convergence': conv,
         'sigma_hat': sigma,
         'norm_hat': norm,
         'gcv_lambda': info['lam'],
@@ -860,18 +923,13 @@ def _solve(
         raise ValueError(
             f"step_size={a:.3g} >= 2/λ_1 = {2 / lam1:.3g}: kernel GD diverges; use a smaller one"
         )
-    st = stopping_steps(eig, y, f0, a, rules)
+    st = stopping_steps(eig, y, f0, a, rules, group=len(y) // n)
     stops, notes = st['stops'], st['notes']
-    finite = [t for t in stops.values() if t is not None]
-    T = (
-        int(horizon)
-        if horizon is not None
-        else int(min(20_000, max(100, 2 * max(finite, default=0))))
-    )
-    path = kernel_gd(eig, y, a, T, f0, Gt / n if Gt is not None else None, f0t)
+    cur = kernel_gd_curve(eig, y, a, f0, Gt / n if Gt is not None else None, f0t, yt, horizon=horizon)
+    T, path = cur.horizon, cur.path
     curves = {
-        'step': list(range(T + 1)),
-        'train_mse': (((path.train - y) ** 2).mean(1) / 2).tolist(),
+        'step': cur.steps.tolist(),  # a grid of steps up to convergence (or `horizon`)
+        'train_mse': cur.train_loss.tolist(),
     }
     labels, tl = sample.labels, sample.test_labels
     if cls is not None:
@@ -893,9 +951,14 @@ def _solve(
 
     curves['train_accuracy'] = acc(path.train, labels)
     if path.test is not None and yt is not None:
-        curves['test_mse'] = (((path.test - yt) ** 2).mean(1) / 2).tolist()
+        curves['test_mse'] = cur.test_loss.tolist()
         curves['test_accuracy'] = acc(path.test, tl)
-        curves['test_optimal_step'] = int(np.argmin(curves['test_mse']))
+    predicted = {
+        'test_optimal_step': cur.test_optimal_step,  # None: at convergence, or no test set
+        'test_optimal_loss': cur.test_optimal_loss,
+        'at_convergence': cur.at_convergence,
+        'horizon': T,
+    }
     sched = {
         r: (
             None
@@ -944,6 +1007,9 @@ def _solve(
         notes,
         sched,
         curves,
+        predicted,
+        st['at_convergence'],
+        _diagnostics(w, y, st['sigma_hat']),
     )
 
 # %% ../nbs/07_analysis.ipynb #a1000017
@@ -960,6 +1026,10 @@ def analyze(
     lr=None,  # optimizer learning rate for the schedule (default α)
     batch_size: int
     | None = None,  # optimizer batch size for the schedule (default n: full batch)
+    optimizer: str = 'gd',  # the optimizer the recommendation is for: 'gd', 'sgd', 'adamw' or 'adam'
+    rule: str | None = None,  # the recommended rule (default: the one the shipped evidence picks for `optimizer`)
+    target_loss: float | None = None,  # the report says about how many samples reach this test loss...
+    target_accuracy: float | None = None,  # ...or this test accuracy (binary tasks)
     head: str = 'auto',  # 'auto', 'lm' (label words, setting 1) or 'new' (new head, setting 2)
     multiclass: str = 'joint',  # C > 2 classes: 'joint' (Helmert contrasts) or 'ovr' (a list of analyses)
     text_column: str = 'text',
@@ -981,10 +1051,12 @@ def analyze(
     progress: bool = True,
     **kernel_kw,
 ):  # passed to the kernel engine: memory_budget, cache_dir, autocast, ...
-    "My model and my labelled data → kernel, decay, σ̂, each rule's stop in optimizer steps and epochs, curves."
-    bad = [r for r in rules if r not in RULES]
-    if bad:
-        raise ValueError(f"unknown rule {bad[0]!r}; use {', '.join(RULES)}")
+    "My model and my labelled data → kernel, decay, σ̂, every rule's stop, the recommended one, curves, samples."
+    _check_choice(rules, rule, optimizer)
+    tgt = {k: as_scalar(v, k) for k, v in (('target_loss', target_loss), ('target_accuracy', target_accuracy))
+           if v is not None}
+    if tgt.get('target_accuracy', 0.5) >= 1:
+        raise ValueError(f"target_accuracy must lie in (0, 1), got {target_accuracy!r}")
     if multiclass not in ('joint', 'ovr'):
         raise ValueError(f"multiclass must be 'joint' or 'ovr', got {multiclass!r}")
     m, tok, sample, fn, settings = prepare(
@@ -1018,8 +1090,10 @@ def analyze(
         rules=rules,
         lr=lr,
         batch_size=batch_size,
+        optimizer=optimizer,
+        rule=rule,
         horizon=horizon,
-        settings=settings,
+        settings=dict(settings, targets=tgt),
         progress=progress,
         **kernel_kw,
     )
@@ -1234,45 +1308,152 @@ def learning_curve(
     return rows
 
 
-def predict_learning_curve(a: Analysis, ns, horizon: int = 100_000) -> list:
-    "Test loss and stopping step predicted for each n from a pilot analysis' spectrum, residual and σ̂ (no training)."
-    w = a.eigvals.numpy()
-    n_p = len(w)
-    if n_p != a.n:
-        raise ValueError(
-            f"the learning-curve prediction needs a scalar output per example (binary or regression); "
-            f"this analysis has "
-            f"{n_p // a.n} outputs per example: use multiclass='ovr' and predict each class's curve"
-        )
-    sigma2 = a.noise['sigma_hat'] ** 2
-    z2 = ((a.eigvecs.T @ (a.y - a.f0)) ** 2).numpy()
+def _predict_curve(w, z2, sigma2, fit, n_p, ns, horizon: int = 100_000) -> list:
+    "The sequence-model prediction at each n from a pilot's eigenvalues `w`, residual energies `z2`, σ̂² and fit."
     theta2 = np.maximum(z2 - sigma2, 0) / n_p  # population signal energy per direction
-    f = a.fit('power')
     out = []
     for n in ns:
         k = np.arange(1, n + 1)
-        mu = np.where(
-            k <= n_p,
-            np.pad(w, (0, max(0, n - n_p)))[:n],
-            w[0] * f.predict(k) if f else 0.0,
-        )
+        mu = np.where(k <= n_p, np.pad(w, (0, max(0, n - n_p)))[:n], w[0] * fit.predict(k) if fit else 0.0)
         th = np.pad(theta2, (0, max(0, n - n_p)))[:n]
         alpha = min(1.0, 1.0 / mu[0])
-        t = np.unique(
-            np.r_[0, np.round(np.geomspace(1, horizon, 400))].astype(int)
-        )  # from no training at all
+        t = np.unique(np.r_[0, np.round(np.geomspace(1, horizon, 400))].astype(int))  # from no training at all
         p = (1 - alpha * mu[None, :]) ** t[:, None]  # (steps, n)
-        R = ((p**2 * n * th[None, :]) + (1 - p) ** 2 * sigma2).sum(1) / n + theta2[
-            n:
-        ].sum()  # + signal beyond reach
+        R = ((p**2 * n * th[None, :]) + (1 - p) ** 2 * sigma2).sum(1) / n + theta2[n:].sum()  # + signal beyond reach
         i = int(R.argmin())
-        out.append(
-            {
-                'n': int(n),
-                'predicted_step': int(t[i]),
-                'predicted_risk': float(R[i]),
-                'predicted_test_loss': float((R[i] + sigma2) / 2),
-                'step_size': float(alpha),
-            }
-        )
+        out.append({'n': int(n), 'predicted_step': int(t[i]), 'predicted_risk': float(R[i]),
+                    'predicted_test_loss': float((R[i] + sigma2) / 2), 'step_size': float(alpha)})
     return out
+
+
+def _scalar_only(a, what):
+    if len(a.eigvals) != a.n:
+        raise ValueError(
+            f"{what} needs a scalar output per example (binary or regression); this analysis has "
+            f"{len(a.eigvals) // a.n} outputs per example: use multiclass='ovr' and predict each class's curve"
+        )
+
+
+def predict_learning_curve(a: Analysis, ns, horizon: int = 100_000) -> list:
+    "Test loss and stopping step predicted for each n from a pilot analysis' spectrum, residual and σ̂ (no training)."
+    _scalar_only(a, 'the learning-curve prediction')
+    z2 = ((a.eigvecs.T @ (a.y - a.f0)) ** 2).numpy()
+    return _predict_curve(a.eigvals.numpy(), z2, a.noise['sigma_hat'] ** 2, a.fit('power'), a.n, ns, horizon)
+
+
+# %% ../nbs/07_analysis.ipynb #2cfb552c
+SAMPLE_FACTORS = (1, 2, 4, 8, 16)  # multiples of the pilot's n in the samples table
+
+
+def _pilot_prediction(G, y, f0, ns, folds: int = 5, sequence_only: bool = False) -> list:
+    "Predicted test loss at each n from a pilot's Gram G (n_p × n_p), labels and outputs: anchored at its CV loss."
+    n_p = len(y)
+    K = G / n_p
+    eig = eigendecomposition(K)
+    r = y - f0
+    sig = estimate_noise(eig, r, torch.zeros_like(r))
+    try:
+        fit = fit_power_law(eig.eigvals)
+    except ValueError:
+        fit = None
+    z2 = ((eig.eigvecs.T @ r) ** 2).numpy()
+    n_fit = int(round(n_p * (folds - 1) / folds))
+    seq = _predict_curve(eig.eigvals.numpy(), z2, sig**2, fit, n_p, [*ns, n_fit])
+    if sequence_only:
+        return seq[:-1]
+    _, risk = kernel_holdout_risk(K, y, min(1.0, 1.0 / float(eig.eigvals[0])), f0, folds=folds)
+    scale = float(risk.min()) / 2 / seq[-1]['predicted_test_loss']  # the CV half-MSE over the model's, at n_F
+    return [{**p, 'sequence_model_loss': L, 'predicted_test_loss': scale * L}
+            for p in seq[:-1] for L in [p['predicted_test_loss']]]
+
+
+def predict_samples(a: Analysis, factors=SAMPLE_FACTORS, draws: int = 40, frac: float = 0.8, level: float = 0.95,
+                    seed: int = 0, calibration: dict | None = None) -> list:
+    "Predicted test loss (and accuracy) at n = n_pilot × `factors`, each with a subsampling interval over the pilot."
+    _scalar_only(a, 'the samples prediction')
+    if not 0 < frac < 1 or draws < 2:
+        raise ValueError(f"frac must lie in (0, 1) and draws be >= 2, got frac={frac!r}, draws={draws!r}")
+    ns = [int(a.n * f) for f in factors]
+    G, y, f0 = a.G.double(), a.y.double(), a.f0.double()
+    point = _pilot_prediction(G, y, f0, ns)
+    m = max(10, int(round(frac * a.n)))
+    rng = np.random.default_rng(seed)
+    sims = []
+    for _ in range(draws):
+        idx = torch.as_tensor(np.sort(rng.choice(a.n, min(m, a.n - 1), replace=False)))
+        sims.append([p['predicted_test_loss'] for p in _pilot_prediction(G[idx][:, idx], y[idx], f0[idx], ns)])
+    sims = np.asarray(sims)  # (draws, len(ns))
+    q = (1 - level) / 2
+    lo, hi = np.quantile(sims, [q, 1 - q], axis=0) - np.median(sims, axis=0)  # the spread around the median
+    cal = calibration
+    if cal is None and a.settings.get('kind') == 'binary':
+        from ntk_finetune.evidence import load_evidence
+        cal = load_evidence()['accuracy']
+    out = []
+    for j, p in enumerate(point):
+        L = p['predicted_test_loss']
+        row = {'n': p['n'], 'test_loss': L, 'low': max(float(L + lo[j]), 0.0), 'high': float(L + hi[j]),
+               'step': p['predicted_step'], 'step_size': p['step_size'],
+               'sequence_model_loss': p['sequence_model_loss']}
+        if cal is not None:
+            from ntk_finetune.evidence import accuracy_from_loss
+            acc = accuracy_from_loss([row['test_loss'], row['high'], row['low']], cal)  # loss up: accuracy down
+            row.update(test_accuracy=float(acc[0]), accuracy_low=float(acc[1]), accuracy_high=float(acc[2]))
+        out.append(row)
+    return out
+
+
+def samples_needed(samples: list, target_loss: float | None = None, target_accuracy: float | None = None) -> dict:
+    "{'n', 'says'}: the smallest n whose predicted test loss (accuracy) reaches the target, read off `samples`."
+    if (target_loss is None) == (target_accuracy is None):
+        raise ValueError("give exactly one of target_loss and target_accuracy")
+    if not samples:
+        return {'n': None, 'says': "no samples prediction (it needs a scalar output per example)"}
+    key, tgt, better = (
+        ('test_loss', as_scalar(target_loss, 'target_loss'), lambda v, t: v <= t) if target_accuracy is None
+        else ('test_accuracy', as_scalar(target_accuracy, 'target_accuracy'), lambda v, t: v >= t)
+    )
+    if key not in samples[0]:
+        return {'n': None, 'says': "an accuracy target needs a binary task (the calibration maps binary losses)"}
+    what = 'test loss' if key == 'test_loss' else 'test accuracy'
+    if better(samples[0][key], tgt):
+        return {'n': samples[0]['n'], 'says': f"the pilot's n = {samples[0]['n']} already reaches {what} {tgt:g}"}
+    for a_, b_ in zip(samples, samples[1:]):
+        if better(b_[key], tgt):  # interpolate in log n between the two rows
+            u = (tgt - a_[key]) / (b_[key] - a_[key])
+            n = int(math.ceil(math.exp(math.log(a_['n']) + u * (math.log(b_['n']) - math.log(a_['n'])))))
+            return {'n': n, 'says': f"about n = {n} reaches {what} {tgt:g} (between the predictions at "
+                                    f"{a_['n']} and {b_['n']})"}
+    last = samples[-1]
+    return {'n': None, 'says': f"{what} {tgt:g} is beyond the prediction's reach: at n = {last['n']} it predicts "
+                               f"{last[key]:.4g}"}
+
+
+def samples_validation(kernel_dir, curves: dict, pilot: int = 32, seeds=(0, 1, 2), params: str = 'attention') -> dict:
+    "The samples prediction from pilots drawn out of stored kernels, held against the measured learning curves."
+    model = (curves.get('config') or {}).get('model')
+    meas = {}
+    for r in curves['rows']:
+        if r.get('init', 'pretrained') == 'pretrained':
+            meas.setdefault((r['task'], r['n']), []).append(r['oracle_test_loss'])
+    ns = sorted({n for _, n in meas if n >= pilot})
+    err = {n: {'anchored': [], 'sequence_model': []} for n in ns}
+    for task in sorted({t for t, _ in meas}):
+        f = Path(kernel_dir) / f'{model}__{params}__{task}__pretrained.npz'
+        if not f.is_file():
+            continue
+        z = np.load(f)
+        G, y, f0 = (torch.as_tensor(z[k], dtype=torch.float64) for k in ('G', 'y', 'f0'))
+        for s in seeds:
+            idx = torch.as_tensor(np.sort(np.random.default_rng(s).choice(len(y), pilot, replace=False)))
+            for p in _pilot_prediction(G[idx][:, idx], y[idx], f0[idx], ns):
+                m = meas.get((task, p['n']))
+                if m:
+                    for k, v in (('anchored', p['predicted_test_loss']), ('sequence_model', p['sequence_model_loss'])):
+                        err[p['n']][k].append((v - np.mean(m)) / np.mean(m))
+    by_n = [{'n': n, 'pilots': len(e['anchored']),
+             **{f'{k}_{st}': float(fn(np.abs(v) if st == 'abs' else v)) for k, v in e.items()
+                for st, fn in (('abs', np.median), ('median', np.median), ('low', np.min), ('high', np.max))}}
+            for n, e in err.items() if e['anchored']]
+    return {'model': model, 'pilot': pilot, 'seeds': list(seeds), 'params': params, 'by_n': by_n}
+

@@ -68,6 +68,13 @@ def _positive_float(s):
     return v
 
 
+def _fraction(s):
+    v = _positive_float(s)
+    if v >= 1:
+        raise argparse.ArgumentTypeError(f"expected a number in (0, 1), got {s!r}")
+    return v
+
+
 def _words(s):
     return tuple(w if w.startswith(' ') else ' ' + w for w in s.split(','))
 
@@ -197,10 +204,13 @@ def cmd_analyze(a, out=print):
         fn,
         a.params,
         step_size=a.step_size,
-        rules=a.rules,
+        rules=tuple(dict.fromkeys((*a.rules, *([a.rule] if a.rule else ())))),  # --rule is always computed
         lr=a.lr,
         batch_size=a.batch_size,
-        settings=settings,
+        optimizer=a.optimizer,
+        rule=a.rule,
+        settings=dict(settings, targets={k: v for k, v in (('target_loss', a.target_loss),
+                                                           ('target_accuracy', a.target_accuracy)) if v is not None}),
         progress=True,
         **_kernel_kw(a, folder),
     )
@@ -419,7 +429,7 @@ def cmd_list_tasks(a, out=print):
 from . import __version__
 
 PARAM_PRESETS = ('attention', 'mlp', 'head', 'all', 'trainable')
-RULE_NAMES = ('rwy', 'cp', 'discrepancy')
+RULE_NAMES = ('rwy', 'cp', 'discrepancy', 'kernel_holdout', 'loo', 'gcv')  # analysis.RULES, without importing it
 
 
 class _Parser(argparse.ArgumentParser):
@@ -558,6 +568,30 @@ def parser() -> argparse.ArgumentParser:
         type=lambda s: tuple(s.split(',')),
         default=RULE_NAMES,
         help=f"comma-separated rules from {', '.join(RULE_NAMES)}",
+    )
+    an.add_argument(
+        '--optimizer',
+        choices=('gd', 'sgd', 'adamw', 'adam'),
+        default='gd',
+        help='the optimizer the recommended stop is for (with --lr and --batch-size)',
+    )
+    an.add_argument(
+        '--rule',
+        choices=RULE_NAMES,
+        default=None,
+        help='recommend this rule (default: the one the shipped measurements favour for --optimizer)',
+    )
+    an.add_argument(
+        '--target-loss',
+        type=_positive_float,
+        default=None,
+        help='say about how many training examples reach this test loss',
+    )
+    an.add_argument(
+        '--target-accuracy',
+        type=_fraction,
+        default=None,
+        help='say about how many training examples reach this test accuracy (binary tasks)',
     )
     an.add_argument(
         '--finetune',

@@ -25,8 +25,8 @@ from ntk_finetune.finetune import (
 log = logging.getLogger(__name__)
 
 # %% auto #0
-__all__ = ['log', 'linearization_report', 'kernel_drift', 'run_length', 'compare', 'SpectralEarlyStoppingCallback',
-           'spearman_test']
+__all__ = ['log', 'linearization_report', 'kernel_drift', 'run_length', 'compare', 'rule_excess', 'stopping_run',
+           'SpectralEarlyStoppingCallback', 'spearman_test']
 
 # %% ../nbs/09_compare.ipynb #2ff13899
 def _r2(a, b):
@@ -214,8 +214,10 @@ def compare(
         for r, t in an.stops.items()
     }
     steps_min = steps
-    # with past_rules, long enough to see past every rule's stop, so that the run can judge each of them
-    steps = run_length(pred_steps, steps, past_rules, max_steps, eval_every)
+    # with past_rules, long enough to see past every rule's stop, so that the run can judge each of them (a rule
+    # whose minimum is at convergence stops nowhere: the run's last step stands for it)
+    plan = {r: t for r, t in pred_steps.items() if not an.at_convergence.get(r)}
+    steps = run_length(plan, steps, past_rules, max_steps, eval_every)
     pred = kernel_gd(an.eig, an.y, lr, steps, an.f0, an.G_test / n, an.f0_test)
     drift_steps = (
         tuple(drift_steps)
@@ -301,6 +303,7 @@ def compare(
         'kernel_drift': kernel_drift(an.K, hist.kernels, n),
         'predicted_stop_step': pred_steps,
         'kernel_stop_step': an.stops,
+        'at_convergence': an.at_convergence,
         'kernel_step_size': an.step_size,
         'stop_notes': an.notes,
         'holdout_best_step': hist.steps[int(np.nanargmin(hist.val_loss))],
@@ -320,6 +323,70 @@ def compare(
         'linearized': lin,
         'seconds': time.time() - t0 + (hist.resumed or {}).get('seconds', 0.0),  # with the time before a resume
     }
+
+# %% ../nbs/09_compare.ipynb #8b8eb8c6
+def rule_excess(eval_steps, test_loss, step) -> dict:
+    "{'excess', 'within'}: the test loss at the eval nearest `step` minus the run's lowest (past the run, its last)."
+    ev, tl = np.asarray(eval_steps), np.asarray(test_loss, dtype=float)
+    if step is None:
+        return {'excess': None, 'within': None}
+    i = int(np.abs(ev - step).argmin())
+    return {'excess': float(tl[i] - np.nanmin(tl)), 'within': bool(step <= ev[-1])}
+
+
+def stopping_run(
+    model, tokenizer, task: str, *, seed: int = 0, optimizer: str = 'gd', loss: str = 'mse', n_train: int = 64,
+    n_val: int = 32, n_test: int = 64, max_length: int = 32, params='attention', output_fn=None,
+    lr: float | None = None,  # default: the kernel's α (GD, SGD); AdamW needs one
+    batch_size: int | None = None, steps: int = 200, past_rules: float | None = 1.25,  # GD: run past the rules
+    max_steps: int | None = 1600, eval_every: int = 4, checkpoint=None, model_name: str = '',
+    data: TaskData | None = None,  # the examples (default: drawn from `task` by `prepare_task` with `seed`)
+) -> dict:
+    "One row of the stopping study: every rule's stop, computed before training, against a real run's test loss."
+    t0 = time.time()
+    if optimizer == 'gd':
+        r = compare(
+            model, tokenizer, task, n_train, n_val, n_test, max_length, steps, lr, params, drift_steps=(), seed=seed,
+            model_name=model_name, progress=False, output_fn=output_fn, eval_every=eval_every, past_rules=past_rules,
+            max_steps=max_steps, checkpoint=checkpoint, on_mismatch='restart', data=data,
+        )
+        ev, tl, vl, hist_stopped = r['eval_steps'], r['test_loss'], r['val_loss'], r['stopped']
+        kern, conv, a, lr, noise = r['kernel_stop_step'], r['at_convergence'], r['kernel_step_size'], r['lr'], r
+        opt_steps, bs = r['predicted_stop_step'], n_train
+    else:
+        if lr is None:
+            raise ValueError(f"optimizer {optimizer!r} needs lr")
+        data = data or prepare_task(tokenizer, task, n_train, n_val, n_test, max_length, seed)
+        n_train = data.y_train.shape[0]
+        fn = output_fn or make_output_fn(model, tokenizer, task)
+        sample = Sample(data.train, data.y_train, None, None, 'binary', ('0', '1'), description=str(task))
+        an = analyze_sample(model, tokenizer, sample, fn, params, progress=False)
+        bs = min(batch_size or n_train, n_train)
+        kern, conv, a, noise = an.stops, an.at_convergence, an.step_size, an.noise
+        opt_steps = {
+            q: None if t is None else stopping_schedule(t, a, an.n, lr, bs)['optimizer_steps'] for q, t in kern.items()
+        }
+        cfg = FinetuneConfig(params=params, optimizer=optimizer, loss=loss, lr=lr, batch_size=bs, steps=steps,
+                             eval_every=eval_every, seed=seed)
+        h = finetune(model, data, fn, cfg, progress=False, checkpoint=checkpoint, on_mismatch='restart')
+        ev, tl, vl, hist_stopped = h.steps, h.test_loss, h.val_loss, h.stopped
+    tl_, vl_ = np.asarray(tl, dtype=float), np.asarray(vl, dtype=float)
+    hold = int(ev[int(np.nanargmin(vl_))])
+    row = {
+        'task': task, 'model': model_name, 'seed': seed, 'optimizer': optimizer, 'loss': loss, 'lr': lr,
+        'batch_size': bs, 'n_train': n_train, 'n_val': n_val, 'n_test': n_test, 'kernel_step_size': a,
+        'steps_run': int(ev[-1]), 'stopped': hist_stopped, 'eval_steps': list(ev), 'test_loss_curve': tl_.tolist(),
+        'val_loss_curve': vl_.tolist(), 'oracle_step': int(ev[int(np.nanargmin(tl_))]), 'holdout_step': hold,
+        'excess_test_loss_holdout': rule_excess(ev, tl_, hold)['excess'],
+        'turned_up': bool(tl_[-1] > np.nanmin(tl_) * 1.02), 'sigma_hat': noise['sigma_hat'],
+        'norm_hat': noise['norm_hat'],
+    }
+    for q, t in kern.items():
+        e = rule_excess(ev, tl_, opt_steps[q])
+        row.update({f'{q}_kernel_step': t, f'{q}_step': opt_steps[q], f'{q}_excess_test_loss': e['excess'],
+                    f'{q}_within_run': e['within'], f'{q}_at_convergence': bool(conv.get(q, False))})
+    row['seconds'] = time.time() - t0
+    return row
 
 # %% ../nbs/09_compare.ipynb #c863cca1
 from transformers import TrainerCallback

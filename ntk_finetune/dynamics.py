@@ -112,7 +112,7 @@ def _powers(lam, step_size, t):
 def kernel_gd(
     K_train, y, step_size: float, steps, f0=None, K_test_train=None, f0_test=None
 ) -> KernelGDPath:
-    "The kernel-GD path f_t = y - (I - αK)^t (y - f_0) (train) and its test counterpart, at t = 0..steps or at the steps given, in closed form."
+    "The kernel-GD path f_t = y - (I - αK)^t (y - f_0) (train) and its test one at t = 0..steps (or the steps given)."
     eig, y, f0, Kt, f0_test = _gd_inputs(K_train, y, f0, K_test_train, f0_test)
     t = _step_indices(steps)
     step_size = _check_step(step_size, float(eig.eigvals[0]))
@@ -163,8 +163,10 @@ def convergence_horizon(eig: Eigen, step_size: float, tol: float = 1e-6) -> int:
     lam = eig.eigvals[eig.eigvals > numerical_floor(eig)]
     if len(lam) == 0:
         return 0  # a zero kernel: nothing moves
-    base = (1 - a * lam).abs().max().clamp(max=1 - 1e-300)  # the slowest mode (or, near 2/λ_1, the oscillating one)
-    return int(math.ceil(math.log(tol) / math.log1p(float(base) - 1)))
+    base = float((1 - a * lam).abs().max().clamp(max=1 - 1e-300))  # the slowest mode (or, near 2/λ_1, oscillating)
+    if base <= tol:
+        return 1  # one step fits every mode (αλ_k = 1 for all of them, e.g. a rank-one kernel at α = 1/λ_1)
+    return int(math.ceil(math.log(tol) / math.log1p(base - 1)))
 
 
 def step_grid(horizon: int, points: int = 256, dense: int = 32) -> torch.Tensor:
@@ -207,6 +209,7 @@ class KernelGDCurve:
     test_optimal_step: int | None  # exact integer minimum of the test loss; None when it is at convergence
     test_optimal_loss: float | None
     at_convergence: bool  # the test loss is lowest at convergence: no early stop needed
+    path: KernelGDPath  # the outputs on the grid
 
 
 def kernel_gd_curve(
@@ -228,7 +231,7 @@ def kernel_gd_curve(
     conv = best is not None and best['at_horizon'] and horizon is None
     return KernelGDCurve(
         grid, ((path.train - y) ** 2).mean(1) / 2, None if yt is None else ((path.test - yt) ** 2).mean(1) / 2, a, T,
-        None if best is None or conv else best['step'], None if best is None else best['value'], conv,
+        None if best is None or conv else best['step'], None if best is None else best['value'], conv, path,
     )
 
 # %% ../nbs/05_dynamics.ipynb #1eea2195

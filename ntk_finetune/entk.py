@@ -972,7 +972,7 @@ def _kernels(
     distributed=None,
     progress=True,
 ):
-    "Validate everything, then compute the Gram blocks [(i, j)] between `batches`, each at its own length (shaped by `multi`)."
+    "Validate everything, then compute the Gram blocks [(i, j)] between `batches`, each at its own length."
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; use one of {', '.join(METHODS)}")
     if multi not in ('full', 'trace', 'diagonal'):

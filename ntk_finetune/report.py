@@ -10,7 +10,8 @@ import numpy as np
 from .core import atomic_path, save_json
 
 # %% auto #0
-__all__ = ['katex_dir', 'katex_inline', 'plot_decay', 'plot_curves', 'metrics', 'summary_table', 'report_html', 'write_report']
+__all__ = ['katex_dir', 'katex_inline', 'plot_decay', 'plot_curves', 'plot_samples', 'metrics', 'answer', 'summary_table',
+           'report_html', 'write_report']
 
 # %% ../nbs/92_report.ipynb #c1000007
 def katex_dir() -> Path:
@@ -113,15 +114,12 @@ def plot_curves(a, history=None, ax=None):
         ax.plot(
             t, a.curves['test_mse'], color='C3', label='kernel GD, test (predicted)'
         )
-    for (r, s), c in zip(a.schedule.items(), ('C4', 'C2', 'C5')):
+    rec = (a.recommended or {}).get('rule')
+    for (r, s), c in zip(a.schedule.items(), ('C4', 'C2', 'C5', 'C1', 'C6', 'C8', 'C9')):
         if s is not None:
-            ax.axvline(
-                s['optimizer_steps'],
-                color=c,
-                ls='--',
-                lw=1,
-                label=f"{r} stop: {s['optimizer_steps']} steps",
-            )
+            best = r == rec
+            ax.axvline(s['optimizer_steps'], color=c, ls='-' if best else '--', lw=2 if best else 1,
+                       label=f"{r} stop: {s['optimizer_steps']} steps" + (' (recommended)' if best else ''))
     if history is not None:
         st = np.asarray(history['steps'])
         ax.plot(
@@ -148,6 +146,25 @@ def plot_curves(a, history=None, ax=None):
     ax.set_xlim(left=0)
     ax.legend(fontsize=7)
     ax.set_title('Predicted learning curve', fontsize=9)
+    return ax
+
+
+def plot_samples(a, ax=None):
+    "Predicted test loss against the number of examples n, with its interval (the samples table)."
+    import matplotlib.pyplot as plt
+
+    if ax is None:
+        _, ax = plt.subplots(figsize=(5, 3.4))
+    n = [r['n'] for r in a.samples]
+    ax.fill_between(n, [r['low'] for r in a.samples], [r['high'] for r in a.samples], color='C0', alpha=0.2,
+                    label='95 % interval (pilot resampling)')
+    ax.plot(n, [r['test_loss'] for r in a.samples], 'o-', color='C0', label='predicted test loss')
+    ax.axvline(a.n, color='k', lw=0.8, ls=':', label=f'this analysis: n = {a.n}')
+    ax.set_xscale('log', base=2)
+    ax.set_xlabel('training examples $n$')
+    ax.set_ylabel(r'test loss $\frac{1}{2}\,\mathrm{mean}(f - y)^2$')
+    ax.legend(fontsize=7)
+    ax.set_title('How many samples', fontsize=9)
     return ax
 
 # %% ../nbs/92_report.ipynb #c1000012
@@ -184,7 +201,13 @@ def metrics(a, history=None, comparison=None) -> dict:
             'train_accuracy': (a.curves.get('train_accuracy') or [None])[0],
             'test_accuracy': (a.curves.get('test_accuracy') or [None])[0],
         },
-        'predicted': {k: a.curves.get(k) for k in ('test_optimal_step',)},
+        'predicted': _predicted(a),
+        'at_convergence': a.at_convergence,
+        'recommended': a.recommended,
+        'samples': a.samples,
+        'samples_needed': _needed(a),
+        'diagnostics': a.diagnostics,
+        'answer': answer(a),
     }
     if history is not None:
         out['finetune'] = history
@@ -193,11 +216,75 @@ def metrics(a, history=None, comparison=None) -> dict:
     return _strict(out)
 
 
+def _needed(a) -> dict:
+    "samples_needed for each target the analysis was given."
+    from ntk_finetune.analysis import samples_needed
+
+    return {k: samples_needed(a.samples, **{k: v}) for k, v in (a.settings.get('targets') or {}).items()}
+
+
+def _predicted(a) -> dict:
+    "The kernel-GD test curve's minimum (older analyses kept it in the curves)."
+    return a.predicted or {'test_optimal_step': a.curves.get('test_optimal_step')}
+
+
+def answer(a) -> list:
+    "The report's first screen in words from the numbers: when to stop, why so few, the evidence, how many samples."
+    rec, s, sp = a.recommended, a.settings, a.spectrum
+    lines = []
+    if rec.get('rule'):
+        ev, h = rec['evidence'], rec['evidence']['holdout']
+        stop = (f"Train to convergence, about {rec['optimizer_steps']} optimizer steps ({rec['epochs']:.3g} epochs): "
+                f"{rec['rule']} finds no early stop needed" if rec['at_convergence'] else
+                "Do not fine-tune on these examples: the predicted best is the pretrained model itself (step 0)"
+                if rec['optimizer_steps'] == 0 else
+                f"Stop after {rec['optimizer_steps']} optimizer steps ({rec['epochs']:.3g} epochs)")
+        lines.append(f"{stop} at lr {rec['lr']:.3g} and batch {rec['batch_size']} ({rec['optimizer']}): "
+                     f"the {rec['rule']} rule, {rec['kernel_steps']} kernel-GD steps at α = {a.step_size:.3g}"
+                     + (", your choice" if rec['chosen_by'] == 'user' else ", the rule the measured runs favour") + '.')
+        lines.append(f"Why so few: λ_1 holds {100 * sp['lambda1_share']:.0f} % of ‖K‖²_F and the kernel acts like one "
+                     f"of rank {sp['effective_rank']:.1f} on {len(a.eigvals)} outputs, so kernel GD from the "
+                     f"pretrained outputs fits the few directions that carry the labels within the first steps, "
+                     f"and more steps mostly fit noise.")
+        lines.append(f"Evidence: on {ev['runs']} {ev['optimizer']} fine-tuning runs of {', '.join(ev['models'])} "
+                     f"({len(ev['tasks'])} tasks, n = {', '.join(map(str, ev['n_train']))}), stopping by {rec['rule']} "
+                     f"lost a median {ev['median']:.4f} test loss (95 % CI {ev['low']:.4f}…{ev['high']:.4f}) against "
+                     f"the best checkpoint; a real hold-out of labelled examples lost {h['median']:.4f} "
+                     f"({h['low']:.4f}…{h['high']:.4f}) on the same runs ({ev['source']}).")
+    else:
+        lines.append(f"No recommended stop: {rec.get('says', 'no rule was computed')}.")
+    lines += [f"Warning: {w}" for w in rec.get('warnings', [])]
+    if a.samples:
+        f, l = a.samples[0], a.samples[-1]
+        acc = lambda r: f", accuracy {r['test_accuracy']:.2f}" if 'test_accuracy' in r else ''
+        lines.append(f"Samples: predicted test loss {f['test_loss']:.3f} ({f['low']:.3f}…{f['high']:.3f}){acc(f)} at "
+                     f"n = {f['n']}, {l['test_loss']:.3f} ({l['low']:.3f}…{l['high']:.3f}){acc(l)} at n = {l['n']}.")
+        v = _samples_check(a)
+        if v:
+            lines.append(v)
+    lines += [d['says'] for d in _needed(a).values()]
+    return lines
+
+
+def _samples_check(a) -> str:
+    "The samples prediction's measured error, from the shipped evidence."
+    from ntk_finetune.evidence import load_evidence
+
+    V = load_evidence().get('samples_validation') or {}
+    if not V.get('by_n'):
+        return ''
+    ab = [v['anchored_abs'] for v in V['by_n']]
+    lo, hi = min(v['anchored_low'] for v in V['by_n']), max(v['anchored_high'] for v in V['by_n'])
+    return (f"How far to trust it: from {V['pilot']}-example pilots of {V['model']} against measured learning curves "
+            f"(n ≤ {V['by_n'][-1]['n']}), the prediction's median error was {min(ab):.0%}–{max(ab):.0%}, single "
+            f"pilots {lo:+.0%}…{hi:+.0%}; the interval above covers only the pilot's resampling.")
+
+
 def summary_table(a) -> str:
-    "A plain-text summary for the terminal."
+    "A plain-text summary for the terminal: the answer first, then the numbers behind it."
     s = a.settings
     f = a.fit('power')
-    rows = [
+    rows = [*answer(a), '',
         f"model     {s['model']} ({s['architecture']}), {s['params']} parameters: {s['n_params']:,}",
         f"data      {s.get('data')}; n = {s['n']} train, {s['n_test']} test; output {s['output_fn']}",
         *[f"note      {x}" for x in s.get('sample_notes', [])],
@@ -208,21 +295,36 @@ def summary_table(a) -> str:
         else "decay     (too few eigenvalues for a fit)",
         f"noise     σ̂ = {a.noise['sigma_hat']:.4g}, norm estimate {a.noise['norm_hat']:.4g}; "
         f"step α = {a.step_size:.4g}",
-        f"{'rule':<12}{'kernel-GD steps':>16}{'optimizer steps':>17}{'epochs':>9}"
+        f"{'rule':<15}{'kernel-GD steps':>16}{'optimizer steps':>17}{'epochs':>9}"
         f"   (lr {s['lr']:.3g}, batch {s['batch_size']})",
     ]
     for r, t in a.stops.items():
         sc = a.schedule[r]
         rows.append(
-            f"{r:<12}{'—' if t is None else t:>16}{'—' if sc is None else sc['optimizer_steps']:>17}"
+            f"{r:<15}{'—' if t is None else t:>16}{'—' if sc is None else sc['optimizer_steps']:>17}"
             f"{'—' if sc is None else format(sc['epochs'], '.2f'):>9}"
             + (f"   {a.notes[r]}" if r in a.notes else '')
         )
-    if 'test_optimal_step' in a.curves:
-        rows.append(
-            f"{'test-best':<12}{a.curves['test_optimal_step']:>16}   (kernel GD's minimum of the predicted test loss)"
-        )
+    rows.append(_test_best(a))
+    if a.samples:
+        acc = 'test_accuracy' in a.samples[0]
+        rows.append(f"{'n':>8}{'test loss':>12}{'95 % interval':>20}" + (f"{'accuracy':>10}" if acc else ''))
+        for r in a.samples:
+            rows.append(f"{r['n']:>8}{r['test_loss']:>12.4f}{f'''{r['low']:.4f}…{r['high']:.4f}''':>20}"
+                        + (f"{r['test_accuracy']:>10.3f}" if acc else ''))
     return '\n'.join(rows)
+
+
+def _test_best(a) -> str:
+    "Where kernel GD's predicted test loss is lowest, in words (never the horizon as a step)."
+    p = _predicted(a)
+    if p.get('at_convergence'):
+        return ("kernel GD's predicted test loss is lowest at convergence (step "
+                f"{p.get('horizon')}): no early stop needed, the kernel interpolant is best")
+    if p.get('test_optimal_step') is None:
+        return "no test set: no predicted test curve"
+    return f"kernel GD's predicted test loss is lowest at kernel step {p['test_optimal_step']}"
+
 
 
 _CSS = """body{font-family:system-ui,sans-serif;max-width:980px;margin:2em auto;padding:0 1em;color:#222;
@@ -278,6 +380,17 @@ def report_html(a, history=None, comparison=None, title: str | None = None) -> s
         ('norm estimate', f"{a.noise['norm_hat']:.4g}"),
     ]
     zs = a.curves.get('test_accuracy')
+    samples_html = ''
+    if a.samples:
+        acc = 'test_accuracy' in a.samples[0]
+        srows = [(r['n'], f"{r['test_loss']:.4f}", f"{r['low']:.4f}…{r['high']:.4f}")
+                 + ((f"{r['test_accuracy']:.3f}", f"{r['accuracy_low']:.3f}…{r['accuracy_high']:.3f}") if acc else ())
+                 for r in a.samples]
+        fig3, ax3 = plt.subplots(figsize=(5, 3.4))
+        plot_samples(a, ax3)
+        samples_html = (_table(srows, ('n', 'predicted test loss', '95 % interval')
+                               + (('accuracy', 'interval') if acc else ()))
+                        + f'<img alt="predicted test loss against n" src="{_png(fig3)}">')
     warn = ''.join(f'<p class="warn">{e(w)}</p>' for w in a.notes.get('warnings', []))
     sample_notes = ''.join(f'<p class="note">{e(x)}</p>' for x in s.get('sample_notes', []))
     ft = ''
@@ -308,6 +421,9 @@ $\\lambda_1 \\geq \\lambda_2 \\geq \\dots$ set how fast kernel gradient descent 
 learns, and the stopping rules
 turn them into a number of steps. Output: <code>{e(s['output_fn'])}</code>; targets: {e(s['kind'])}.</p>
 {sample_notes}
+<h2>The answer</h2>
+{''.join(f'<p class="warn">{e(x)}</p>' if x.startswith('Warning') else f'<p>{e(x)}</p>' for x in answer(a))}
+{samples_html}
 <h2>When to stop</h2>
 <p>Kernel GD with step $\\alpha = {a.step_size:.4g}$ (the largest that Raskutti–Wainwright–Yu allow is $\\min(1,
 1/\\lambda_1)$);
@@ -315,9 +431,7 @@ an optimizer step with learning rate $\\eta = {s['lr']:.4g}$ on batches of {s['b
 $\\eta/\\alpha$ kernel steps,
 so $t$ kernel steps are $\\lceil \\alpha t / \\eta \\rceil$ optimizer steps.</p>
 {_table(stops, ('rule', 'kernel-GD steps', 'optimizer steps', 'epochs', 'note'))}
-<p>Zero-shot test accuracy of the pretrained model: {'—' if not zs else f'{zs[0]:.3f}'}; the predicted test loss is
-lowest at
-kernel step {a.curves.get('test_optimal_step', '—')}.</p>
+<p>Zero-shot test accuracy of the pretrained model: {'—' if not zs else f'{zs[0]:.3f}'}; {e(_test_best(a))}.</p>
 {warn}
 <h2>Eigenvalue decay</h2>
 <p>A power law $\\lambda_k \\approx \\lambda_1 k^{{-2\\beta}}$ gives the rate $n^{{-2\\beta/(2\\beta+1)}}$ for
@@ -329,6 +443,8 @@ early-stopped kernel GD;
 {ft}
 <h2>Diagnostics</h2>
 {_table(diag, ('quantity', 'value'))}
+{_table([(k, f"{v['value']:.3g}", v['says'], v['do']) for k, v in a.diagnostics.items()],
+        ('diagnostic', 'value', 'what it says', 'what to do'))}
 <p class="note">Written by ntk_finetune on {time.strftime('%Y-%m-%d %H:%M')}; the settings are in
 <code>metrics.json</code>.</p>"""
     return (

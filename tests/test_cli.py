@@ -35,9 +35,36 @@ def test_analyze_writes_the_report(report):
     out, stdout = report
     assert (out / 'report.html').exists() and (out / 'metrics.json').exists() and (out / 'analysis' / 'analysis.json').exists()
     m = json.loads((out / 'metrics.json').read_text())
-    assert set(m['stops']) == {'rwy', 'cp', 'discrepancy'} and m['settings']['lr'] == 0.01 and m['settings']['batch_size'] == 4
+    assert set(m['stops']) == {'rwy', 'cp', 'discrepancy', 'kernel_holdout', 'loo', 'gcv'}
+    assert m['settings']['lr'] == 0.01 and m['settings']['batch_size'] == 4
     for word in ('decay', 'noise', 'optimizer steps', 'report'): assert word in stdout
     assert not list(out.glob('**/.*.tmp'))
+    rec = m['recommended']  # the evidence's rule, in optimizer steps, with what the study measured and what it did not
+    assert rec['chosen_by'] == 'evidence' and rec['optimizer_steps'] == m['schedule'][rec['rule']]['optimizer_steps']
+    assert rec['evidence']['runs'] >= 6 and rec['evidence']['source'] == 'results/stopping.json'
+    assert any('was not measured' in w for w in rec['warnings']) and any(w.startswith('batch 4') for w in rec['warnings'])
+    assert [r['n'] for r in m['samples']] == [16, 32, 64, 128, 256] and m['samples_needed'] == {}
+    assert stdout.splitlines()[0] == m['answer'][0] and 'test-best' not in stdout
+    assert m['predicted']['test_optimal_step'] is None or not m['predicted']['at_convergence']
+
+def test_analyze_rule_optimizer_and_targets(tiny_lm, tmp_path):
+    code, stdout, err = run('analyze', '--model', tiny_lm, '--n', 8, '--n-test', 4, '--max-length', 24, '--rules', 'cp',
+                            '--rule', 'loo', '--optimizer', 'adamw', '--lr', 1e-4, '--batch-size', 4,
+                            '--target-accuracy', 0.999, '--out', tmp_path)
+    assert code == 0, err
+    m = json.loads((tmp_path / 'metrics.json').read_text())
+    assert set(m['stops']) == {'cp', 'loo'} and m['recommended']['rule'] == 'loo' and m['recommended']['chosen_by'] == 'user'
+    assert any(w.startswith('adamw: the stop is the rule') for w in m['recommended']['warnings'])
+    need = m['samples_needed']['target_accuracy']
+    assert need['n'] is None and "beyond the prediction's reach" in need['says'] and need['says'] in stdout
+
+@pytest.mark.parametrize('args, match', [(('--rule', 'oracle'), "invalid choice: 'oracle'"),
+                                         (('--optimizer', 'lion'), "invalid choice: 'lion'"),
+                                         (('--target-accuracy', 1.5), 'expected a number in (0, 1)'),
+                                         (('--target-loss', -1), 'expected a positive')])
+def test_analyze_refuses_bad_choices(args, match, tmp_path):
+    code, _, err = run('analyze', *args, '--out', tmp_path / 'r')
+    assert code == 2 and match in err and len(err.splitlines()) <= 3, err
 
 def test_spectrum_and_stop_read_a_saved_analysis(report):
     out, _ = report

@@ -48,3 +48,15 @@ def test_bad_inputs():
     with pytest.raises(ValueError, match='not symmetric'): kernel_gd(K + np.triu(np.ones_like(K)), y, 0.1, 2)
     with pytest.raises(ValueError, match='f0_test has'): kernel_gd(K, y, 0.1, 2, f0, Kt, f0t[:2])
     with pytest.raises(ValueError, match='t must be'): ridge_equivalent_lambda(0.1, 0)
+
+
+def test_convergence_horizon_of_a_kernel_fitted_in_one_step():
+    "A rank-one kernel at α = 1/λ_1: every mode above the floor converges in one step (log(0) must not be taken)."
+    import torch
+    from ntk_finetune.spectrum import eigendecomposition
+    from ntk_finetune.dynamics import convergence_horizon, kernel_gd_curve
+    v = torch.ones(6, dtype=torch.float64) / 6 ** 0.5
+    K = 2.0 * torch.outer(v, v)
+    assert convergence_horizon(eigendecomposition(K), 0.5) == 1
+    cur = kernel_gd_curve(K, torch.arange(6.0, dtype=torch.float64), 0.5)
+    assert cur.horizon >= 1 and cur.train_loss[-1] <= cur.train_loss[0]

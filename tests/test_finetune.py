@@ -4,6 +4,7 @@ import numpy as np, pytest, torch
 from ntk_finetune.finetune import FinetuneConfig, TaskData, History, finetune, prepare_task, LinearizedModel, targets
 from ntk_finetune.finetune import CheckpointMismatch, CheckpointRestart
 from ntk_finetune.compare import compare, SpectralEarlyStoppingCallback
+from ntk_finetune.analysis import RULES
 from ntk_finetune.models import tiny_model, LabelWordMargin, HeadOutput, load_model, tokenize, make_output_fn
 from ntk_finetune.entk import empirical_ntk
 from ntk_finetune.dynamics import kernel_gd
@@ -65,7 +66,7 @@ def test_prepare_task_real_and_one_class_error(smollm2):
 def test_compare_on_tiny_model_keys_and_tracking():
     m = tiny_model('llama', dtype=torch.float64)
     r = compare(m, None, 'toy', steps=15, lr=0.001, data=toy(), output_fn=tiny_output_fn(), progress=False)
-    assert r['linearization_r2'] > 0.95 and len(r['kernel_drift']) == 3 and set(r['predicted_stop_step']) == {'rwy', 'cp', 'discrepancy'}
+    assert r['linearization_r2'] > 0.95 and len(r['kernel_drift']) == 3 and set(r['predicted_stop_step']) == set(RULES)
     json.dumps(r)   # JSON-ready
 
 def test_callback_stops_trainer_tiny(tmp_path):

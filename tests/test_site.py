@@ -125,7 +125,7 @@ def _module(rel):
     return importlib.import_module(f'ntk_finetune.{m.group(1)}')
 
 def test_report_in_the_browser(browser, tmp_path):
-    """report.html of a real analysis opens offline: no errors, maths typeset, both figures shown."""
+    """report.html of a real analysis opens offline: no errors, maths typeset, its three figures shown."""
     import torch
     from ntk_finetune.analysis import analyze
     from ntk_finetune.models import tiny_model
@@ -137,7 +137,7 @@ def test_report_in_the_browser(browser, tmp_path):
     try:
         assert not errors, errors
         assert page.locator('.katex').count() > 5 and not page.evaluate(RAW_DOLLAR)
-        assert page.eval_on_selector_all('img', 'els => els.filter(e => e.naturalWidth > 100).length') == 2
+        assert page.eval_on_selector_all('img', 'els => els.filter(e => e.naturalWidth > 100).length') == 3
         ART.mkdir(exist_ok=True); page.screenshot(path=str(ART / 'report.png'), full_page=True)
     finally:
         page.close()
