@@ -494,7 +494,8 @@ class SpectralEarlyStoppingCallback(TrainerCallback):
         ev = rec['evidence']
         log.info(
             f"SpectralEarlyStopping: {rec['rule']} ({rec['chosen_by']}; median excess test loss {ev['median']:.4f} "
-            f"over {ev['runs']} measured runs) predicts {rec['kernel_steps']} kernel-GD steps at α={an.step_size:.3g} -> "
+            f"over {ev['runs']} measured runs) predicts {rec['kernel_steps']} kernel-GD steps at "
+            f"α={an.step_size:.3g} -> "
             f"stop at optimizer step {self.stop_step}{'' if self.stop else ' (report only)'}"
         )
 
