@@ -1367,24 +1367,30 @@ def _pilot_prediction(G, y, f0, ns, folds: int = 5, sequence_only: bool = False)
             for p in seq[:-1] for L in [p['predicted_test_loss']]]
 
 
-def predict_samples(a: Analysis, factors=SAMPLE_FACTORS, draws: int = 40, frac: float = 0.8, level: float = 0.95,
-                    seed: int = 0, calibration: dict | None = None) -> list:
-    "Predicted test loss (and accuracy) at n = n_pilot × `factors`, each with a subsampling interval over the pilot."
-    _scalar_only(a, 'the samples prediction')
+def _pilot_band(G, y, f0, ns, draws: int = 40, frac: float = 0.8, level: float = 0.95, seed: int = 0):
+    "The pilot's prediction at each n, and its subsampling interval as offsets (low, high) around that prediction."
     if not 0 < frac < 1 or draws < 2:
         raise ValueError(f"frac must lie in (0, 1) and draws be >= 2, got frac={frac!r}, draws={draws!r}")
-    ns = [int(a.n * f) for f in factors]
-    G, y, f0 = a.G.double(), a.y.double(), a.f0.double()
+    n = len(y)
     point = _pilot_prediction(G, y, f0, ns)
-    m = max(10, int(round(frac * a.n)))
+    m = max(10, int(round(frac * n)))
     rng = np.random.default_rng(seed)
     sims = []
     for _ in range(draws):
-        idx = torch.as_tensor(np.sort(rng.choice(a.n, min(m, a.n - 1), replace=False)))
+        idx = torch.as_tensor(np.sort(rng.choice(n, min(m, n - 1), replace=False)))
         sims.append([p['predicted_test_loss'] for p in _pilot_prediction(G[idx][:, idx], y[idx], f0[idx], ns)])
     sims = np.asarray(sims)  # (draws, len(ns))
     q = (1 - level) / 2
     lo, hi = np.quantile(sims, [q, 1 - q], axis=0) - np.median(sims, axis=0)  # the spread around the median
+    return point, lo, hi
+
+
+def predict_samples(a: Analysis, factors=SAMPLE_FACTORS, draws: int = 40, frac: float = 0.8, level: float = 0.95,
+                    seed: int = 0, calibration: dict | None = None) -> list:
+    "Predicted test loss (and accuracy) at n = n_pilot × `factors`, each with a subsampling interval over the pilot."
+    _scalar_only(a, 'the samples prediction')
+    ns = [int(a.n * f) for f in factors]
+    point, lo, hi = _pilot_band(a.G.double(), a.y.double(), a.f0.double(), ns, draws, frac, level, seed)
     cal = calibration
     if cal is None and a.settings.get('kind') == 'binary':
         from ntk_finetune.evidence import load_evidence
@@ -1437,7 +1443,7 @@ def samples_validation(kernel_dir, curves: dict, pilot: int = 32, seeds=(0, 1, 2
         if r.get('init', 'pretrained') == 'pretrained':
             meas.setdefault((r['task'], r['n']), []).append(r['oracle_test_loss'])
     ns = sorted({n for _, n in meas if n >= pilot})
-    err = {n: {'anchored': [], 'sequence_model': []} for n in ns}
+    err = {n: {'anchored': [], 'sequence_model': [], 'covered': []} for n in ns}
     for task in sorted({t for t, _ in meas}):
         f = Path(kernel_dir) / f'{model}__{params}__{task}__pretrained.npz'
         if not f.is_file():
@@ -1446,14 +1452,20 @@ def samples_validation(kernel_dir, curves: dict, pilot: int = 32, seeds=(0, 1, 2
         G, y, f0 = (torch.as_tensor(z[k], dtype=torch.float64) for k in ('G', 'y', 'f0'))
         for s in seeds:
             idx = torch.as_tensor(np.sort(np.random.default_rng(s).choice(len(y), pilot, replace=False)))
-            for p in _pilot_prediction(G[idx][:, idx], y[idx], f0[idx], ns):
+            point, lo, hi = _pilot_band(G[idx][:, idx], y[idx], f0[idx], ns)  # the band predict_samples reports
+            for j, p in enumerate(point):
                 m = meas.get((task, p['n']))
-                if m:
-                    for k, v in (('anchored', p['predicted_test_loss']), ('sequence_model', p['sequence_model_loss'])):
-                        err[p['n']][k].append((v - np.mean(m)) / np.mean(m))
-    by_n = [{'n': n, 'pilots': len(e['anchored']),
-             **{f'{k}_{st}': float(fn(np.abs(v) if st == 'abs' else v)) for k, v in e.items()
+                if not m:
+                    continue
+                L, M = p['predicted_test_loss'], float(np.mean(m))
+                for k, v in (('anchored', L), ('sequence_model', p['sequence_model_loss'])):
+                    err[p['n']][k].append((v - M) / M)
+                err[p['n']]['covered'].append(bool(max(L + lo[j], 0.0) <= M <= L + hi[j]))
+    by_n = [{'n': n, 'pilots': len(e['anchored']), 'coverage': float(np.mean(e['covered'])),
+             **{f'{k}_{st}': float(fn(np.abs(v) if st == 'abs' else v)) for k, v in e.items() if k != 'covered'
                 for st, fn in (('abs', np.median), ('median', np.median), ('low', np.min), ('high', np.max))}}
             for n, e in err.items() if e['anchored']]
-    return {'model': model, 'pilot': pilot, 'seeds': list(seeds), 'params': params, 'by_n': by_n}
+    covered = [x for e in err.values() for x in e['covered']]
+    return {'model': model, 'pilot': pilot, 'seeds': list(seeds), 'params': params, 'level': 0.95,
+            'coverage': float(np.mean(covered)) if covered else None, 'by_n': by_n}
 

@@ -275,9 +275,11 @@ def _samples_check(a) -> str:
         return ''
     ab = [v['anchored_abs'] for v in V['by_n']]
     lo, hi = min(v['anchored_low'] for v in V['by_n']), max(v['anchored_high'] for v in V['by_n'])
+    band = (f"; its {V.get('level', 0.95):.0%} interval held the measured loss in {V['coverage']:.0%} of those pilots "
+            f"and sizes (it sees only the pilot's resampling)" if V.get('coverage') is not None else '')
     return (f"How far to trust it: from {V['pilot']}-example pilots of {V['model']} against measured learning curves "
             f"(n ≤ {V['by_n'][-1]['n']}), the prediction's median error was {min(ab):.0%}–{max(ab):.0%}, single "
-            f"pilots {lo:+.0%}…{hi:+.0%}; the interval above covers only the pilot's resampling.")
+            f"pilots {lo:+.0%}…{hi:+.0%}{band}.")
 
 
 def summary_table(a) -> str:

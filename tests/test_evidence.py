@@ -94,3 +94,21 @@ def test_samples_prediction_on_a_kernel_problem_with_a_known_answer():
     for p in pred:
         truth = oracle(p['n'])
         assert 0.5 < p['predicted_test_loss'] / truth < 2, (p['n'], p['predicted_test_loss'], truth)
+
+@pytest.mark.parametrize('scale, covered, error', [(1.0, 1.0, 0.0), (10.0, 0.0, -0.9)])
+def test_samples_validation_scores_the_band_it_reports(tmp_path, scale, covered, error):
+    "A measured curve equal to one pilot's own prediction is inside its band with no error; ten times it, outside."
+    from ntk_finetune.analysis import _pilot_band, samples_validation
+    rng = np.random.default_rng(1)
+    x = rng.uniform(size=48)
+    G = np.minimum(x[:, None], x[None])
+    y, f0 = np.sign(np.sin(6 * x) + 0.3 * rng.normal(size=48)), np.zeros(48)
+    np.savez(tmp_path / 'm__attention__t__pretrained.npz', G=G, y=y, f0=f0)
+    idx = np.sort(np.random.default_rng(0).choice(48, 32, replace=False))  # the pilot samples_validation draws
+    T = lambda a: torch.tensor(a, dtype=torch.float64)
+    point, lo, hi = _pilot_band(T(G[idx][:, idx]), T(y[idx]), T(f0[idx]), [32, 64, 128])
+    assert np.all(lo <= 0) and np.all(hi >= 0)
+    rows = [{'task': 't', 'n': p['n'], 'seed': 0, 'oracle_test_loss': scale * p['predicted_test_loss']} for p in point]
+    V = samples_validation(tmp_path, {'config': {'model': 'm'}, 'rows': rows}, pilot=32, seeds=(0,))
+    assert [v['n'] for v in V['by_n']] == [32, 64, 128] and V['coverage'] == covered
+    assert all(abs(v['anchored_median'] - error) < 1e-9 and v['coverage'] == covered for v in V['by_n'])
