@@ -16,6 +16,7 @@ py_versions = '3.9 3.10 3.11 3.12 3.13'.split()
 min_python = cfg['min_python']
 requirements = cfg.get('requirements', '').split()
 dev_requirements = cfg.get('dev_requirements', '').split()
+peft_requirements = cfg.get('peft_requirements', '').split()  # LoRA and other adapters (optional)
 lic = {'apache2': 'Apache-2.0', 'mit': 'MIT', 'gpl3': 'GPL-3.0-only'}[cfg['license']]
 
 setuptools.setup(
@@ -30,7 +31,7 @@ setuptools.setup(
     include_package_data=True,
     package_data={cfg['lib_name']: ['assets/*.json', 'assets/katex/*', 'assets/katex/*/*']},   # the KaTeX the report and the docs use
     install_requires=requirements,
-    extras_require={'dev': dev_requirements},
+    extras_require={'dev': dev_requirements, 'peft': peft_requirements},
     python_requires='>=' + min_python,
     long_description=open('README.md', encoding='utf-8').read() if __import__('os').path.exists('README.md') else cfg['description'],
     long_description_content_type='text/markdown',

@@ -30,9 +30,9 @@ from .data import package_dir, TaskInfo, task_info
 # %% auto #0
 __all__ = ['PAPER_MODELS', 'EMBEDDED_MODELS', 'KINDS', 'TINY_ARCHS', 'ENCODERS', 'PRESETS', 'ATTENTION_BY_TYPE', 'LOGIT_OPS',
            'resolve_model', 'embedded_name', 'load_tokenizer', 'load_model', 'reinit_model', 'tiny_model',
-           'tiny_output_fn', 'select_params', 'count_params', 'tokenize', 'last_token_index', 'max_positions',
-           'check_inputs', 'has_classifier', 'is_causal_lm', 'head_logits', 'check_label_words', 'LabelWordMargin',
-           'HeadOutput', 'make_output_fn']
+           'tiny_output_fn', 'base_transformer', 'select_params', 'count_params', 'tokenize', 'last_token_index',
+           'max_positions', 'check_inputs', 'has_classifier', 'is_causal_lm', 'head_logits', 'check_label_words',
+           'LabelWordMargin', 'HeadOutput', 'make_output_fn']
 
 # %% ../nbs/02_models.ipynb #dc3fbebb
 PAPER_MODELS = {
@@ -333,6 +333,7 @@ def tiny_output_fn(n_words: int = 2, multi: bool = False):
 PRESETS = {
     'mlp': r'(?:\.mlp\.|\.intermediate\.dense\.|layer\.\d+\.output\.dense\.|\.ffn\.)',
     'head': r'^(?:score|classifier|lm_head)\.',
+    'lora': r'\.lora_(?:A|B|embedding_A|embedding_B|magnitude_vector)\.',  # PEFT's LoRA (and DoRA) adapter weights
 }
 ATTENTION_BY_TYPE = {  # model_type -> regex, where attention weights are not linear layers
     'xlnet': r'\.rel_attn\.(?:q|k|v|o|r)$',
@@ -396,6 +397,12 @@ def _attention_params(model: nn.Module) -> dict:
     return sel
 
 
+def base_transformer(model):
+    "The transformers model inside a PEFT wrapper (`PeftModel`, its adapter layers in place), or `model` itself."
+    get = getattr(model, 'get_base_model', None)
+    return get() if callable(get) and hasattr(model, 'peft_config') else model
+
+
 def select_params(model: nn.Module, which='attention') -> dict[str, nn.Parameter]:
     "Parameters of `model` by preset ('attention', 'mlp', 'head', 'all', 'trainable'), regex, callable or dict."
     named = dict(model.named_parameters())
@@ -414,8 +421,8 @@ def select_params(model: nn.Module, which='attention') -> dict[str, nn.Parameter
             sel = dict(named)
         elif which == 'trainable':
             sel = {n: p for n, p in named.items() if p.requires_grad}
-        elif which == 'attention':
-            sel = _attention_params(model)
+        elif which == 'attention':  # the network's own attention weights; a PEFT model's adapters are 'lora'
+            sel = {n: p for n, p in _attention_params(model).items() if not re.search(PRESETS['lora'], n)}
             if not sel:
                 raise ValueError(
                     f"found no attention modules in {type(model).__name__}; select its attention "
@@ -430,7 +437,9 @@ def select_params(model: nn.Module, which='attention') -> dict[str, nn.Parameter
                     f"params={which!r} is neither a preset (attention, {', '.join(PRESETS)}, all, trainable) "
                     f"nor a valid regex: {e}"
                 ) from e
-            sel = {n: p for n, p in named.items() if rx.search(n)}
+            # a preset reads each name as it is inside a PEFT wrapper; the user's own regex, as it is
+            peft = 'base_model.model.' if base_transformer(model) is not model and which in PRESETS else ''
+            sel = {n: p for n, p in named.items() if rx.search(n.removeprefix(peft))}
     else:
         raise TypeError(
             f"params must be a preset name, regex, callable or dict, got {type(which).__name__}"
@@ -592,6 +601,7 @@ def _causal_lm_classes() -> set:
 
 def has_classifier(model) -> bool:
     "True when the model has a sequence-classification/regression head (`score`, `classifier`)."
+    model = base_transformer(model)
     return any(
         getattr(model, k, None) is not None for k in ('score', 'classifier')
     ) or type(model).__name__.endswith(
@@ -601,6 +611,7 @@ def has_classifier(model) -> bool:
 
 def is_causal_lm(model) -> bool:
     "A causal LM: its class is in transformers' causal-LM mapping, or it has output embeddings and no classifier."
+    model = base_transformer(model)
     if type(model).__name__ in _causal_lm_classes():
         return True
     from transformers.models.auto.modeling_auto import (
@@ -691,7 +702,7 @@ class LabelWordMargin:
         "The last layer's hidden state at each example's last real token, (n, d)."
         b = _ready(model, batch)
         kw = {k: v for k, v in b.items() if k != 'input_ids' and k != 'token_type_ids'}
-        h = model.base_model(
+        h = base_transformer(model).base_model(
             input_ids=b['input_ids'], **kw
         ).last_hidden_state  # (n, T, d)
         return h[
