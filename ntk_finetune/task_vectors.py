@@ -4,7 +4,7 @@
 
 # %% ../nbs/10_task_vectors.ipynb #d1000004
 from __future__ import annotations
-import contextlib, math
+import contextlib, copy, math
 from pathlib import Path
 import numpy as np
 import torch
@@ -141,6 +141,17 @@ def _float_params(model, params) -> dict:
     }
 
 
+def _merged(model):
+    "(model, names): a PEFT model's adapters merged into a copy of its base weights and the weights they changed."
+    from ntk_finetune.models import base_transformer
+
+    if base_transformer(model) is model:
+        return model, set()
+    names = {n.removeprefix('base_model.model.').replace('.base_layer', '') for n, _ in model.named_parameters()
+             if '.base_layer.' in n and n.endswith('.weight')}  # a LoRA merge moves the weight, not the bias
+    return copy.deepcopy(model).merge_and_unload(), names
+
+
 def task_vector(
     pretrained: nn.Module,
     finetuned: nn.Module,
@@ -149,6 +160,11 @@ def task_vector(
     meta: dict | None = None,
 ) -> TaskVector:
     "τ = θ_FT − θ_PT over the selected floating-point parameters (without the task head when `exclude_head`)."
+    finetuned, adapted = _merged(finetuned)
+    if params == 'lora':  # a PEFT model's adapters: τ on the weights they are merged into
+        if not adapted:
+            raise ValueError("params='lora' needs a PEFT model with LoRA adapters as the fine-tuned model")
+        params = lambda n, p: n in adapted
     if type(pretrained) is not type(finetuned):
         raise ValueError(
             f"the fine-tuned model is a {type(finetuned).__name__}, the pretrained one a {type(pretrained).__name__}"

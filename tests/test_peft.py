@@ -99,3 +99,44 @@ def test_analyze_a_lora_smollm2(smollm2):
     a = analyze((pm, tok), 'rt-sentiment', params='lora', n=16, n_test=16, max_length=32, progress=False)
     assert a.settings['n_params'] == 30 * 8 * (576 + 576 + 576 + 192)  # r (d_in + d_out) for q and v in 30 layers
     assert a.recommended['rule'] in a.stops and len(a.samples) == 5 and a.spectrum['lambda_1'] > 0
+
+
+def test_lora_task_vector_and_multitask_kernel():
+    "A LoRA fine-tune's task vector is its merged delta (θ_PT + τ is the LoRA model), and the multi-task kernel of the"
+    " adapter weights is explicit Jacobians' products, block by block, each task on its own batch."
+    from ntk_finetune.finetune import finetune, FinetuneConfig, toy_task_data
+    from ntk_finetune.task_vectors import task_vector, apply, multitask_kernel
+    pt = tiny_model('llama', dtype=torch.float64)
+    fn, data = tiny_output_fn(), toy_task_data()
+    pm = get_peft_model(copy.deepcopy(pt), LoraConfig(r=2, target_modules=['q_proj', 'v_proj']))
+    finetune(pm, data, fn, FinetuneConfig(params='lora', lr=0.05, steps=4), progress=False)
+    tau = task_vector(pt, pm, 'lora')
+    assert sorted(tau.deltas) == sorted(f'model.layers.{i}.self_attn.{w}_proj.weight' for i in range(2) for w in 'qv')
+    m2 = copy.deepcopy(pt).eval()
+    with apply(m2, tau), torch.no_grad():
+        assert float((fn(m2, data.train) - fn(pm.eval(), data.train)).abs().max()) < 1e-10
+    with pytest.raises(ValueError, match="needs a PEFT model"):
+        task_vector(pt, copy.deepcopy(pt), 'lora')
+    fB = tiny_output_fn(3)
+    bA, bB = batch(4, 6, 2), batch(3, 8, 3)
+    K = multitask_kernel(pm, [bA, bB], [fn, fB], 'lora', progress=False)
+    sel = select_params(pm, 'lora')
+    JA, JB = jacobian_reference(pm, bA, fn, sel), jacobian_reference(pm, bB, fB, sel)
+    for (a, Ja), (b, Jb) in [((0, JA), (1, JB)), ((0, JA), (0, JA)), ((1, JB), (1, JB))]:
+        want = Ja @ Jb.T
+        assert float((K[a, b] - want).abs().max()) <= 1e-9 * float(want.abs().max())
+
+
+def test_trainer_callback_on_a_lora_classifier():
+    "The callback reads a PEFT classifier's head through the wrapper and computes the LoRA kernel's stop."
+    from ntk_finetune.compare import SpectralEarlyStoppingCallback
+    from ntk_finetune.finetune import toy_task_data
+    d = toy_task_data(n=16)
+    pm = lora('llama', 'classification')
+    cb = SpectralEarlyStoppingCallback(d.train, d.train['input_ids'][:, 1] % 2, params='lora', loss='mse')
+    class A: per_device_train_batch_size, gradient_accumulation_steps, learning_rate, optim = 16, 1, 0.05, 'sgd'
+    class S: log_history = []
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore')
+        cb.on_train_begin(A(), S(), None, model=pm)
+    assert cb.analysis.settings['n_params'] == count_params(select_params(pm, 'lora')) and cb.stop_step >= 1
