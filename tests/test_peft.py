@@ -140,3 +140,13 @@ def test_trainer_callback_on_a_lora_classifier():
         warnings.simplefilter('ignore')
         cb.on_train_begin(A(), S(), None, model=pm)
     assert cb.analysis.settings['n_params'] == count_params(select_params(pm, 'lora')) and cb.stop_step >= 1
+
+
+def test_compare_a_lora_model_against_its_kernel():
+    "LoRA fine-tuning held against kernel GD on the LoRA kernel: linearization R² and the kernel's drift are reported."
+    from ntk_finetune.compare import compare
+    from ntk_finetune.finetune import toy_task_data
+    pm = lora('llama', 'lm')
+    r = compare(pm, None, 'toy', steps=10, lr=0.05, data=toy_task_data(), output_fn=tiny_output_fn(), params='lora',
+                progress=False)
+    assert r['linearization_r2'] > 0.9 and r['kernel_drift'] and r['kernel_drift'][0]['relative_drift'] > 0
