@@ -542,6 +542,27 @@ class Analysis:
         d = self.fits.get(name)
         return None if d is None else DecayFit(**{**d, 'ci95': tuple(d['ci95'])})
 
+    def tables(self) -> dict:
+        "'rules' (each rule's stop), 'curves' (the predicted path on its grid), 'samples': pandas DataFrames."
+        import pandas as pd
+
+        rec = self.recommended.get('rule')
+        rules = [{'rule': q, 'kernel_steps': t, **{k: (self.schedule.get(q) or {}).get(k) for k in ('optimizer_steps',
+                  'epochs')}, 'at_convergence': bool(self.at_convergence.get(q, False)), 'recommended': q == rec,
+                  'note': self.notes.get(q)} for q, t in self.stops.items()]
+        steps = len(self.curves.get('step') or [])
+        curves = {k: v for k, v in self.curves.items() if isinstance(v, list) and len(v) == steps}
+        return {'rules': pd.DataFrame(rules), 'curves': pd.DataFrame(curves), 'samples': pd.DataFrame(self.samples)}
+
+    def to_dataset(self, table: str = 'rules'):
+        "One of `tables()` as a `datasets.Dataset`."
+        from datasets import Dataset
+
+        t = self.tables()
+        if table not in t:
+            raise ValueError(f"table must be one of {', '.join(t)}, got {table!r}")
+        return Dataset.from_pandas(t[table], preserve_index=False)
+
     def save(self, path) -> Path:
         "Write `path/analysis.safetensors` and `path/analysis.json` (the folder is replaced atomically)."
         from safetensors.torch import save_file

@@ -9,8 +9,8 @@ from contextlib import contextmanager
 from pathlib import Path
 
 # %% auto #0
-__all__ = ['PARAM_PRESETS', 'RULE_NAMES', 'COMMANDS', 'UsageError', 'check_out_dir', 'cmd_analyze', 'cmd_kernel', 'cmd_spectrum',
-           'cmd_stop', 'cmd_compare', 'cmd_taskvec', 'cmd_list_tasks', 'parser', 'main']
+__all__ = ['PARAM_PRESETS', 'RULE_NAMES', 'COMMANDS', 'UsageError', 'check_out_dir', 'cmd_analyze', 'write_tables', 'cmd_kernel',
+           'cmd_spectrum', 'cmd_stop', 'cmd_compare', 'cmd_taskvec', 'cmd_list_tasks', 'parser', 'main']
 
 # %% ../nbs/90_cli.ipynb #4b7c9d10
 class UsageError(ValueError):
@@ -223,7 +223,24 @@ def cmd_analyze(a, out=print):
         )
     path = write_report(an, folder, history)
     out(f"report    {path}")
+    if a.tables:
+        out(f"tables    {', '.join(str(f) for f in write_tables(an, folder, a.tables))}")
     return an
+
+
+def write_tables(an, folder, fmt: str = 'csv') -> list:
+    "The analysis' tables (rules, curves, samples) as FOLDER/NAME.csv or .parquet, each written atomically."
+    from ntk_finetune.core import atomic_path
+
+    if fmt not in ('csv', 'parquet'):
+        raise UsageError(f"--tables must be csv or parquet, got {fmt!r}")
+    paths = []
+    for name, df in an.tables().items():
+        f = Path(folder) / f'{name}.{fmt}'
+        with atomic_path(f) as t:
+            df.to_csv(t, index=False) if fmt == 'csv' else df.to_parquet(t, index=False)
+        paths.append(f)
+    return paths
 
 
 def _finetune(a, m, sample, fn, an, folder):
@@ -592,6 +609,12 @@ def parser() -> argparse.ArgumentParser:
         type=_fraction,
         default=None,
         help='say about how many training examples reach this test accuracy (binary tasks)',
+    )
+    an.add_argument(
+        '--tables',
+        choices=('csv', 'parquet'),
+        default=None,
+        help='also write the per-rule stops, the predicted curves and the samples table as CSV or Parquet',
     )
     an.add_argument(
         '--finetune',

@@ -50,9 +50,14 @@ def test_analyze_writes_the_report(report):
 def test_analyze_rule_optimizer_and_targets(tiny_lm, tmp_path):
     code, stdout, err = run('analyze', '--model', tiny_lm, '--n', 8, '--n-test', 4, '--max-length', 24, '--rules', 'cp',
                             '--rule', 'loo', '--optimizer', 'adamw', '--lr', 1e-4, '--batch-size', 4,
-                            '--target-accuracy', 0.999, '--out', tmp_path)
+                            '--target-accuracy', 0.999, '--tables', 'parquet', '--out', tmp_path)
     assert code == 0, err
     m = json.loads((tmp_path / 'metrics.json').read_text())
+    import pandas as pd
+    rules, samples = pd.read_parquet(tmp_path / 'rules.parquet'), pd.read_parquet(tmp_path / 'samples.parquet')
+    assert dict(zip(rules['rule'], rules['kernel_steps'])) == m['stops'] and rules['recommended'].sum() == 1
+    assert list(samples['n']) == [r['n'] for r in m['samples']] and len(pd.read_parquet(tmp_path / 'curves.parquet')) > 1
+    assert 'rules.parquet' in stdout and not list(tmp_path.glob('.*.tmp'))
     assert set(m['stops']) == {'cp', 'loo'} and m['recommended']['rule'] == 'loo' and m['recommended']['chosen_by'] == 'user'
     assert any(w.startswith('adamw: the stop is the rule') for w in m['recommended']['warnings'])
     need = m['samples_needed']['target_accuracy']
