@@ -466,7 +466,7 @@ class SpectralEarlyStoppingCallback(TrainerCallback):
             raise ValueError(f"rule {self.rule!r} does not apply: {an.notes.get(self.rule)}")
         for w in rec['warnings']:
             warnings.warn(f"the predicted stop: {w}")
-        sched = stopping_schedule(rec['kernel_steps'], an.step_size, n=an.n, lr=args.learning_rate, batch_size=bs)
+        sched = an.schedule[rec['rule']]  # the (S)GD conversion at this trainer's lr and batch size
         if self.loss == 'ce' and optimizer != 'adamw':
             warnings.warn(
                 f"the step conversion assumes the squared loss; on cross-entropy (what transformers trains a "

@@ -404,7 +404,7 @@ def base_transformer(model):
 
 
 def select_params(model: nn.Module, which='attention') -> dict[str, nn.Parameter]:
-    "Parameters of `model` by preset ('attention', 'mlp', 'head', 'all', 'trainable'), regex, callable or dict."
+    "Parameters of `model` by preset ('attention', 'mlp', 'head', 'lora', 'all', 'trainable'), regex, callable, dict."
     named = dict(model.named_parameters())
     if isinstance(which, dict):
         ids = {id(p): n for n, p in named.items()}
