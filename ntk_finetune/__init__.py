@@ -34,6 +34,7 @@ _LAZY = {
     'SpectralEarlyStoppingCallback': 'compare',
     'TaskVector': 'task_vectors',
     'task_vector': 'task_vectors',
+    'with_lora': 'lora',
     'write_report': 'report',
 }
 
