@@ -22,11 +22,11 @@ def test_the_chosen_rule_has_the_lowest_median_in_the_raw_results(optimizer):
     ch = choose_rule(load_evidence(), 'smollm2-135m', optimizer)
     rows = [{**r, 'optimizer': 'gd'} for r in res['rows']] + res.get('more', [])
     rows = [r for r in rows if r['model'] in ch['models'] and r['optimizer'] == ch['optimizer']]
-    def excess(r, q):  # GD: the recorded stop; AdamW: kernel step x the model's best/kernel ratio on other tasks
-        if optimizer == 'gd' or ch['optimizer'] == 'gd':
+    def excess(r, q):  # GD: the recorded stop; AdamW: kernel step x the best/kernel ratio on the other tasks' runs
+        if optimizer == 'gd' or ch['optimizer'] == 'gd':  # of the same model at the same n_train
             return r.get(f'{q}_excess_test_loss')
         ratios = [o['oracle_step'] / o[f'{q}_kernel_step'] for o in rows
-                  if o['task'] != r['task'] and o['model'] == r['model']
+                  if o['task'] != r['task'] and o['model'] == r['model'] and o.get('n_train') == r.get('n_train')
                   and (o.get(f'{q}_kernel_step') or 0) > 0]
         if not ratios:
             return None
