@@ -23,7 +23,8 @@ import configparser
 c = configparser.ConfigParser(); c.read('settings.ini'); d = c['DEFAULT']
 print('\n'.join(d['requirements'].split() + d['peft_requirements'].split() + ['pytest>=8']))
 PY
-echo "torch==$(.venv/bin/python -c 'import torch; print(torch.__version__)')" > "$TMP/over.txt"
+TORCH=$(.venv/bin/python -c 'import torch; print(torch.__version__)')  # run `make venv` first
+echo "torch==$TORCH" > "$TMP/over.txt"
 "$UV" pip compile -q "$TMP/req.in" --resolution lowest-direct --python-version "$PY" --override "$TMP/over.txt" \
     "${FIND[@]}" -o "$TMP/lowest.txt"
 grep -E "^(torch|transformers|datasets|accelerate|gguf|numpy|scipy|pandas|peft)==" "$TMP/lowest.txt" | tr '\n' ' '; echo
