@@ -13,8 +13,8 @@ from .core import save_json, load_json, file_sha256
 
 # %% auto #0
 __all__ = ['EVIDENCE_PATH', 'RULE_ORDER', 'OPTIMIZERS', 'SIGMA_RULES', 'bootstrap_median', 'stopping_evidence',
-           'accuracy_calibration', 'accuracy_from_loss', 'build_evidence', 'write_evidence', 'load_evidence',
-           'choose_rule', 'recommend']
+           'accuracy_calibration', 'accuracy_from_loss', 'lora_evidence', 'build_evidence', 'write_evidence',
+           'load_evidence', 'choose_rule', 'recommend']
 
 # %% ../nbs/06a_evidence.ipynb #40266692
 EVIDENCE_PATH = Path(ntk_finetune.__file__).parent / 'assets' / 'evidence.json'  # shipped with the package
@@ -125,21 +125,39 @@ def accuracy_from_loss(loss, calibration: dict):
     return 1 / (1 + np.exp(-z))
 
 
+# %% ../nbs/06a_evidence.ipynb #762e1c30
+def lora_evidence(results: dict, good: float = 0.5) -> dict:
+    "Per model: how far $K_r$ at initialisation predicted real LoRA fine-tuning (linearization R²), per step × 1/λ₁."
+    rows, out = results.get('finetune', []), {}
+    for m in sorted({f['model'] for f in rows}):
+        fs = [f for f in rows if f['model'] == m]
+        steps = {}
+        for s in sorted({f.get('lr_scale', 1.0) for f in fs}, reverse=True):
+            r2 = [f['linearization_r2'] for f in fs if f.get('lr_scale', 1.0) == s]
+            steps[f'{s:g}'] = {'runs': len(r2), 'r2_min': min(r2), 'r2_max': max(r2)}
+        out[m] = {'runs': len(fs), 'ranks': sorted({f['r'] for f in fs}), 'tasks': sorted({f['task'] for f in fs}),
+                  'steps': steps, 'tracks': any(v['r2_min'] > good for v in steps.values())}
+    return out
+
 # %% ../nbs/06a_evidence.ipynb #0226a821
-def build_evidence(stopping: dict, curves: dict, sources: dict | None = None, samples: dict | None = None) -> dict:
-    "The shipped summary: the stopping study per (model, optimizer, n), the accuracy map, the samples check."
+def build_evidence(stopping: dict, curves: dict, sources: dict | None = None, samples: dict | None = None,
+                   lora: dict | None = None) -> dict:
+    "The shipped summary: the stopping study per (model, optimizer, n), the accuracy map, the samples and LoRA checks."
     return {'format': 1, 'sources': sources or {}, 'stopping': stopping_evidence(stopping),
-            'accuracy': accuracy_calibration(curves), 'samples_validation': samples}
+            'accuracy': accuracy_calibration(curves), 'samples_validation': samples,
+            'lora': lora_evidence(lora) if lora else None}
 
 
 def write_evidence(results_dir, path=EVIDENCE_PATH) -> dict:
-    "Rebuild the shipped evidence from `results_dir` (stopping, learning curves, kernels); atomic; returns it."
+    "Rebuild the shipped evidence from `results_dir` (stopping, learning curves, kernels, LoRA); atomic; returns it."
     d = Path(results_dir)
-    files = {k: d / f'{k}.json' for k in ('stopping', 'learning_curves')}
+    files = {k: d / f'{k}.json' for k in ('stopping', 'learning_curves', 'lora_kernels')}
+    files = {k: p for k, p in files.items() if p.is_file() or k != 'lora_kernels'}  # the LoRA study is optional
     sources = {k: {'file': f'results/{p.name}', 'sha256': file_sha256(p)} for k, p in files.items()}
     from ntk_finetune.analysis import samples_validation  # the samples prediction, from the stored pilot kernels
     curves = load_json(files['learning_curves'])
-    ev = build_evidence(load_json(files['stopping']), curves, sources, samples_validation(d / 'kernels', curves))
+    lora = load_json(files['lora_kernels']) if 'lora_kernels' in files else None
+    ev = build_evidence(load_json(files['stopping']), curves, sources, samples_validation(d / 'kernels', curves), lora)
     save_json(ev, path)
     return ev
 
@@ -225,6 +243,28 @@ def _conversion_warnings(a, optimizer, ch) -> list:
     return out
 
 
+def _params_warnings(a, ev) -> list:
+    "The kernel the analysis used against the kernels the study measured (the attention kernel; LoRA's K_r apart)."
+    p, lo = a.settings.get('params', 'attention'), ev.get('lora') or {}
+    if p == 'attention':
+        return []
+    if p != 'lora' or not lo:
+        return [f"params {p!r}: the stopping evidence is the attention kernel's; a {p!r} kernel was not measured "
+                "against real fine-tuning"]
+    r2 = lambda v: '< −100' if v < -100 else f'{v:.2f}'
+    best = lambda v: max(v['steps'].values(), key=lambda s: s['r2_min'])
+    said = [f"{m} {'tracked' if v['tracks'] else 'did not'} (R² {r2(best(v)['r2_min'])}…{r2(best(v)['r2_max'])} at its "
+            f"best step, {v['runs']} runs)" for m, v in lo.items()]
+    src = (ev.get('sources') or {}).get('lora_kernels', {}).get('file', 'results/lora_kernels.json')
+    out = [f"params 'lora': the stopping evidence is the attention kernel's; K_r at initialisation against real LoRA "
+           f"runs: {'; '.join(said)} ({src})"]
+    m = a.settings.get('model')
+    if m in lo and not lo[m]['tracks']:
+        out.append(f"on {m} K_r did not predict real LoRA training at any step measured: a stop read from it is a "
+                   "guess; use a hold-out")
+    return out
+
+
 def recommend(a, optimizer: str | None = None, rule: str | None = None, evidence: dict | None = None) -> dict:
     "The stop to use on the analysis `a`: the measured best rule (or `rule`) in optimizer steps, with its evidence."
     ev = evidence or load_evidence()
@@ -257,5 +297,5 @@ def recommend(a, optimizer: str | None = None, rule: str | None = None, evidence
             'kernel_steps': int(a.stops[q]), 'optimizer_steps': int(sc['optimizer_steps']),
             'epochs': float(sc['epochs']), 'at_convergence': conv, 'lr': float(a.settings['lr']),
             'batch_size': int(a.settings['batch_size']), 'evidence': evid,
-            'warnings': warns + _conversion_warnings(a, optimizer, ch)}
+            'warnings': warns + _conversion_warnings(a, optimizer, ch) + _params_warnings(a, ev)}
 
