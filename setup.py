@@ -24,10 +24,13 @@ setuptools.setup(
     license=lic,
     classifiers=['Development Status :: ' + statuses[int(cfg['status'])],
                  'Intended Audience :: ' + cfg['audience'].title(),
-                 'Natural Language :: ' + cfg['language'].title()] +
+                 'Natural Language :: ' + cfg['language'].title(),
+                 'Topic :: Scientific/Engineering :: Artificial Intelligence'] +
                 ['Programming Language :: Python :: ' + o for o in py_versions[py_versions.index(min_python):]],
     url=cfg['git_url'],
-    packages=setuptools.find_packages(include=[cfg['lib_name'], cfg['lib_name'] + '.*']),
+    project_urls={'Documentation': cfg['doc_host'] + cfg['doc_baseurl'], 'Source': cfg['git_url'],
+                  'Issues': cfg['git_url'] + '/issues'},
+    packages=setuptools.find_namespace_packages(include=[cfg['lib_name'], cfg['lib_name'] + '.*'], exclude=['*.__pycache__']),  # assets/ too
     include_package_data=True,
     package_data={cfg['lib_name']: ['assets/*.json', 'assets/katex/*', 'assets/katex/*/*']},   # the KaTeX the report and the docs use
     install_requires=requirements,

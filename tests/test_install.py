@@ -1,4 +1,5 @@
-"""The package as a user installs it: a wheel built from this checkout, installed (not editable) into a fresh virtual
+"""The package as a user installs it: an sdist and a wheel built from it (`python -m build`, the wheel from the
+unpacked sdist, so the sdist must carry everything setup.py reads), the wheel installed (not editable) into a fresh virtual
 environment, works from a folder outside the repository — the shipped evidence, the report's KaTeX, the notebooks'
 module index and the `ntk-finetune` command. Its dependencies come from the project venv (a path, not a reinstall),
 so this checks what the wheel carries, not how pip resolves torch."""
@@ -12,8 +13,9 @@ ROOT = Path(__file__).resolve().parents[1]
 @pytest.fixture(scope='module')
 def installed(tmp_path_factory):
     tmp = tmp_path_factory.mktemp('install')
-    subprocess.run([sys.executable, '-m', 'pip', 'wheel', '--no-deps', '--no-build-isolation', '-q', '-w',
-                    str(tmp / 'dist'), str(ROOT)], check=True, capture_output=True, cwd=tmp)
+    r = subprocess.run([sys.executable, '-m', 'build', '--no-isolation', '-o', str(tmp / 'dist'), str(ROOT)],
+                       capture_output=True, text=True, cwd=tmp)
+    assert r.returncode == 0, (r.stdout + r.stderr)[-2000:]
     wheel, = (tmp / 'dist').glob('ntk_finetune-*.whl')
     env = tmp / 'env'
     venv.EnvBuilder(with_pip=False).create(env)
@@ -33,7 +35,16 @@ def test_wheel_carries_the_package_data(installed):
     assert 'ntk_finetune/assets/evidence.json' in names and any(n.startswith('ntk_finetune/assets/katex/') for n in names)
     assert not any(n.startswith(('nbs/', 'tests/', 'results/')) for n in names)
     meta = next(zipfile.ZipFile(wheel).read(n).decode() for n in names if n.endswith('METADATA'))
-    assert 'Requires-Python: >=' in meta and 'Provides-Extra: peft' in meta and 'License' in meta
+    assert 'Requires-Python: >=' in meta and 'Provides-Extra: peft' in meta and 'License: Apache-2.0' in meta
+    assert 'Project-URL: Documentation' in meta and any(n.endswith('.dist-info/licenses/LICENSE') for n in names)
+
+
+def test_sdist_carries_what_setup_reads(installed):
+    import tarfile
+    _, _, tmp = installed
+    sdist, = (tmp / 'dist').glob('ntk_finetune-*.tar.gz')
+    names = {n.split('/', 1)[1] for n in tarfile.open(sdist).getnames() if '/' in n}
+    assert {'settings.ini', 'setup.py', 'README.md', 'LICENSE', 'ntk_finetune/assets/evidence.json'} <= names
 
 
 def test_installed_package_works_outside_the_checkout(installed, tmp_path):

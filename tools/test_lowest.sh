@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The declared version floors, proven: resolve settings.ini's requirements at their lowest allowed versions (uv's
 # lowest-direct resolution), install them into a fresh virtual environment with the embedded-data packages and this
-# package, and run a smoke subset of the tests there.
+# package, and run a smoke subset of the tests and `ntk-finetune analyze` there.
 #
 #     bash tools/test_lowest.sh [ENV_DIR]        (default: .venv-lowest; about 10 minutes on 2 cores)
 #
@@ -34,3 +34,7 @@ VIRTUAL_ENV="$ENV" "$UV" pip install -q --no-deps -r requirements-data.txt
 VIRTUAL_ENV="$ENV" "$UV" pip install -q --no-deps .
 cd tests && "$ENV/bin/python" -m pytest -q -p no:cacheprovider test_data.py test_models.py test_lora.py \
     test_spectrum.py test_early_stopping.py test_evidence.py
+# the command a user runs first, from outside the checkout, with a fresh cache
+cd "$TMP" && NTK_FINETUNE_CACHE="$TMP/cache" "$ENV/bin/ntk-finetune" analyze --model minilm-l6 --task sms-spam --n 16 \
+    --n-test 16 --max-length 32 --out "$TMP/report" > "$TMP/analyze.log"
+test -s "$TMP/report/metrics.json" && echo "ntk-finetune analyze: ok (metrics.json written)"
