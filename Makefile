@@ -47,7 +47,7 @@ test: venv browser
 	$(BIN)/python -m pytest tests -q -m "not slow and not gpu" -p no:cacheprovider
 
 # The declared version floors at their lowest allowed versions (uv lowest-direct), on a smoke subset.
-test-lowest:
+test-lowest: venv
 	bash tools/test_lowest.sh
 
 test-slow: venv

@@ -36,6 +36,7 @@ from ntk_finetune.models import (
     LabelWordMargin,
     HeadOutput,
     check_label_words,
+    embedded_name,
 )
 from .entk import train_test_ntk, empirical_ntk
 from ntk_finetune.spectrum import (
@@ -1199,7 +1200,7 @@ def prepare(
     name = (
         model
         if isinstance(model, str)
-        else getattr(m.config, '_name_or_path', '') or type(m).__name__
+        else embedded_name(m) or getattr(m.config, '_name_or_path', '') or type(m).__name__  # a loaded embedded model
     )
     settings = dict(
         model=name,

@@ -126,6 +126,9 @@ def accuracy_from_loss(loss, calibration: dict):
 
 
 # %% ../nbs/06a_evidence.ipynb #762e1c30
+_finite = lambda v: v if v is not None and math.isfinite(v) else -math.inf  # a diverged run tracks nothing
+
+
 def lora_evidence(results: dict, good: float = 0.5) -> dict:
     "Per model: how far $K_r$ at initialisation predicted real LoRA fine-tuning (linearization R²), per step × 1/λ₁."
     rows, out = results.get('finetune', []), {}
@@ -133,7 +136,7 @@ def lora_evidence(results: dict, good: float = 0.5) -> dict:
         fs = [f for f in rows if f['model'] == m]
         steps = {}
         for s in sorted({f.get('lr_scale', 1.0) for f in fs}, reverse=True):
-            r2 = [f['linearization_r2'] for f in fs if f.get('lr_scale', 1.0) == s]
+            r2 = [_finite(f['linearization_r2']) for f in fs if f.get('lr_scale', 1.0) == s]
             steps[f'{s:g}'] = {'runs': len(r2), 'r2_min': min(r2), 'r2_max': max(r2)}
         out[m] = {'runs': len(fs), 'ranks': sorted({f['r'] for f in fs}), 'tasks': sorted({f['task'] for f in fs}),
                   'steps': steps, 'tracks': any(v['r2_min'] > good for v in steps.values())}
@@ -252,9 +255,10 @@ def _params_warnings(a, ev) -> list:
         return [f"params {p!r}: the stopping evidence is the attention kernel's; a {p!r} kernel was not measured "
                 "against real fine-tuning"]
     r2 = lambda v: '< −100' if v < -100 else f'{v:.2f}'
-    best = lambda v: max(v['steps'].values(), key=lambda s: s['r2_min'])
-    said = [f"{m} {'tracked' if v['tracks'] else 'did not'} (R² {r2(best(v)['r2_min'])}…{r2(best(v)['r2_max'])} at its "
-            f"best step, {v['runs']} runs)" for m, v in lo.items()]
+    best = lambda v: max(v['steps'].items(), key=lambda kv: kv[1]['r2_min'])  # (step key, its summary)
+    said = [f"{m} {'tracked' if v['tracks'] else 'did not track'} (r = {', '.join(map(str, v['ranks']))}; at its best "
+            f"step, {k} × 1/λ₁, R² {r2(s['r2_min'])}…{r2(s['r2_max'])} over {s['runs']} runs)"
+            for m, v in lo.items() for k, s in [best(v)]]
     src = (ev.get('sources') or {}).get('lora_kernels', {}).get('file', 'results/lora_kernels.json')
     out = [f"params 'lora': the stopping evidence is the attention kernel's; K_r at initialisation against real LoRA "
            f"runs: {'; '.join(said)} ({src})"]
@@ -262,6 +266,8 @@ def _params_warnings(a, ev) -> list:
     if m in lo and not lo[m]['tracks']:
         out.append(f"on {m} K_r did not predict real LoRA training at any step measured: a stop read from it is a "
                    "guess; use a hold-out")
+    elif m not in lo:
+        out.append(f"{m} was not in the LoRA study: how far its K_r predicts LoRA training was not measured")
     return out
 
 
@@ -278,7 +284,7 @@ def recommend(a, optimizer: str | None = None, rule: str | None = None, evidence
         alt = sorted((r for r in ch['others'] if a.stops.get(r) is not None), key=lambda r: ch['others'][r]['median'])
         if not alt:
             return {'rule': None, 'says': f"{q} does not apply ({why}) and no other measured rule was computed",
-                    'warnings': warns}
+                    'warnings': warns + _params_warnings(a, ev)}
         warns.append(f"{q} does not apply here ({why}): the next best measured rule, {alt[0]}, is used")
         q = alt[0]
         ch = choose_rule(ev, model, optimizer, q)

@@ -99,7 +99,9 @@ def test_analyze_a_lora_smollm2(smollm2):
     a = analyze((pm, tok), 'rt-sentiment', params='lora', n=16, n_test=16, max_length=32, progress=False)
     assert a.settings['n_params'] == 30 * 8 * (576 + 576 + 576 + 192)  # r (d_in + d_out) for q and v in 30 layers
     assert a.recommended['rule'] in a.stops and len(a.samples) == 5 and a.spectrum['lambda_1'] > 0
-    assert any(w.startswith("params 'lora'") for w in a.recommended['warnings'])  # the LoRA study is cited
+    assert a.settings['model'] == 'smollm2-135m'  # the embedded model is recognised through the PEFT wrapper
+    assert any(w.startswith("params 'lora'") and 'lora_kernels.json' in w and 'smollm2-135m tracked' in w
+               for w in a.recommended['warnings']), a.recommended['warnings']  # the LoRA study is cited
 
 
 def test_lora_task_vector_and_multitask_kernel():

@@ -15,9 +15,10 @@ ENV=$(realpath -m "${1:-.venv-lowest}")
 PY=$(python3 -c 'import sys; print("%d.%d" % sys.version_info[:2])')
 TMP=$(mktemp -d)
 trap 'rm -rf "$TMP"' EXIT
-python3 -m venv "$TMP/uv" && "$TMP/uv/bin/pip" install -q uv
+python3 -m venv "$TMP/uv" && "$TMP/uv/bin/pip" install -q "uv==0.13.9"  # pinned: the flags below are this version's
 UV="$TMP/uv/bin/uv"
-FIND=(${FIND_LINKS:+--find-links "$FIND_LINKS"})
+FIND_LINKS=${FIND_LINKS:-${PIP_FIND_LINKS:-}}  # uv does not read pip's variable
+FIND=(); for d in $FIND_LINKS; do FIND+=(--find-links "$d"); done
 python3 - > "$TMP/req.in" <<'PY'
 import configparser
 c = configparser.ConfigParser(); c.read('settings.ini'); d = c['DEFAULT']
@@ -28,7 +29,7 @@ echo "torch==$TORCH" > "$TMP/over.txt"
 "$UV" pip compile -q "$TMP/req.in" --resolution lowest-direct --python-version "$PY" --override "$TMP/over.txt" \
     "${FIND[@]}" -o "$TMP/lowest.txt"
 grep -E "^(torch|transformers|datasets|accelerate|gguf|numpy|scipy|pandas|peft)==" "$TMP/lowest.txt" | tr '\n' ' '; echo
-"$UV" venv -q --python "$(command -v python3)" "$ENV"
+"$UV" venv -q --clear --python "$(command -v python3)" "$ENV"
 VIRTUAL_ENV="$ENV" "$UV" pip sync -q "${FIND[@]}" "$TMP/lowest.txt"
 VIRTUAL_ENV="$ENV" "$UV" pip install -q --no-deps -r requirements-data.txt
 VIRTUAL_ENV="$ENV" "$UV" pip install -q --no-deps .
