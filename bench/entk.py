@@ -32,7 +32,7 @@ def _setup(n, T, gpu=False, eager=False):
     from ntk_finetune.models import load_model, tokenize, make_output_fn, select_params, tiny_output_fn
     from ntk_finetune.data import load_task, task_info
     if gpu:                                   # the paper's GPT-Neo-1.3B shape, random weights (no hub on the GPU machine)
-        from paper_presets import gpt_neo, random_batch, label_word_output     # bench/ is this script's folder
+        from ntk_finetune.presets import gpt_neo, random_batch, label_word_output
         model, b, fn = gpt_neo('gpt-neo-1.3b'), random_batch(n, T), label_word_output()
     else:
         model, tok = load_model('smollm2-135m', attn_implementation='eager' if eager else None)

@@ -1,4 +1,4 @@
-"""The experiments' paper presets (their `#| gpu` configuration cells) at full size on one GPU: does each preset's heavy
+"""The experiments' paper presets (`ntk_finetune.presets`, size `paper`) at full size on one GPU: does each preset's heavy
 work run, how long does it take, and does it fit in an 80 GB GPU?
 
     python bench/paper_presets.py          # on a CUDA machine: writes bench/results/paper_presets.json, BENCHMARKS.md
@@ -6,8 +6,8 @@ work run, how long does it take, and does it fit in an 80 GB GPU?
 
 The GPU machine has no hub access, so the models are the published GPT-Neo-125M and GPT-Neo-1.3B architectures with
 random weights, and the examples are random token ids with every one of the preset's `max_length` positions real (the
-most memory and time a prompt can take). Sizes (n, T, models, parameter sets, steps) are read from each experiment
-notebook's `#| gpu` cell. For each preset it runs the package's own entry points at the preset's sizes with fewer
+most memory and time a prompt can take). Sizes (n, T, models, parameter sets, steps) are each experiment's `paper`
+preset. For each preset it runs the package's own entry points at the preset's sizes with fewer
 optimizer steps (`--steps`), times them (CUDA-synchronized; the model is built and warmed up before, untimed) and
 records the peak GPU memory (`torch.cuda.max_memory_allocated`), then estimates the whole preset's time from the
 measured parts and the preset's counts. GD is timed evaluated before and after its steps and evaluated after every
@@ -15,51 +15,14 @@ step, which prices an evaluation apart from a step. Not covered: the GLUE-style 
 task-arithmetic evaluations of the task-vector preset, the pilot kernels and the MiniLM fine-tuning runs of the
 learning-curve preset (MiniLM ships in a package too large to take to the GPU machine); the estimates list them.
 """
-import argparse, inspect, json, os, platform, re, sys, time, zlib
+import argparse, inspect, json, os, platform, re, sys, time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 RESULTS = ROOT / 'bench' / 'results' / 'paper_presets.json'
-VOCAB = 50257  # GPT-Neo's (GPT-2's) vocabulary
-
-GPT_NEO = {  # the published architectures (EleutherAI/gpt-neo-125m and gpt-neo-1.3B config.json); the rest are defaults
-    'gpt-neo-125m': dict(hidden_size=768, num_layers=12, num_heads=12, attention_types=[[['global', 'local'], 6]]),
-    'gpt-neo-1.3b': dict(hidden_size=2048, num_layers=24, num_heads=16, attention_types=[[['global', 'local'], 12]]),
-}
-TINY = dict(hidden_size=32, num_layers=2, num_heads=4, attention_types=[[['global', 'local'], 1]])
-
-
-def gpt_neo(name, device='cuda', tiny=False, seed=0):
-    "A causal GPT-Neo of the architecture `name` (or a tiny one) with random weights, built on `device`."
-    import torch, transformers
-    cfg = transformers.GPTNeoConfig(vocab_size=VOCAB, max_position_embeddings=2048, window_size=256,
-                                    **(TINY if tiny else GPT_NEO[name]))
-    torch.manual_seed(seed)
-    with torch.device(device):
-        model = transformers.GPTNeoForCausalLM(cfg)
-    model.config.pad_token_id = 0
-    return model.eval()
-
-
-class StandInVocab:
-    "Stand-in tokenizer for the label words: each word is one fixed id (no GPT-Neo tokenizer without the hub)."
-
-    def __call__(self, w, add_special_tokens=False):
-        return {'input_ids': [zlib.crc32(w.encode()) % VOCAB]}
-
-
-def label_word_output():
-    from ntk_finetune.models import LabelWordMargin
-    return LabelWordMargin(StandInVocab(), [' negative', ' positive'])
-
-
-def random_batch(n, T, seed=0):
-    "n examples of T random token ids, every position real."
-    import torch
-    g = torch.Generator().manual_seed(seed)
-    ids = torch.randint(1, VOCAB, (n, T), generator=g)
-    return {'input_ids': ids, 'attention_mask': torch.ones(n, T, dtype=torch.long)}
+from ntk_finetune.presets import (PRESETS, NO_EMB, SETUP, gpt_neo, label_word_output, random_batch, size, is_kernel,
+                                  is_gd, over_80gb, hours, outcome, no_space, gpu_note)
 
 
 def random_task(n_train, n_val, n_test, T, seed=0):
@@ -73,19 +36,8 @@ def random_task(n_train, n_val, n_test, T, seed=0):
 
 
 def presets():
-    "Each experiment notebook's `#| gpu` CFG, by notebook name."
-    out = {}
-    for p in sorted((ROOT / 'nbs' / 'experiments').glob('*.ipynb')):
-        for c in json.loads(p.read_text())['cells']:
-            src = ''.join(c['source'])
-            if c['cell_type'] == 'code' and src.startswith('#| gpu'):
-                ns = {}
-                exec(src, ns)
-                out[p.stem] = ns['CFG']
-            for line in src.splitlines():  # the notebook's regex for params='all' (every weight but the embeddings)
-                if line.startswith('NO_EMB = '):
-                    out.setdefault('NO_EMB', {})[p.stem] = eval(line.split('=', 1)[1].split('#')[0])
-    return out
+    "Each experiment's paper preset (`ntk_finetune.presets`), by notebook name, and the all-weights regex."
+    return {**{e: v['paper'] for e, v in PRESETS.items()}, 'NO_EMB': {'02_task_spectra': NO_EMB}}
 
 
 class Meter:
@@ -298,47 +250,6 @@ def estimates(rows, P, steps):
     return out
 
 
-def size(r) -> str:
-    "A row's example count (train + test where both) times its tokens."
-    n = r.get('n', r.get('n_train'))
-    return f"({n} + {r['n_test']}) × {r['T']}" if 'n_test' in r else f"{n} × {r['T']}"
-
-
-def is_kernel(r) -> bool:
-    "Whether the step computes kernels (`compare` does too): its peak follows the kernels' memory budget."
-    return 'kernel' in r['what'] or r['what'].startswith('compare')
-
-
-def is_gd(r) -> bool:
-    return 'GD' in r['what']
-
-
-def over_80gb(rows):
-    "The GD steps that peaked at 80 GB or more (a kernel's peak follows its memory budget, not the problem's size)."
-    return [r for r in rows if is_gd(r) and (r.get('peak_gpu_gb') or 0) >= 80]
-
-
-def hours(seconds) -> str:
-    h = seconds / 3600
-    return f'{h:.1f}' if h >= 0.1 else f'{h:.2f}'
-
-
-def outcome(r) -> str:
-    "A row's seconds, or why it has none."
-    if 'seconds' in r:
-        return f"{r['seconds']:.1f}" + (f" (a later run failed: {r['later_error']})" if r.get('later_error') else '')
-    err = str(r.get('error', ''))
-    if err.startswith('skipped'):
-        return 'not run'
-    return f"failed: {err.split(': ', 1)[-1].split(';')[0]}" if err else 'no result'
-
-
-def no_space(r) -> bool:
-    return 'No space left' in str(r.get('error', ''))
-
-
-SETUP = 'its time includes building the model on the GPU'
-
 TITLE = 'Paper presets on one GPU: GPT-Neo-125M and GPT-Neo-1.3B shapes (random weights)'
 
 
@@ -347,8 +258,8 @@ def markdown(res) -> str:
     gb = lambda r: f"{r['peak_gpu_gb']:.1f}" if r.get('peak_gpu_gb') is not None else ''
     L = [f"Command: `{res['command']}` (from the repository root, on the GPU machine).  ",
          f"Machine: {res['machine']}.  ", f"Date: {res['date']}. Optimizer steps per measured run: {res['steps']}.", '',
-         "Each step is the package's own entry point at the preset's sizes (read from the experiment notebook's "
-         "`#| gpu` cell), on random token ids with every position real. GD rows are the seconds of "
+         "Each step is the package's own entry point at the preset's sizes (its `paper` preset in "
+         "`ntk_finetune.presets`), on random token ids with every position real. GD rows are the seconds of "
          f"{res['steps']} full-batch steps with an evaluation before and after them, or (\"evaluated every step\") "
          "after each: their difference prices an evaluation. "
          "Peak = `torch.cuda.max_memory_allocated`; "
@@ -370,53 +281,8 @@ def markdown(res) -> str:
 
 
 def note(experiment, path=RESULTS) -> str:
-    "Markdown for an experiment's page: its preset's measured steps on the GPU and the preset's time from them."
-    res = json.loads(Path(path).read_text()) if Path(path).exists() else {'rows': [], 'estimates': []}
-    rows = [r for r in res['rows'] if r['experiment'] == experiment]
-    est = [e for e in res['estimates'] if e['experiment'] == experiment]
-    if not rows:
-        return '*(the paper preset has not been measured on a GPU yet: `python bench/paper_presets.py`)*'
-    gd = any(is_gd(r) for r in rows)
-    L = [f"**The preset on one GPU** ({res['machine'].split(',')[0]}, {res['date']}; `bench/paper_presets.py`, "
-         "with the GPT-Neo architectures at random weights, since that machine has no hub access, and random token ids "
-         "at the preset's sizes" + (f"; GD rows are {res['steps']} steps" if gd else '') + '):']
-    L += ['', '| step | model | n (+ test) × T | seconds | peak GPU (GB) |', '|---|---|---|---|---|']
-    for r in rows:
-        peak = f"{r['peak_gpu_gb']:.1f}" if r.get('peak_gpu_gb') is not None else '—'
-        L.append(f"| {r['what']} | {r['model']} | {size(r)} | {outcome(r)} | {peak} |")
-    if any(is_kernel(r) and r.get('peak_gpu_gb') is not None for r in rows):
-        L += ['', "A kernel holds at most 80 % of the free GPU memory at once (its memory budget), so its peak follows "
-                  "the GPU: on a smaller one it streams in smaller blocks."]
-    if any(no_space(r) for r in rows):
-        L += ['', "A kernel that failed with \"No space left on device\" ran out of disk: once the captured "
-                  "activations and output gradients outgrow a share of host memory, the engine keeps them in files "
-                  "(under `TMPDIR`, or its `cache_dir`), and on this benchmark machine they outgrew the free disk. "
-                  "It needs a disk with room for them."]
-    done = [e for e in est if e['seconds'] is not None]
-    gap = {}  # a part not measured -> its counts (two for the stopping runs' shortest and longest lengths)
-    for e in est:
-        if e['seconds'] is None:
-            gap.setdefault((e['part'], e.get('per')), []).append(str(e['count']))
-    gap = [f"{k} (× {' to '.join(v)}{'' if per is None else ': ' + per})" for (k, per), v in gap.items()]
-    if done:
-        total = lambda case: sum(e['seconds'] for e in done if e.get('case') in (None, case))
-        lo, hi = hours(total('shortest')), hours(total('longest'))
-        span = f"{lo} to {hi}" if lo != hi else lo
-        s = f"The measured parts, times the preset's counts, come to {span} GPU hours"
-        s += (f" — the preset takes longer by the parts not measured: {', '.join(gap)}." if gap else '.')
-        by = {}  # (low/high, why) -> the parts it applies to
-        for e in done:
-            if e.get('bias') and e['part'] not in by.setdefault(tuple(e['bias']), []):
-                by[tuple(e['bias'])].append(e['part'])
-        word = {'low': 'Underestimated', 'high': 'Overestimated', 'unknown': 'Off by an unknown amount'}
-        s += ''.join(f" {word[b]} ({'; '.join(parts)}): {why}." for (b, why), parts in by.items())
-        L += ['', s]
-    elif gap:
-        L += ['', f"Not measured: {', '.join(gap)}."]
-    over = [f"{r['what']}, {r['model']}" for r in over_80gb(rows)]
-    if over:
-        L += ['', f"Over 80 GB at its peak: {', '.join(over)}."]
-    return '\n'.join(L)
+    "Markdown for an experiment's page (`ntk_finetune.presets.gpu_note`)."
+    return gpu_note(experiment, path)
 
 
 def merge(files):
