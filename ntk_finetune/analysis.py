@@ -701,6 +701,16 @@ def _fits(w) -> dict:
     return out
 
 
+def _resolved_params(params, sel: dict) -> str:
+    "The parameter set by name: a preset or 'custom', and 'trainable' that selected only LoRA adapters is 'lora'."
+    import re
+    from ntk_finetune.models import PRESETS as PARAM_PRESETS
+    if not isinstance(params, str):
+        return 'custom'
+    lora = bool(sel) and all(re.search(PARAM_PRESETS['lora'], k) for k in sel)
+    return 'lora' if params == 'trainable' and lora else params
+
+
 def analyze_sample(
     model,
     tokenizer,
@@ -820,6 +830,7 @@ def analyze_sample(
         T=int(train['input_ids'].shape[1]),
         params=params if isinstance(params, str) else 'custom',
         n_params=count_params(sel),
+        params_resolved=_resolved_params(params, sel),
         output_fn=getattr(output_fn, 'name', type(output_fn).__name__),
         template=sample.template,
         label_words=list(sample.label_words) if sample.label_words else None,

@@ -13,8 +13,8 @@ from .core import save_json, load_json, file_sha256
 
 # %% auto #0
 __all__ = ['EVIDENCE_PATH', 'RULE_ORDER', 'OPTIMIZERS', 'SIGMA_RULES', 'bootstrap_median', 'stopping_evidence',
-           'accuracy_calibration', 'accuracy_from_loss', 'lora_evidence', 'build_evidence', 'write_evidence',
-           'load_evidence', 'choose_rule', 'recommend']
+           'accuracy_calibration', 'accuracy_from_loss', 'lora_evidence', 'measured_params', 'build_evidence',
+           'write_evidence', 'load_evidence', 'choose_rule', 'recommend']
 
 # %% ../nbs/06a_evidence.ipynb #40266692
 EVIDENCE_PATH = Path(ntk_finetune.__file__).parent / 'assets' / 'evidence.json'  # shipped with the package
@@ -143,12 +143,19 @@ def lora_evidence(results: dict, good: float = 0.5) -> dict:
     return out
 
 # %% ../nbs/06a_evidence.ipynb #0226a821
+def measured_params(stopping: dict) -> dict:
+    "Each model's parameter set in the stopping study: a preset name, or the regex it was run with."
+    models = sorted({r['model'] for r in _study_rows(stopping)})
+    own = {'minilm-l6': (stopping.get('config') or {}).get('minilm_params')}  # the study's MiniLM regex, if any
+    return {m: own.get(m) or 'attention' for m in models}
+
+
 def build_evidence(stopping: dict, curves: dict, sources: dict | None = None, samples: dict | None = None,
                    lora: dict | None = None) -> dict:
     "The shipped summary: the stopping study per (model, optimizer, n), the accuracy map, the samples and LoRA checks."
     return {'format': 1, 'sources': sources or {}, 'stopping': stopping_evidence(stopping),
-            'accuracy': accuracy_calibration(curves), 'samples_validation': samples,
-            'lora': lora_evidence(lora) if lora else None}
+            'params': measured_params(stopping), 'accuracy': accuracy_calibration(curves),
+            'samples_validation': samples, 'lora': lora_evidence(lora) if lora else None}
 
 
 def write_evidence(results_dir, path=EVIDENCE_PATH) -> dict:
@@ -248,11 +255,16 @@ def _conversion_warnings(a, optimizer, ch) -> list:
 
 def _params_warnings(a, ev) -> list:
     "The kernel the analysis used against the kernels the study measured (the attention kernel; LoRA's K_r apart)."
-    p, lo = a.settings.get('params', 'attention'), ev.get('lora') or {}
-    if p == 'attention':
+    p, lo, m = a.settings.get('params', 'attention'), ev.get('lora') or {}, a.settings.get('model')
+    p = a.settings.get('params_resolved') or p  # 'trainable' on a LoRA model is the adapters: 'lora'
+    measured = (ev.get('params') or {}).get(m, 'attention')
+    if p == measured:
         return []
+    if p == 'attention' and measured != 'attention':
+        return [f"params 'attention': the stopping study measured {m} with params {measured!r} (with its new "
+                "classification head); the stop is read from a kernel without the head"]
     if p != 'lora' or not lo:
-        return [f"params {p!r}: the stopping evidence is the attention kernel's; a {p!r} kernel was not measured "
+        return [f"params {p!r}: the stopping evidence is the {measured!r} kernel's; a {p!r} kernel was not measured "
                 "against real fine-tuning"]
     r2 = lambda v: '< −100' if v < -100 else f'{v:.2f}'
     best = lambda v: max(v['steps'].items(), key=lambda kv: kv[1]['r2_min'])  # (step key, its summary)
@@ -262,7 +274,6 @@ def _params_warnings(a, ev) -> list:
     src = (ev.get('sources') or {}).get('lora_kernels', {}).get('file', 'results/lora_kernels.json')
     out = [f"params 'lora': the stopping evidence is the attention kernel's; K_r at initialisation against real LoRA "
            f"runs: {'; '.join(said)} ({src})"]
-    m = a.settings.get('model')
     if m in lo and not lo[m]['tracks']:
         out.append(f"on {m} K_r did not predict real LoRA training at any step measured: a stop read from it is a "
                    "guess; use a hold-out")

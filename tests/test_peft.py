@@ -7,6 +7,7 @@ from peft import LoraConfig, get_peft_model
 from ntk_finetune.entk import empirical_ntk, jacobian_reference
 from ntk_finetune.models import tiny_model, tiny_output_fn, HeadOutput, select_params, count_params, is_causal_lm
 from ntk_finetune.models import has_classifier, base_transformer
+from ntk_finetune.analysis import _resolved_params
 
 TARGETS = {'gpt2': ['c_attn'], 'llama': ['q_proj', 'v_proj'], 'bert': ['query', 'value']}
 
@@ -66,6 +67,9 @@ def test_presets_under_the_peft_wrapper(arch, kind):
     base = tiny_model(arch, kind=kind, dtype=torch.float64)
     lo, att, tr = (select_params(pm, w) for w in ('lora', 'attention', 'trainable'))
     assert all('lora_' in n for n in lo) and not any('lora_' in n for n in att) and set(tr) == set(lo)
+    # the analysis names the set: 'trainable' that is only the adapters is 'lora' (the LoRA evidence applies)
+    assert [_resolved_params(w, s) for w, s in (('trainable', tr), ('attention', att), ('trainable', att))] == \
+        ['lora', 'attention', 'trainable']
     assert count_params(att) == count_params(select_params(base, 'attention'))
     heads = []
     for m in (pm, base):
