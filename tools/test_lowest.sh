@@ -7,8 +7,10 @@
 #
 # FIND_LINKS=DIR adds a folder of wheels (e.g. a local torch build) to the package index.
 #
-# torch is held at the version installed in .venv (a --override): its older builds are multi-GB downloads, and the
-# torch floor in settings.ini is the oldest release whose torch.func API the package uses, not a tested one.
+# torch is held at the version installed in .venv (a --override), since its older builds are multi-GB downloads;
+# TORCH=VERSION tests another. The floor in settings.ini, torch 2.4, was proven this way (TORCH=2.4.1 with its wheels
+# from `pip download torch==2.4.1 -d DIR` and FIND_LINKS=DIR: the smoke subset and the CLI pass); torch 2.2.2 fails
+# (transformers 5 calls torch.is_autocast_enabled(device), and its numpy 1.x build cannot load numpy 2).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ENV=$(realpath -m "${1:-.venv-lowest}")
@@ -24,7 +26,7 @@ import configparser
 c = configparser.ConfigParser(); c.read('settings.ini'); d = c['DEFAULT']
 print('\n'.join(d['requirements'].split() + d['peft_requirements'].split() + ['pytest>=8']))
 PY
-TORCH=$(.venv/bin/python -c 'import torch; print(torch.__version__)')  # run `make venv` first
+TORCH=${TORCH:-$(.venv/bin/python -c "import torch; print(torch.__version__)")}  # or TORCH=VERSION; run `make venv` first
 echo "torch==$TORCH" > "$TMP/over.txt"
 "$UV" pip compile -q "$TMP/req.in" --resolution lowest-direct --python-version "$PY" --override "$TMP/over.txt" \
     "${FIND[@]}" -o "$TMP/lowest.txt"
