@@ -29,7 +29,8 @@ def write_section(r):
     head, *secs = old.split('\n## ')
     secs = [s for s in secs if not s.startswith(TITLE)] + [f"{TITLE}\n\n{markdown(r)}\n"]
     text = head.rstrip('\n') + '\n\n' + '\n'.join('## ' + s.rstrip('\n') + '\n' for s in secs)
-    tmp = out.with_suffix('.tmp'); tmp.write_text(text); os.replace(tmp, out)
+    from ntk_finetune.core import atomic_path
+    with atomic_path(out) as t: t.write_text(text)
 
 if __name__ == '__main__':
     sys.path.insert(0, str(ROOT / 'bench'))
@@ -50,6 +51,7 @@ if __name__ == '__main__':
          'peak_rss_gb': resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 2**20,
          'settings': ', '.join(f"{k} {s[k]}" for k in ('model', 'data', 'params', 'n', 'n_test', 'max_length') if k in s)}
     RESULTS.parent.mkdir(exist_ok=True)
-    tmp = RESULTS.with_suffix('.tmp'); tmp.write_text(json.dumps(r, indent=1)); os.replace(tmp, RESULTS)
+    from ntk_finetune.core import save_json
+    save_json(r, RESULTS)
     write_section(r)
     print(markdown(r))

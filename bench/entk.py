@@ -22,6 +22,7 @@ The CPU model is SmolLM2-135M-Instruct (embedded), parameters 'attention' (26.5M
 """
 import argparse, json, os, platform, resource, subprocess, sys, time
 from pathlib import Path
+from safetensors.torch import save_file, load_file
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / 'bench' / 'results' / 'entk.json'
@@ -103,7 +104,7 @@ def worker(method, n, T, out, gpu):
     res.update(method=method, n=n, T=T, date=time.strftime('%Y-%m-%d'), peak_rss_gb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
                model_rss_gb=base)
     if gpu: res['peak_gpu_gb'] = torch.cuda.max_memory_allocated() / 2**30
-    if G is not None: torch.save(G.cpu(), out + '.pt')
+    if G is not None: save_file({'G': G.cpu().contiguous()}, out + '.safetensors')
     Path(out).write_text(json.dumps(res))
 
 def run(method, n, T, tmp, gpu=False):
@@ -183,7 +184,8 @@ def write_benchmarks(res, title, render=None):
     secs = [s for s in secs if not s.startswith(title)] + [f"{title}\n\n{(render or markdown)(res)}\n"]
     order = lambda s: (0 if s.startswith('Empirical NTK') else 1, s)
     text = head.rstrip('\n') + '\n\n' + '\n'.join('## ' + s.rstrip('\n') + '\n' for s in sorted(secs, key=order))
-    tmpf = out.with_suffix('.tmp'); tmpf.write_text(text); os.replace(tmpf, out)
+    from ntk_finetune.core import atomic_path
+    with atomic_path(out) as t: t.write_text(text)
 
 if __name__ == '__main__':
     if len(sys.argv) > 1 and sys.argv[1] == '--worker':
@@ -211,13 +213,13 @@ if __name__ == '__main__':
     rows = []
     for n, T, methods in cases:
         res = {m: run(m, n, T, tmp, a.gpu) for m in methods}
-        ref = tmp / f'loop_{n}_{T}.json.pt'
+        ref = tmp / f'loop_{n}_{T}.json.safetensors'
         for m, r in res.items():
             if 'error' in r: continue
             if res.get('lower_bound', {}).get('seconds'): r['x_lower_bound'] = r['seconds'] / res['lower_bound']['seconds']
             if res.get('ours', {}).get('seconds'): r['x_ours'] = r['seconds'] / res['ours']['seconds']
-            if ref.exists() and (tmp / f'{m}_{n}_{T}.json.pt').exists() and m != 'loop':
-                G, R = torch.load(tmp / f'{m}_{n}_{T}.json.pt'), torch.load(ref)
+            if ref.exists() and (tmp / f'{m}_{n}_{T}.json.safetensors').exists() and m != 'loop':
+                G, R = load_file(tmp / f'{m}_{n}_{T}.json.safetensors')['G'], load_file(ref)['G']
                 r['agreement'] = float((G - R).abs().max() / R.abs().max())
             rows.append(r); print(json.dumps(r), flush=True)
     if a.quick: sys.exit(0)
@@ -229,6 +231,7 @@ if __name__ == '__main__':
         rows = sorted([r for r in old if r['n'] not in a.rows] + rows, key=lambda r: r['n'])
     res = {'command': cmd, 'machine': machine(a.gpu), 'date': time.strftime('%Y-%m-%d'), 'rows': rows}
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmpf = target.with_suffix('.tmp'); tmpf.write_text(json.dumps(res, indent=1)); os.replace(tmpf, target)
+    from ntk_finetune.core import save_json
+    save_json(res, target)
     write_benchmarks(res, TITLE_GPU if a.gpu else TITLE_CPU)
     print(f"wrote {target} and BENCHMARKS.md")

@@ -39,7 +39,8 @@ def main(n, T):
     res = {'n': n, 'T': T, 'total_seconds': total, 'date': time.strftime('%Y-%m-%d'), 'machine': B.machine(),
            'command': f'python bench/entk_profile.py --n {n} --T {T}', 'stages': rows}
     OUT.parent.mkdir(parents=True, exist_ok=True)
-    tmp = OUT.with_suffix('.tmp'); tmp.write_text(json.dumps(res, indent=1)); os.replace(tmp, OUT)
+    from ntk_finetune.core import save_json
+    save_json(res, OUT)
     print(json.dumps(res, indent=1))
 
 if __name__ == '__main__':

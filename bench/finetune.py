@@ -49,5 +49,6 @@ if __name__ == '__main__':
     out = ROOT / 'BENCHMARKS.md'; old = out.read_text() if out.exists() else '# Benchmarks\n'
     marker = '\n## '; parts = old.split(marker)
     kept = parts[0] + ''.join(marker + s for s in parts[1:] if not s.startswith('Fine-tuning step cost'))
-    tmp = out.with_suffix('.tmp'); tmp.write_text(kept.rstrip('\n') + '\n' + '\n'.join(L) + '\n'); os.replace(tmp, out)
+    from ntk_finetune.core import atomic_path
+    with atomic_path(out) as t: t.write_text(kept.rstrip('\n') + '\n' + '\n'.join(L) + '\n')
     print('\n'.join(L))
