@@ -14,24 +14,40 @@ STAGES = {  # (object, attribute) -> what it is
     ('E', '_capture'): 'capture: blocked forward + backward to the layer outputs (writes included)',
     ('S', 'write'): '  of which: writing captures (to files beyond the budget)',
     ('S', 'read'): 'reading captures back for the Gram',
-    ('E', '_weight_rows'): 'per-example gradients J (bmm over tokens)',
-    ('E', '_blocked_product'): 'Gram tile products J_i J_jᵀ (float32 blocks, float64 sums)',
-    ('E', '_trim'): 'returning freed memory to the OS',
+    ('G', '_weight_rows'): 'per-example gradients J (bmm over tokens)',
+    ('G', '_blocked_product'): 'Gram tile products J_i J_jᵀ (float32 blocks, float64 sums)',
+    ('C', '_trim'): 'returning freed memory to the OS',
 }
+ALSO = {('C', '_trim'): [('G', '_trim')]}  # the same function, imported by another stage's module
 
 def main(n, T):
     sys.path.insert(0, str(ROOT / 'bench'))
     import entk as B
-    import ntk_finetune.entk as E
+    import types
+    import ntk_finetune.entk as E, ntk_finetune.entk_capture as C, ntk_finetune.entk_gram as G
     torch, model, b, fn, sel = B._setup(n, T)
     E.empirical_ntk(model, {k: v[:2] for k, v in b.items()}, fn, sel, progress=False)     # warm-up
     acc = collections.defaultdict(float)
-    objs = {'E': E, 'S': E._Store}
+    objs = {'E': E, 'S': C._CaptureStore, 'C': C, 'G': G}
+
+    def steps(gen, key):  # a generator stage (the capture pass) is timed while it runs, step by step
+        while True:
+            t0 = time.perf_counter()
+            try:
+                item = next(gen)
+            except StopIteration:
+                acc[key] += time.perf_counter() - t0
+                return
+            acc[key] += time.perf_counter() - t0
+            yield item
+
     for (o, name) in STAGES:
         f = getattr(objs[o], name)
         def timed(*a, _f=f, _k=(o, name), **k):
-            t0 = time.perf_counter(); r = _f(*a, **k); acc[_k] += time.perf_counter() - t0; return r
-        setattr(objs[o], name, timed)
+            t0 = time.perf_counter(); r = _f(*a, **k); acc[_k] += time.perf_counter() - t0
+            return steps(r, _k) if isinstance(r, types.GeneratorType) else r
+        for oo, nn in [(o, name)] + ALSO.get((o, name), []):
+            setattr(objs[oo], nn, timed)
     t0 = time.perf_counter()
     E.empirical_ntk(model, b, fn, sel, progress=False)
     total = time.perf_counter() - t0

@@ -2,7 +2,7 @@
 import sys
 from pathlib import Path
 import torch, torch.distributed as dist
-import ntk_finetune.entk as E
+import ntk_finetune.entk_gram as E
 from ntk_finetune.entk import empirical_ntk
 from ntk_finetune.models import tiny_model, tiny_output_fn
 

@@ -2,6 +2,9 @@ import math, os, tempfile
 from pathlib import Path
 import pytest, torch
 import ntk_finetune.entk as E
+import ntk_finetune.entk_capture as EC
+import ntk_finetune.entk_gram as EG
+from ntk_finetune.kernel_cache import KernelCache
 from ntk_finetune.entk import empirical_ntk, make_ntk_fn, random_init_ntk, jacobian_reference
 from ntk_finetune.models import tiny_model, LabelWordMargin, HeadOutput, select_params, tokenize, make_output_fn
 from ntk_finetune.data import load_task, task_info
@@ -48,7 +51,7 @@ def test_symmetric_tiles_equal_the_cross_product():
     m = tiny_model('gpt2', dtype=torch.float64); fn = output('gpt2', 'lm', False); b = batch(150, 6, 2)
     G = empirical_ntk(m, b, fn, 'attention', progress=False)
     X = empirical_ntk(m, b, fn, 'attention', batch2=b, progress=False)
-    assert len(E._tiles(150)) == 3 and torch.equal(G, G.T)
+    assert len(EG._tiles(150)) == 3 and torch.equal(G, G.T)
     assert float((G - X).abs().max()) <= 1e-12 * float(X.abs().max())
 
 def test_per_module_sums_to_total_and_names_layers():
@@ -112,7 +115,8 @@ def test_interrupted_run_resumes_bitwise(tmp_path, monkeypatch, where, resume_kw
     m, fn, b = _f32_setup()
     first = dict(block_size=5, memory_budget=2_500_000)             # small: captures go to files
     full = empirical_ntk(m, b, fn, 'all', progress=False, **first)
-    targets = {'capture': (E._Store, 'write', 9), 'gram': (E, '_layer_gram', 4), 'layer_write': (E, '_save_layer', 3)}
+    targets = {'capture': (EC._CaptureStore, 'write', 9), 'gram': (EG, '_layer_gram', 4),
+               'layer_write': (KernelCache, 'save_layer', 3)}
     obj, name, at = targets[where]; orig = getattr(obj, name); calls = {'n': 0}
     def flaky(*a, **k):
         calls['n'] += 1
@@ -131,7 +135,7 @@ def test_interrupted_in_the_middle_of_a_capture_write(tmp_path, monkeypatch):
     m, fn, b = _f32_setup()
     kw = dict(block_size=5, memory_budget=2_500_000, progress=False)
     full = empirical_ntk(m, b, fn, 'all', **kw)
-    orig = E._Store.write; calls = {'n': 0}
+    orig = EC._CaptureStore.write; calls = {'n': 0}
     def half(self, key, s, e, value):
         calls['n'] += 1
         if calls['n'] == 9 and self.folder is not None:
@@ -139,9 +143,9 @@ def test_interrupted_in_the_middle_of_a_capture_write(tmp_path, monkeypatch):
             calls['mid'] = True
             raise KeyboardInterrupt('simulated interruption mid-write')
         return orig(self, key, s, e, value)
-    monkeypatch.setattr(E._Store, 'write', half)
+    monkeypatch.setattr(EC._CaptureStore, 'write', half)
     with pytest.raises(KeyboardInterrupt): empirical_ntk(m, b, fn, 'all', cache_dir=tmp_path, **kw)
-    monkeypatch.setattr(E._Store, 'write', orig)
+    monkeypatch.setattr(EC._CaptureStore, 'write', orig)
     assert calls.get('mid')                                           # the captures went to files and one was cut
     assert torch.equal(empirical_ntk(m, b, fn, 'all', cache_dir=tmp_path, **{**kw, 'block_size': 7}), full)
 
@@ -162,7 +166,7 @@ def test_corrupt_cache_files(tmp_path, monkeypatch):
     assert not (tmp_path / 'captures0').exists()                    # a finished kernel keeps its layers, not the captures
     def stop(*a, **k): raise KeyboardInterrupt
     with monkeypatch.context() as mp:                               # interrupted after the captures, before any Gram
-        mp.setattr(E, '_layer_gram', stop)
+        mp.setattr(EG, '_layer_gram', stop)
         with pytest.raises(KeyboardInterrupt): empirical_ntk(m, b, fn, 'all', cache_dir=tmp_path, **kw)
     cap = next((tmp_path / 'captures0').glob('*.bin'))
     cap.write_bytes(cap.read_bytes()[:10])                          # a truncated capture file: captures recomputed
@@ -183,12 +187,12 @@ def test_same_size_corruption_is_caught(tmp_path, monkeypatch):
     for f in tmp_path.glob('layer_*'): f.unlink()
     def stop(*a, **k): raise KeyboardInterrupt
     with monkeypatch.context() as mp:                               # interrupted after the captures, before any Gram
-        mp.setattr(E, '_layer_gram', stop)
+        mp.setattr(EG, '_layer_gram', stop)
         with pytest.raises(KeyboardInterrupt): empirical_ntk(m, b, fn, 'all', cache_dir=tmp_path, **kw)
     cap = next((tmp_path / 'captures0').glob('*.bin'))
     raw = bytearray(cap.read_bytes()); raw[:4] = b'\x7f\x7f\x7f\x7f'; cap.write_bytes(bytes(raw))
     with monkeypatch.context() as mp:
-        mp.setattr(E, '_layer_gram', stop)
+        mp.setattr(EG, '_layer_gram', stop)
         with pytest.warns(UserWarning, match='1 finished capture block.*corrupted'), pytest.raises(KeyboardInterrupt):
             empirical_ntk(m, b, fn, 'all', cache_dir=tmp_path, **kw)
     import shutil
@@ -201,11 +205,11 @@ def test_gram_reads_captures_in_column_chunks_under_a_small_budget(monkeypatch):
     """A layer whose captures do not fit in half the budget is read a column chunk at a time: same kernel."""
     m, fn, b = _f32_setup(40)
     full = empirical_ntk(m, b, fn, 'all', block_size=4, progress=False)
-    orig, chunked = E._Store.read, []
+    orig, chunked = EC._CaptureStore.read, []
     def read(self, key, s=0, e=None, cols=None):
         if cols is not None: chunked.append(key)
         return orig(self, key, s, e, cols)
-    monkeypatch.setattr(E._Store, 'read', read)
+    monkeypatch.setattr(EC._CaptureStore, 'read', read)
     small = empirical_ntk(m, b, fn, 'all', block_size=4, memory_budget=150_000, progress=False)
     assert chunked and torch.equal(small, full)
 
@@ -218,14 +222,19 @@ def test_cache_knows_the_gram_dtype_and_autocast(tmp_path, change):
         empirical_ntk(m, b, fn, 'attention', cache_dir=tmp_path, progress=False, **change)
 
 def test_cache_knows_the_output_function(tmp_path):
-    """Two lambdas of the same name but different label words must not share a cache."""
+    """An output function is cached by its name: none, a one-line error; two names, two kernels; other weights, refused."""
     m = tiny_model('gpt2'); b = batch(4, 6, 0)
     f7 = lambda mm, bb: mm(**bb).logits[:, -1, 7]
+    with pytest.raises(E.CacheError, match='needs an output function with a `name`'):
+        empirical_ntk(m, b, f7, 'attention', cache_dir=tmp_path, progress=False)
     f11 = lambda mm, bb: mm(**bb).logits[:, -1, 11]
+    f7.name, f11.name = 'logit 7', 'logit 11'
     empirical_ntk(m, b, f7, 'attention', cache_dir=tmp_path, progress=False)
-    with pytest.raises(E.CacheError, match='other inputs'): empirical_ntk(m, b, f11, 'attention', cache_dir=tmp_path, progress=False)
+    with pytest.raises(E.CacheError, match=r'other inputs \(output_fn, probe_output differ'):
+        empirical_ntk(m, b, f11, 'attention', cache_dir=tmp_path, progress=False)
     m2 = tiny_model('gpt2', seed=9)                                  # other weights with the same names and shapes
     with pytest.raises(E.CacheError, match='weights'): empirical_ntk(m2, b, f7, 'attention', cache_dir=tmp_path, progress=False)
+    assert empirical_ntk(m, b, f7, 'attention', progress=False).shape == (4, 4)  # without a cache no name is needed
 
 def test_cache_dir_errors(tmp_path, monkeypatch):
     m = tiny_model('gpt2'); fn = output('gpt2', 'lm', False); b = batch(4, 6, 0)
@@ -239,7 +248,7 @@ def test_cache_dir_errors(tmp_path, monkeypatch):
         with pytest.raises(E.CacheError, match='cannot write'): empirical_ntk(m, b, fn, cache_dir=where, progress=False)
     import errno
     def full_disk(*a, **k): raise OSError(errno.ENOSPC, 'No space left on device', str(tmp_path / 'k2'))
-    monkeypatch.setattr(E, '_save_layer', full_disk)
+    monkeypatch.setattr(KernelCache, 'save_layer', full_disk)
     with pytest.raises(E.CacheError, match='No space left on device.*free disk space'):
         empirical_ntk(m, b, fn, cache_dir=tmp_path / 'k2', progress=False)
 
@@ -292,11 +301,11 @@ def test_capture_bytes_counts_every_input():
     """q/k/v share one input, the output projection reads another: both are counted."""
     m = tiny_model('llama'); fn = output('llama', 'lm', False); b = batch(2, 5, 0)
     sel = select_params(m, 'attention')
-    plan, O, slots, _ = E._probe(m, E.check_inputs(m, b), fn, sel, E._plan(m, sel))
-    n_inputs = len(set(slots.values()))
+    plan = EC._probe(m, EC.check_inputs(m, b), fn, sel, EC._plan(m, sel))
+    n_inputs = len(set(plan.slots.values()))
     assert n_inputs == 2 * 2                                         # per layer: the shared q/k/v input and o_proj's
     d = 32; outs = 2 * (d + 16 + 16 + d)
-    assert E._capture_bytes(plan, slots, 5, O) == 4 * 5 * (n_inputs * d + outs)
+    assert EC._capture_bytes(plan, 5) == 4 * 5 * (n_inputs * d + outs)
 
 RSS_SCRIPT = r"""
 import resource, sys, torch

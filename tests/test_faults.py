@@ -269,10 +269,11 @@ KERNEL_SCRIPT = textwrap.dedent('''
     from ntk_finetune.models import tiny_model, tiny_output_fn
     m = tiny_model('gpt2', dtype=torch.float64, layers=4)
     b = {'input_ids': torch.randint(1, 128, (24, 8), generator=torch.Generator().manual_seed(0))}
-    save = E._save_layer
-    def slow(f, G):
-        save(f, G); print('layer saved', flush=True); time.sleep(5)
-    E._save_layer = slow
+    from ntk_finetune.kernel_cache import KernelCache
+    save = KernelCache.save_layer
+    def slow(*a):
+        save(*a); print('layer saved', flush=True); time.sleep(5)
+    KernelCache.save_layer = slow
     E.empirical_ntk(m, b, tiny_output_fn(), 'attention', cache_dir=sys.argv[1], block_size=4, progress=False)
 ''')
 
