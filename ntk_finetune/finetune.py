@@ -10,14 +10,16 @@ from pathlib import Path
 import torch
 from torch import nn
 from tqdm.auto import tqdm
-from .core import save_json, load_json, atomic_path, as_batch, model_device
+from .store import pack, unpack, save_artifact, load_artifact, ArtifactError, spec_key
+from .core import as_batch, model_device
 from .data import load_task, task_info
 from .models import select_params, tokenize
 from .analysis import targets
 
 # %% auto #0
 __all__ = ['SETTINGS', 'OPTIMIZERS', 'LOSSES', 'FinetuneConfig', 'TaskData', 'prepare_task', 'toy_task_data', 'History',
-           'CheckpointMismatch', 'CheckpointRestart', 'finetune', 'LinearizedModel', 'finetune_linearized']
+           'CheckpointMismatch', 'CheckpointRestart', 'save_checkpoint', 'load_checkpoint', 'finetune',
+           'LinearizedModel', 'finetune_linearized']
 
 # %% ../nbs/08_finetune.ipynb #975fed77
 SETTINGS, OPTIMIZERS, LOSSES = (
@@ -187,37 +189,20 @@ class History:
     seconds: float = 0.0  # spent in the loop, with the time before a resume
     resumed: dict | None = None  # {'step', 'seconds'}: where a resumed run took up, and the time spent before
 
-    def save(self, path):
-        "Write `path`.json (scalars) and `path`.safetensors (outputs and kernels), atomically."
-        from safetensors.torch import save_file
-
-        path = Path(path)
-        meta = {
-            k: v
-            for k, v in asdict(self).items()
-            if k not in ('probe_train', 'probe_test', 'kernels')
-        }
+    def save(self, path) -> Path:
+        "Write the history as one store artefact `path`.safetensors: outputs and kernels, the scalars in its header."
+        meta = {k: v for k, v in asdict(self).items() if k not in ('probe_train', 'probe_test', 'kernels')}
         meta['kernel_steps'] = sorted(self.kernels)
-        tensors = {
-            'probe_train': torch.stack(self.probe_train)
-            if self.probe_train
-            else torch.zeros(0),
-            'probe_test': torch.stack(self.probe_test)
-            if self.probe_test
-            else torch.zeros(0),
-            **{f'kernel_{k}': v.contiguous() for k, v in self.kernels.items()},
-        }
-        with atomic_path(path.with_suffix('.safetensors')) as t:
-            save_file({k: v.contiguous() for k, v in tensors.items()}, str(t))
-        save_json(meta, path.with_suffix('.json'))
+        stack = lambda xs: torch.stack(xs) if xs else torch.zeros(0)
+        tensors = {'probe_train': stack(self.probe_train), 'probe_test': stack(self.probe_test),
+                   **{f'kernel_{k}': v for k, v in self.kernels.items()}}
+        return save_artifact(Path(path).with_suffix('.safetensors'), tensors, meta)
 
     @classmethod
     def load(cls, path):
-        from safetensors.torch import load_file
-
-        path = Path(path)
-        meta = load_json(path.with_suffix('.json'))
-        t = load_file(str(path.with_suffix('.safetensors')))
+        "The history `save` wrote (one that failed its checksum is an `ArtifactError`)."
+        art = load_artifact(Path(path).with_suffix('.safetensors'))
+        meta, t = dict(art.meta), art.tensors
         ks = meta.pop('kernel_steps')
         h = cls(**meta)
         h.probe_train = list(t['probe_train']) if t['probe_train'].numel() else []
@@ -291,14 +276,26 @@ class CheckpointRestart(UserWarning):
 _CKPT_KEYS = ('config', 'run', 'step', 'params', 'optimizer', 'generator', 'history', 'best', 'bad', 'first', 'seconds')
 
 
+def save_checkpoint(state: dict, path) -> Path:
+    "Write a fine-tuning state (tensors, the optimizer's state, the history) as one store artefact, atomically."
+    tensors, skeleton = pack(state)
+    return save_artifact(path, tensors, {'checkpoint': skeleton})
+
+
+def load_checkpoint(path) -> dict:
+    "The state `save_checkpoint` wrote (tensors and plain values only: nothing is unpickled)."
+    art = load_artifact(path)
+    return unpack(art.meta['checkpoint'], art.tensors)
+
+
 def _resume(path, cfg, run_id, kernels: bool):
     "The checkpoint at `path` of the run `run_id` under `cfg` (with any `steps` from its own on), or None (no file)."
     if path is None or not Path(path).exists():
         return None
     try:
-        s = torch.load(path, map_location='cpu', weights_only=True)  # the optimizer's state follows its parameters
-    except Exception as e:
-        raise CheckpointMismatch(f"checkpoint {path} cannot be read ({type(e).__name__})")
+        s = load_checkpoint(path)  # the optimizer's state follows its parameters
+    except (ArtifactError, KeyError, TypeError) as e:
+        raise CheckpointMismatch(f"checkpoint {path} cannot be read ({e})") from None
     missing = [k for k in _CKPT_KEYS if k not in s] if isinstance(s, dict) else list(_CKPT_KEYS)
     if not missing and not (isinstance(s['config'], dict) and isinstance(s['history'], dict)):
         missing = ['config and history as dicts']
@@ -392,7 +389,7 @@ def finetune(
         sets = [b[k] for b in (train, val, test) for k in sorted(b)]
         out = getattr(output_fn, 'name', getattr(output_fn, '__qualname__', type(output_fn).__qualname__))
         run_id = _digest(*sets, data.y_train, data.y_val, data.y_test, *model.state_dict().values())
-        run_id = hashlib.sha256(f'{run_id}:{out}'.encode()).hexdigest()
+        run_id = spec_key({'data_and_weights': run_id, 'output_fn': out})
         try:
             s = _resume(checkpoint, cfg, run_id, kernel_fn is not None)
         except CheckpointMismatch as e:
@@ -437,8 +434,7 @@ def finetune(
                     'first': first,
                     'seconds': before + time.time() - t0,
                 }
-                with atomic_path(checkpoint) as tmp:
-                    torch.save(state, tmp)
+                save_checkpoint(state, checkpoint)
             record = t % cfg.eval_every == 0 or t == cfg.steps
             if t in cfg.kernel_steps and kernel_fn is not None:
                 h.kernels[t] = kernel_fn(model, params)

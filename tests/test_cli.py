@@ -116,7 +116,7 @@ def test_compare_again_continues_its_run_and_other_arguments_start_over(tiny_lm,
     assert r()['resumed_at_step'] is None and r()['eval_steps'][-1] == 6
     said = [ln for ln in out.splitlines() if ln.startswith('restart')]   # one line in the CLI's words, no Python warning
     assert len(said) == 1 and 'starting over' not in err, (out, err)   # the line names the file and what differs
-    assert re.search(r'compare\.pt was written under another config \([^)]*seed[^)]*\): starting over', said[0]), said
+    assert re.search(r'compare\.safetensors was written under another config \([^)]*seed[^)]*\): starting over', said[0]), said
 
 def test_restart_said_turns_only_the_restart_warning_into_a_line():
     "Inside `_restart_said` a CheckpointRestart becomes one printed line with its reason; other warnings still show."

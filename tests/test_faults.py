@@ -304,10 +304,10 @@ def test_cache_dir_that_is_a_file(tmp_path):
 
 
 def test_checkpoint_holding_a_pickled_object_is_refused(tmp_path):
-    "A fine-tuning checkpoint is read with weights_only=True: a file that holds any other object is refused."
+    "A fine-tuning checkpoint is a safetensors artefact: a pickle (of anything) is refused, never unpickled."
     from ntk_finetune.finetune import finetune, FinetuneConfig, toy_task_data, CheckpointMismatch
     ck = tmp_path / 'ck.pt'
     torch.save({'config': {}, 'payload': Path('.')}, ck)  # a pickled non-tensor object
     m = tiny_model('llama', dtype=torch.float64)
     one_line(lambda: finetune(m, toy_task_data(), tiny_output_fn(), FinetuneConfig(lr=0.1, steps=2), progress=False,
-                              checkpoint=ck), CheckpointMismatch, 'cannot be read (UnpicklingError)')
+                              checkpoint=ck), CheckpointMismatch, 'cannot be read (')

@@ -2,7 +2,7 @@ import json, math, subprocess, sys
 from pathlib import Path
 import numpy as np, pytest, torch
 from ntk_finetune.finetune import FinetuneConfig, TaskData, History, finetune, prepare_task, LinearizedModel, targets
-from ntk_finetune.finetune import CheckpointMismatch, CheckpointRestart
+from ntk_finetune.finetune import CheckpointMismatch, CheckpointRestart, save_checkpoint, load_checkpoint
 from ntk_finetune.compare import compare, SpectralEarlyStoppingCallback
 from ntk_finetune.analysis import RULES
 from ntk_finetune.models import tiny_model, LabelWordMargin, HeadOutput, load_model, tokenize, make_output_fn
@@ -310,8 +310,8 @@ def _same_history(a, b):
 
 def _fake_seconds(ck, seconds=1e6):
     "Mark the checkpoint's time spent, so that a run can tell it took up from it."
-    s = torch.load(ck, weights_only=True)
-    torch.save({**s, 'seconds': seconds}, ck)
+    s = load_checkpoint(ck)
+    save_checkpoint({**s, 'seconds': seconds}, ck)
 
 @pytest.mark.parametrize('cfg', [dict(optimizer='sgd', batch_size=4, lr=0.005),
                                  dict(optimizer='adamw', loss='ce', lr=2e-3, restore_best=True),
@@ -321,7 +321,7 @@ def test_killed_run_resumes_to_the_same_history_and_weights(tmp_path, cfg, kill)
     """A mini-batch or AdamW run killed midway (or in its last evaluation) and resumed from its checkpoint ends exactly
     where an uninterrupted run ends: the batch order, the optimizer's moments, the best weights and the patience count
     are in the checkpoint."""
-    cfg, fn, ck = FinetuneConfig(params='all', steps=14, eval_every=2, **cfg), tiny_output_fn(), tmp_path / 'c.pt'
+    cfg, fn, ck = FinetuneConfig(params='all', steps=14, eval_every=2, **cfg), tiny_output_fn(), tmp_path / 'c.safetensors'
     m0, count = tiny_model('gpt2', dtype=torch.float64), _dies_at(fn, 0)
     h0 = finetune(m0, toy(), count, cfg, progress=False)
     if cfg.patience: assert h0.stopped.startswith('early stopping') and h0.steps[-1] < 14
@@ -330,7 +330,7 @@ def test_killed_run_resumes_to_the_same_history_and_weights(tmp_path, cfg, kill)
         dies = _dies_at(fn, len(count.calls) if kill == 'last' else kill)
         finetune(tiny_model('gpt2', dtype=torch.float64), toy(), dies, cfg, progress=False, checkpoint=ck,
                  checkpoint_every=3)
-    at = torch.load(ck, weights_only=True)['step']
+    at = load_checkpoint(ck)['step']
     assert 0 < at <= h0.steps[-1] and (kill != 'last' or cfg.patience or at == 14)
     m1 = tiny_model('gpt2', dtype=torch.float64)
     h1 = finetune(m1, toy(), fn, cfg, progress=False, checkpoint=ck, checkpoint_every=3)
@@ -340,7 +340,7 @@ def test_killed_run_resumes_to_the_same_history_and_weights(tmp_path, cfg, kill)
 
 def test_longer_run_continues_a_finished_one(tmp_path):
     "7 steps, then 12 from the 7-step run's checkpoint: the history of 12 steps from the start (7 is off the grid)."
-    fn, ck, d = tiny_output_fn(), tmp_path / 'c.pt', toy()
+    fn, ck, d = tiny_output_fn(), tmp_path / 'c.safetensors', toy()
     cfg = lambda steps: FinetuneConfig(params='all', lr=0.005, steps=steps, eval_every=2)
     finetune(tiny_model('gpt2', dtype=torch.float64), d, fn, cfg(7), progress=False, checkpoint=ck)
     _fake_seconds(ck)
@@ -349,7 +349,7 @@ def test_longer_run_continues_a_finished_one(tmp_path):
     _same_history(h, finetune(tiny_model('gpt2', dtype=torch.float64), d, fn, cfg(12), progress=False))
 
 def test_checkpoint_keeps_kernels_and_refuses_what_it_cannot_resume(tmp_path):
-    fn, ck = tiny_output_fn(), tmp_path / 'c.pt'
+    fn, ck = tiny_output_fn(), tmp_path / 'c.safetensors'
     kfn = lambda m, p: empirical_ntk(m, toy().train, fn, p, progress=False)
     run = lambda cfg, m=None, out=fn, k=kfn: finetune(m or tiny_model('llama', dtype=torch.float64), toy(), out, cfg,
                                                       progress=False, kernel_fn=k, checkpoint=ck)
@@ -376,13 +376,13 @@ def test_checkpoint_keeps_kernels_and_refuses_what_it_cannot_resume(tmp_path):
                 first=None, seconds=0.0)
     for other, lacks in (({'step': 3}, 'config, run, '), ([1, 2], 'config, run, '), ({**keys, 'config': 1}, 'config and'),
                          (keys, 'history of kernels')):   # a readable file of something else: no KeyError, what it lacks
-        torch.save(other, ck)
+        save_checkpoint(other, ck)
         with pytest.raises(CheckpointMismatch, match=r'not a fine-tuning checkpoint of this version \(no ' + lacks):
             run(longer)
 
 def test_restart_on_mismatch_replaces_the_checkpoint_with_the_new_run(tmp_path):
     "on_mismatch='restart': an unreadable checkpoint gives the fresh run's history, with a warning, and is replaced."
-    fn, ck, d = tiny_output_fn(), tmp_path / 'c.pt', toy()
+    fn, ck, d = tiny_output_fn(), tmp_path / 'c.safetensors', toy()
     cfg = FinetuneConfig(params='all', lr=0.005, steps=6, eval_every=2)
     fresh = finetune(tiny_model('gpt2', dtype=torch.float64), d, fn, cfg, progress=False)
     ck.write_bytes(b'truncated')
@@ -391,7 +391,7 @@ def test_restart_on_mismatch_replaces_the_checkpoint_with_the_new_run(tmp_path):
                      on_mismatch='restart')
     assert h.resumed is None
     _same_history(h, fresh)
-    assert torch.load(ck, weights_only=True)['step'] == 6   # the file holds the new run, which the next call resumes
+    assert load_checkpoint(ck)['step'] == 6   # the file holds the new run, which the next call resumes
     assert finetune(tiny_model('gpt2', dtype=torch.float64), d, fn, cfg, progress=False,
                     checkpoint=ck).resumed['step'] == 6
 
@@ -410,7 +410,7 @@ def test_on_mismatch_takes_raise_or_restart(tmp_path, f, monkeypatch):
 
 def test_compare_resumes_its_network_run(tmp_path):
     "`compare` with a checkpoint gives the result of an uninterrupted `compare`, and counts the time spent before."
-    d, fn, ck = toy(), tiny_output_fn(), tmp_path / 'c.pt'
+    d, fn, ck = toy(), tiny_output_fn(), tmp_path / 'c.safetensors'
     kw = dict(steps=8, lr=0.002, data=d, output_fn=fn, progress=False, drift_steps=(), eval_every=2)
     r0 = compare(tiny_model('llama', dtype=torch.float64), None, 'toy', **kw)
     with pytest.raises(_Killed):
