@@ -145,7 +145,7 @@ _NOT_KERNEL = {
 
 
 def _cache_dir(a, out) -> str:
-    "A cache folder per kernel-determining arguments (their spec key): the same command resumes, another starts its own."
+    "A cache folder per kernel-determining arguments (their spec key): the same command resumes, others start anew."
     from ntk_finetune.store import spec_key
 
     key = {k: repr(v) for k, v in sorted(vars(a).items()) if k not in _NOT_KERNEL and not callable(v)}
@@ -259,7 +259,7 @@ def _finetune(a, m, sample, fn, an, folder):
         sample.test_labels,
     )
     cfg = FinetuneConfig(params=a.params, lr=an.settings['lr'], steps=steps, seed=a.seed)
-    ck = folder / '.cache' / 'finetune.safetensors'  # the same command again resumes, a longer one continues, another restarts
+    ck = folder / '.cache' / 'finetune.safetensors'  # the same command resumes, a longer one continues, others restart
     h = finetune(m, data, fn, cfg, progress=True, checkpoint=ck, on_mismatch='restart')
     return {
         'steps': h.steps,
@@ -376,7 +376,8 @@ def cmd_compare(a, out=print):
     n = (a.n, a.n_val, n_test, a.max_length, a.steps or 30, a.lr, a.params)
     kw = dict(seed=a.seed, model_name=a.model, memory_budget=_kernel_kw(a, folder)['memory_budget'])
     with _restart_said(out):
-        res = compare(m, tok, a.task, *n, **kw, checkpoint=folder / '.cache' / 'compare.safetensors', on_mismatch='restart')
+        ck = folder / '.cache' / 'compare.safetensors'
+        res = compare(m, tok, a.task, *n, **kw, checkpoint=ck, on_mismatch='restart')
     save_json(res, folder / 'compare.json')
     if res['stopped'].startswith('diverged'):
         out(f"fine-tuning {res['stopped']}: lower --lr")
