@@ -12,7 +12,9 @@ from .models import make_output_fn, HeadOutput
 from .entk import empirical_ntk
 from .dynamics import kernel_gd
 from .early_stopping import stopping_schedule
-from .analysis import Sample, analyze_sample, RULES
+from .sample import Sample
+from .solve import RULES
+from .analysis import analyze_sample
 from ntk_finetune.finetune import (
     FinetuneConfig,
     TaskData,

@@ -12,8 +12,8 @@ from .core import as_f64, as_scalar, check_square
 from .spectrum import eigendecomposition, Eigen
 
 # %% auto #0
-__all__ = ['KernelGDPath', 'kernel_gd', 'kernel_gd_iterate', 'numerical_floor', 'convergence_horizon', 'step_grid',
-           'grid_minimum', 'KernelGDCurve', 'kernel_gd_curve', 'kernel_ridge', 'ridge_equivalent_lambda']
+__all__ = ['default_step_size', 'KernelGDPath', 'kernel_gd', 'kernel_gd_iterate', 'numerical_floor', 'convergence_horizon',
+           'step_grid', 'grid_minimum', 'KernelGDCurve', 'kernel_gd_curve', 'kernel_ridge', 'ridge_equivalent_lambda']
 
 # %% ../nbs/05_dynamics.ipynb #de2a367f
 def _gd_inputs(K_train, y, f0, K_test_train, f0_test):
@@ -40,6 +40,11 @@ def _gd_inputs(K_train, y, f0, K_test_train, f0_test):
                 f"f0_test has {len(f0_test)} entries, K_test_train has {Kt.shape[0]} rows"
             )
     return eig, y, f0, Kt, f0_test
+
+
+def default_step_size(lam1: float) -> float:
+    "The package's default kernel-GD step α = min(1, 1/λ₁): RWY's condition, and safely below the 2/λ₁ divergence."
+    return min(1.0, 1.0 / float(lam1))
 
 
 def _check_step(step_size, lam_max, strict=False) -> float:

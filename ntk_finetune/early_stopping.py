@@ -8,13 +8,17 @@ import math, warnings
 import numpy as np
 import torch
 from .core import as_f64, as_scalar
-from .dynamics import _gd_inputs, _powers
+from .dynamics import _gd_inputs, _powers, default_step_size
 
 # %% auto #0
-__all__ = ['local_rademacher_complexity', 'critical_radius', 'rwy_stopping_time', 'cp_risk', 'cp_stopping_time',
-           'discrepancy_stopping_time', 'estimate_noise', 'estimate_norm', 'gcv_risk', 'loo_risk', 'loo_refit_risk',
-           'kernel_holdout_risk', 'sigma_free_stop', 'gcv_stopping_time', 'loo_stopping_time',
+__all__ = ['RULES', 'SIGMA_RULES', 'local_rademacher_complexity', 'critical_radius', 'rwy_stopping_time', 'cp_risk',
+           'cp_stopping_time', 'discrepancy_stopping_time', 'estimate_noise', 'estimate_norm', 'gcv_risk', 'loo_risk',
+           'loo_refit_risk', 'kernel_holdout_risk', 'sigma_free_stop', 'gcv_stopping_time', 'loo_stopping_time',
            'kernel_holdout_stopping_time', 'paper_optimal_stopping_time', 'predicted_rate', 'stopping_schedule']
+
+# %% ../nbs/06_early_stopping.ipynb #b5a1a3a5
+RULES = ('rwy', 'cp', 'discrepancy', 'kernel_holdout', 'loo', 'gcv')  # every rule `stopping_steps` computes
+SIGMA_RULES = ('rwy', 'cp', 'discrepancy')  # these lean on the plug-in σ̂ (and RWY on the norm)
 
 # %% ../nbs/06_early_stopping.ipynb #cccc50aa
 def _eig_nonneg(eigvals) -> torch.Tensor:
@@ -75,9 +79,9 @@ def _check_rwy_step(step_size, lam1):
     s = _check_pos(step_size, 'step_size')
     if lam1 <= 0:
         raise ValueError("eigvals are all zero: the kernel carries no signal")
-    if s > min(1.0, 1.0 / lam1) * (1 + 1e-12):
+    if s > default_step_size(lam1) * (1 + 1e-12):
         raise ValueError(
-            f"step_size={s:.4g} exceeds min(1, 1/λ_1) = {min(1.0, 1.0 / lam1):.4g} "
+            f"step_size={s:.4g} exceeds min(1, 1/λ_1) = {default_step_size(lam1):.4g} "
             f"(RWY 2014 require α ≤ min(1, 1/λ̂_1))"
         )
     return s
@@ -321,7 +325,7 @@ def kernel_holdout_risk(K, y, step_size: float, f0=None, steps=None, folds: int 
         eF = eigendecomposition(Kf[F][:, F] * scale)
         # the fit part trained with the same step for the same steps; were that to diverge there (α ≥ 2/λ_1(K_F)),
         # with its own step for the same kernel time αt
-        aF = a if a * float(eF.eigvals[0]) < 2 else min(1.0, 1.0 / float(eF.eigvals[0]))
+        aF = a if a * float(eF.eigvals[0]) < 2 else default_step_size(float(eF.eigvals[0]))
         tF = t if aF == a else t.double() * a / aF
         path = _path_at(eF, y[F], aF, tF, f0[F], Kf[Vd][:, F] * scale, f0[Vd])
         total += ((path - y[Vd]) ** 2).sum(1)

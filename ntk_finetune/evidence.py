@@ -10,11 +10,13 @@ from pathlib import Path
 import numpy as np
 import ntk_finetune
 from .core import save_json, load_json, file_sha256
+from .early_stopping import SIGMA_RULES
+
 
 # %% auto #0
-__all__ = ['EVIDENCE_PATH', 'RULE_ORDER', 'OPTIMIZERS', 'SIGMA_RULES', 'bootstrap_median', 'stopping_evidence',
-           'accuracy_calibration', 'accuracy_from_loss', 'lora_evidence', 'measured_params', 'build_evidence',
-           'write_evidence', 'load_evidence', 'choose_rule', 'recommend']
+__all__ = ['EVIDENCE_PATH', 'RULE_ORDER', 'OPTIMIZERS', 'bootstrap_median', 'stopping_evidence', 'accuracy_calibration',
+           'accuracy_from_loss', 'lora_evidence', 'measured_params', 'build_evidence', 'write_evidence',
+           'load_evidence', 'choose_rule', 'recommend']
 
 # %% ../nbs/06a_evidence.ipynb #40266692
 EVIDENCE_PATH = Path(ntk_finetune.__file__).parent / 'assets' / 'evidence.json'  # shipped with the package
@@ -164,7 +166,7 @@ def write_evidence(results_dir, path=EVIDENCE_PATH) -> dict:
     files = {k: d / f'{k}.json' for k in ('stopping', 'learning_curves', 'lora_kernels')}
     files = {k: p for k, p in files.items() if p.is_file() or k != 'lora_kernels'}  # the LoRA study is optional
     sources = {k: {'file': f'results/{p.name}', 'sha256': file_sha256(p)} for k, p in files.items()}
-    from ntk_finetune.analysis import samples_validation  # the samples prediction, from the stored pilot kernels
+    from ntk_finetune.curves import samples_validation  # the samples prediction, from the stored pilot kernels
     curves = load_json(files['learning_curves'])
     lora = load_json(files['lora_kernels']) if 'lora_kernels' in files else None
     ev = build_evidence(load_json(files['stopping']), curves, sources, samples_validation(d / 'kernels', curves), lora)
@@ -228,9 +230,6 @@ def choose_rule(evidence: dict, model: str | None = None, optimizer: str = 'gd',
                if adam else {})}
 
 # %% ../nbs/06a_evidence.ipynb #40a13f7d
-SIGMA_RULES = ('rwy', 'cp', 'discrepancy')  # lean on the plug-in σ̂
-
-
 def _conversion_warnings(a, optimizer, ch) -> list:
     s, n = a.settings, a.n
     lr, bs, lam1 = float(s['lr']), int(s['batch_size']), float(a.spectrum['lambda_1'])

@@ -14,7 +14,7 @@ from .store import pack, unpack, save_artifact, load_artifact, ArtifactError, sp
 from .core import as_batch, model_device
 from .data import load_task, task_info
 from .models import select_params, tokenize
-from .analysis import targets
+from .targets import targets
 
 # %% auto #0
 __all__ = ['SETTINGS', 'OPTIMIZERS', 'LOSSES', 'FinetuneConfig', 'TaskData', 'prepare_task', 'toy_task_data', 'History',

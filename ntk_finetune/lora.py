@@ -12,7 +12,8 @@ from torch import nn
 from .models import select_params, count_params, base_transformer
 from .dynamics import kernel_gd
 from .spectrum import effective_rank
-from .analysis import Sample, analyze_sample
+from .sample import Sample
+from .analysis import analyze_sample
 
 # %% auto #0
 __all__ = ['attention_modules', 'with_lora', 'lora_kernel_scale', 'kernel_distance', 'kernel_summary', 'lora_kernel_study']

@@ -218,7 +218,7 @@ def metrics(a, history=None, comparison=None) -> dict:
 
 def _needed(a) -> dict:
     "samples_needed for each target the analysis was given."
-    from ntk_finetune.analysis import samples_needed
+    from ntk_finetune.curves import samples_needed
 
     return {k: samples_needed(a.samples, **{k: v}) for k, v in (a.settings.get('targets') or {}).items()}
 

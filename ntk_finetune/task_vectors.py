@@ -13,6 +13,7 @@ from .core import as_scalar, atomic_dir, save_json, load_json
 from .models import select_params
 from .entk import empirical_ntk
 from .spectrum import eigendecomposition
+from .dynamics import default_step_size
 
 # %% auto #0
 __all__ = ['TaskVector', 'task_vector', 'apply', 'merged', 'cosine_matrix', 'predictions', 'evaluate', 'disentanglement_error',
@@ -478,7 +479,8 @@ def study(
     **kernel_kw,
 ) -> dict:
     "Kernel overlap before fine-tuning; task vectors ('network', 'linearized'), their addition, negation and ξ."
-    from ntk_finetune.analysis import make_sample, sample_output_fn
+    from ntk_finetune.sample import make_sample
+    from ntk_finetune.targets import sample_output_fn
     from ntk_finetune.data import task_info
 
     if len(tasks) < 2:
@@ -511,7 +513,7 @@ def study(
                 principal_angles(blocks[i, i], blocks[j, j], blocks[i, j], rank=rank)[0]
             )
     lam1 = [float(torch.linalg.eigvalsh(blocks[i, i] / n)[-1]) for i in range(k)]
-    lrs = [min(1.0, 1.0 / l) if lr is None else float(lr) for l in lam1]
+    lrs = [default_step_size(l) if lr is None else float(lr) for l in lam1]
     ev = lambda t: evaluate(model, fns[t], samples[t].test, samples[t].test_labels)[
         'accuracy'
     ]

@@ -73,7 +73,7 @@ def test_accuracy_calibration_is_monotone_and_within_measured_accuracies():
 def test_samples_prediction_on_a_kernel_problem_with_a_known_answer():
     "Kernel GD on the Brownian kernel min(x, x') with a smooth target: the true oracle test loss at each n is measured"
     " by simulation; the anchored prediction from a 32-example pilot lands within a factor 2 of it up to 8x the pilot."
-    from ntk_finetune.analysis import _pilot_prediction
+    from ntk_finetune.curves import _pilot_prediction
     from ntk_finetune.dynamics import kernel_gd
     rng = np.random.default_rng(0)
     fstar = lambda x: np.sin(2 * np.pi * x) + 0.5 * x
@@ -98,7 +98,7 @@ def test_samples_prediction_on_a_kernel_problem_with_a_known_answer():
 @pytest.mark.parametrize('scale, covered, error', [(1.0, 1.0, 0.0), (10.0, 0.0, -0.9)])
 def test_samples_validation_scores_the_band_it_reports(tmp_path, scale, covered, error):
     "A measured curve equal to one pilot's own prediction is inside its band with no error; ten times it, outside."
-    from ntk_finetune.analysis import _pilot_band, samples_validation
+    from ntk_finetune.curves import _pilot_band, samples_validation
     rng = np.random.default_rng(1)
     x = rng.uniform(size=48)
     G = np.minimum(x[:, None], x[None])
