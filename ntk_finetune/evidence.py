@@ -9,14 +9,14 @@ from functools import lru_cache
 from pathlib import Path
 import numpy as np
 import ntk_finetune
-from .core import save_json, load_json, file_sha256
+from .core import load_json
 from .early_stopping import SIGMA_RULES
 
 
 # %% auto #0
 __all__ = ['EVIDENCE_PATH', 'RULE_ORDER', 'OPTIMIZERS', 'bootstrap_median', 'stopping_evidence', 'accuracy_calibration',
-           'accuracy_from_loss', 'lora_evidence', 'measured_params', 'build_evidence', 'write_evidence',
-           'load_evidence', 'choose_rule', 'recommend']
+           'accuracy_from_loss', 'lora_evidence', 'measured_params', 'build_evidence', 'load_evidence', 'choose_rule',
+           'recommend']
 
 # %% ../nbs/06a_evidence.ipynb #40266692
 EVIDENCE_PATH = Path(ntk_finetune.__file__).parent / 'assets' / 'evidence.json'  # shipped with the package
@@ -158,20 +158,6 @@ def build_evidence(stopping: dict, curves: dict, sources: dict | None = None, sa
     return {'format': 1, 'sources': sources or {}, 'stopping': stopping_evidence(stopping),
             'params': measured_params(stopping), 'accuracy': accuracy_calibration(curves),
             'samples_validation': samples, 'lora': lora_evidence(lora) if lora else None}
-
-
-def write_evidence(results_dir, path=EVIDENCE_PATH) -> dict:
-    "Rebuild the shipped evidence from `results_dir` (stopping, learning curves, kernels, LoRA); atomic; returns it."
-    d = Path(results_dir)
-    files = {k: d / f'{k}.json' for k in ('stopping', 'learning_curves', 'lora_kernels')}
-    files = {k: p for k, p in files.items() if p.is_file() or k != 'lora_kernels'}  # the LoRA study is optional
-    sources = {k: {'file': f'results/{p.name}', 'sha256': file_sha256(p)} for k, p in files.items()}
-    from ntk_finetune.curves import samples_validation  # the samples prediction, from the stored pilot kernels
-    curves = load_json(files['learning_curves'])
-    lora = load_json(files['lora_kernels']) if 'lora_kernels' in files else None
-    ev = build_evidence(load_json(files['stopping']), curves, sources, samples_validation(d / 'kernels', curves), lora)
-    save_json(ev, path)
-    return ev
 
 
 @lru_cache(maxsize=4)

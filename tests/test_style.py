@@ -42,3 +42,40 @@ def test_maths_is_written_for_katex(nb):
     bad = [(i, m.group(0)) for i, c in enumerate(cells) if c['cell_type'] == 'markdown'
            for m in PLAIN_MATH.finditer(_prose(''.join(c['source'])))]
     assert not bad, f"{nb.name}: maths outside $…$ in (cell, text) {bad[:5]}"
+
+
+def _package_imports():
+    "{module: {module it imports (at the top or inside a function)}} within the package."
+    import ast
+    pkg = Path(__file__).parents[1] / 'ntk_finetune'
+    mods = {p.stem: p for p in pkg.glob('*.py') if p.stem not in ('__init__', '_modidx')}
+    graph = {}
+    for m, p in mods.items():
+        deps = set()
+        for n in ast.walk(ast.parse(p.read_text())):
+            if isinstance(n, ast.ImportFrom) and (n.level == 1 or (n.module or '').startswith('ntk_finetune.')):
+                name = (n.module or '').split('.')[0] if n.level == 1 else n.module.split('.')[1]
+                if name in mods and name != m:
+                    deps.add(name)
+        graph[m] = deps
+    return graph
+
+
+def test_no_import_cycle():
+    "Nothing in the package imports upward: the module graph, lazy imports included, has no cycle."
+    graph, state, path = _package_imports(), {}, []
+
+    def visit(m):
+        state[m] = 'open'
+        path.append(m)
+        for d in sorted(graph[m]):
+            assert state.get(d) != 'open', f"import cycle: {' -> '.join(path[path.index(d):] + [d])}"
+            if d not in state:
+                visit(d)
+        path.pop()
+        state[m] = 'done'
+
+    for m in sorted(graph):
+        if m not in state:
+            visit(m)
+    assert {'store', 'entk', 'analysis'} <= set(graph)  # the graph is the package's, not an empty one
