@@ -19,7 +19,7 @@ from .entk import train_test_ntk, empirical_ntk
 from .evidence import recommend
 from .sample import Sample, N_TEST, make_sample, _frame, _label_codes
 from .targets import HEADS, targets, helmert, contrasts, contrast_kernel, resolve_model, sample_output_fn
-from .solve import Analysis, RULES, SIGMA_RULES, stopping_steps, _check_choice, _solve
+from .solve import Analysis, RULES, SIGMA_RULES, stopping_steps, _check_choice, _solve, _Problem, _SolveOpts
 from ntk_finetune.curves import (  # re-exported: the learning curves and the samples table live in `curves`
     learning_curve, predict_learning_curve, predict_samples, samples_needed, samples_validation, SAMPLE_FACTORS,
 )
@@ -50,6 +50,51 @@ def _resolved_params(params, sel: dict) -> str:
     return 'lora' if params == 'trainable' and lora else params
 
 
+def _check_solve_args(rules, rule, optimizer, multiclass, step_size, lr, batch_size, kernel_kw) -> _SolveOpts:
+    "One-line errors for the analysis' own arguments, before the kernel; the solve's options."
+    if 'multi' in kernel_kw:
+        raise ValueError("multi is set by the analysis from the output function's shape; don't pass it")
+    _check_choice(rules, rule, optimizer)
+    if multiclass not in ('joint', 'ovr'):
+        raise ValueError(f"multiclass must be 'joint' or 'ovr', got {multiclass!r}")
+    if batch_size is not None and (
+        isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1
+    ):
+        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+    return _SolveOpts(None if step_size is None else as_scalar(step_size, 'step_size'), tuple(rules),
+                      None if lr is None else as_scalar(lr, 'lr'), batch_size)
+
+
+def _problems(sample: Sample, G, Gt, f0, f0t, multiclass: str) -> list:
+    "The regression problems of a sample: one (binary, regression, joint contrasts) or one per class (one-vs-rest)."
+    C = max(2, sample.num_classes)
+    A = contrasts(C, multiclass) if sample.kind != 'regression' else torch.ones(1, 1, dtype=torch.float64)
+    scalar = G.ndim == 2  # a binary margin or a regression value
+
+    def contrasted(A_):
+        "Kernel, test kernel and outputs of the outputs A_ f (flattened example-major)."
+        if scalar:
+            return G, Gt, f0, f0t
+        return (contrast_kernel(G, A_), None if Gt is None else contrast_kernel(Gt, A_), (f0 @ A_.T).reshape(-1),
+                None if f0t is None else (f0t @ A_.T).reshape(-1))
+
+    def y_of(labels):
+        if labels is None:
+            return None
+        if sample.kind == 'regression':
+            return labels.double()
+        if A.shape[0] == 1 and C == 2:
+            return targets(labels)  # the margin: ±1
+        E = torch.eye(C, dtype=torch.float64)[labels]  # (n, C) one-hot, through the contrasts
+        return (E @ A.T).reshape(-1) if multiclass == 'joint' else None
+
+    if sample.kind == 'multiclass' and multiclass == 'ovr':
+        one = lambda lab, c: None if lab is None else targets((lab == c).long())
+        return [_Problem(*contrasted(A[c : c + 1]), one(sample.labels, c), one(sample.test_labels, c), A[c : c + 1], c)
+                for c in range(C)]
+    return [_Problem(*contrasted(A), y_of(sample.labels), y_of(sample.test_labels), A)]
+
+
 def analyze_sample(
     model,
     tokenizer,
@@ -71,100 +116,25 @@ def analyze_sample(
 ):
     "The pipeline on a prepared sample: kernel, spectrum, σ̂, stops, schedules, curves, recommendation, samples."
     t0 = time.time()
-    if 'multi' in kernel_kw:
-        raise ValueError(
-            "multi is set by the analysis from the output function's shape; don't pass it"
-        )
-    _check_choice(rules, rule, optimizer)
-    if multiclass not in ('joint', 'ovr'):
-        raise ValueError(f"multiclass must be 'joint' or 'ovr', got {multiclass!r}")
+    opts = _check_solve_args(rules, rule, optimizer, multiclass, step_size, lr, batch_size, kernel_kw)
+    opts = _SolveOpts(opts.step_size, opts.rules, opts.lr, opts.batch_size, horizon)
     sel = select_params(model, params)  # fails early: no attention, empty regex
     train = check_inputs(model, sample.train, 'train')
     test = None if sample.test is None else check_inputs(model, sample.test, 'test')
-    C = max(2, sample.num_classes)
-    A = (
-        contrasts(C, multiclass)
-        if sample.kind != 'regression'
-        else torch.ones(1, 1, dtype=torch.float64)
-    )
-    if step_size is not None:
-        step_size = as_scalar(step_size, 'step_size')
-    if lr is not None:
-        lr = as_scalar(lr, 'lr')
-    if batch_size is not None and (
-        isinstance(batch_size, bool)
-        or not isinstance(batch_size, (int, np.integer))
-        or batch_size < 1
-    ):
-        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
-    # the kernel and the outputs of the raw output function (scalar, or C multi-outputs)
-    t1 = time.time()
+    t1 = time.time()  # the kernel and the outputs of the raw output function (scalar, or C multi-outputs)
     kw = dict(progress=progress, **kernel_kw)
     if test is not None:
         G, Gt = train_test_ntk(model, train, test, output_fn, sel, **kw)
     else:
         G, Gt = empirical_ntk(model, train, output_fn, sel, **kw), None
     t_kernel = time.time() - t1
-    f0, f0t = (
-        _outputs(model, output_fn, train),
-        (None if test is None else _outputs(model, output_fn, test)),
-    )
-    n = sample.n
-    scalar = G.ndim == 2
-
-    def to_problem(G_, Gt_, f_, ft_, A_):
-        "Kernel, test kernel, outputs and targets of the outputs A_ f (flattened example-major)."
-        if scalar:  # binary margin or regression value
-            return G_, Gt_, f_, ft_
-        return (
-            contrast_kernel(G_, A_),
-            None if Gt_ is None else contrast_kernel(Gt_, A_),
-            (f_ @ A_.T).reshape(-1),
-            None if ft_ is None else (ft_ @ A_.T).reshape(-1),
-        )
-
-    def y_of(labels, A_):
-        if labels is None:
-            return None
-        if sample.kind == 'regression':
-            return labels.double()
-        if A_.shape[0] == 1 and C == 2:
-            return targets(labels)  # the margin: ±1
-        E = torch.eye(C, dtype=torch.float64)[labels]  # (n, C) one-hot
-        return (E @ A_.T).reshape(-1) if multiclass == 'joint' else None
-
-    problems = []
-    if sample.kind == 'multiclass' and multiclass == 'ovr':
-        for c in range(C):
-            Ac = A[c : c + 1]
-            Gc, Gtc, fc, ftc = to_problem(G, Gt, f0, f0t, Ac)
-            yc = targets((sample.labels == c).long())
-            ytc = (
-                None
-                if sample.test_labels is None
-                else targets((sample.test_labels == c).long())
-            )
-            problems.append((Gc, Gtc, fc, ftc, yc, ytc, Ac, c))
-    else:
-        Gp, Gtp, fp, ftp = to_problem(G, Gt, f0, f0t, A)
-        problems.append(
-            (
-                Gp,
-                Gtp,
-                fp,
-                ftp,
-                y_of(sample.labels, A),
-                y_of(sample.test_labels, A),
-                A,
-                None,
-            )
-        )
+    f0, f0t = _outputs(model, output_fn, train), (None if test is None else _outputs(model, output_fn, test))
     base = dict(
         settings or {},
         kind=sample.kind,
         classes=list(sample.classes),
         multiclass=multiclass if sample.kind == 'multiclass' else None,
-        n=n,
+        n=sample.n,
         n_test=0 if test is None else int(test['input_ids'].shape[0]),
         T=int(train['input_ids'].shape[1]),
         params=params if isinstance(params, str) else 'custom',
@@ -178,27 +148,7 @@ def analyze_sample(
         kernel_seconds=t_kernel,
         optimizer=optimizer,
     )
-    out = [
-        _solve(
-            Gp,
-            Gtp,
-            fp,
-            ftp,
-            yp,
-            ytp,
-            Ap,
-            c,
-            sample,
-            base,
-            step_size,
-            rules,
-            lr,
-            batch_size,
-            horizon,
-            t0,
-        )
-        for Gp, Gtp, fp, ftp, yp, ytp, Ap, c in problems
-    ]
+    out = [_solve(p, sample, base, opts, t0) for p in _problems(sample, G, Gt, f0, f0t, multiclass)]
     for an in out:
         an.recommended = recommend(an, optimizer, rule)
         an.samples = predict_samples(an) if len(an.eigvals) == an.n else []  # a scalar output per example

@@ -285,120 +285,81 @@ def stopping_steps(K, y, f0, step_size: float, rules=RULES, group: int = 1) -> d
     }
 
 
-def _solve(
-    G,
-    Gt,
-    f0,
-    f0t,
-    y,
-    yt,
-    A,
-    cls,
-    sample,
-    base,
-    step_size,
-    rules,
-    lr,
-    batch_size,
-    horizon,
-    t0,
-):
-    "Spectrum, fits, noise, stops, schedules and curves of one regression problem."
-    n = sample.n
-    K = G / n
-    eig = eigendecomposition(K)
-    w = eig.eigvals
-    lam1 = float(w[0])
-    if lam1 <= 0:
-        raise ValueError(
-            "the kernel is zero: the output does not move with the selected parameters"
-        )
-    a = default_step_size(lam1) if step_size is None else _check_step(step_size, lam1, strict=True)
-    st = stopping_steps(eig, y, f0, a, rules, group=len(y) // n)
-    stops, notes = st['stops'], st['notes']
-    cur = kernel_gd_curve(eig, y, a, f0, Gt / n if Gt is not None else None, f0t, yt, horizon=horizon)
-    T, path = cur.horizon, cur.path
-    curves = {
-        'step': cur.steps.tolist(),  # a grid of steps up to convergence (or `horizon`)
-        'train_mse': cur.train_loss.tolist(),
-    }
+@dataclass
+class _Problem:
+    "One kernel regression: train kernel, test kernel, outputs and targets (test ones None without a test set)."
+    G: torch.Tensor  # (n·O', n·O') the Gram of the (contrasted) outputs
+    Gt: torch.Tensor | None  # (m·O', n·O')
+    f0: torch.Tensor  # (n·O',) outputs at the pretrained weights
+    f0t: torch.Tensor | None
+    y: torch.Tensor  # (n·O',) targets
+    yt: torch.Tensor | None
+    A: torch.Tensor  # (O', C) the contrasts the outputs were taken through
+    cls: int | None = None  # one-vs-rest: the class this problem is of
+
+
+@dataclass(frozen=True)
+class _SolveOpts:
+    "The solve's choices: the kernel-GD step, the rules, the optimizer's lr and batch for the schedules, the horizon."
+    step_size: float | None = None
+    rules: tuple = RULES
+    lr: float | None = None
+    batch_size: int | None = None
+    horizon: int | None = None
+
+
+def _curves(p: _Problem, sample, cur) -> dict:
+    "Train (and test) loss and accuracy along the kernel-GD grid."
     labels, tl = sample.labels, sample.test_labels
-    if cls is not None:
-        labels = (labels == cls).long()
-        tl = None if tl is None else (tl == cls).long()
-    acc_A = (
-        A
-        if cls is None and A.shape[0] > 1
-        else torch.tensor([[1.0]], dtype=torch.float64)
-    )
-    bin_ = cls is not None or (sample.kind == 'binary')
+    if p.cls is not None:
+        labels = (labels == p.cls).long()
+        tl = None if tl is None else (tl == p.cls).long()
+    acc_A = p.A if p.cls is None and p.A.shape[0] > 1 else torch.tensor([[1.0]], dtype=torch.float64)
+    binary = p.cls is not None or sample.kind == 'binary'
 
     def acc(F, lab):
         if sample.kind == 'regression' or lab is None:
             return None
-        if bin_:
+        if binary:
             return ((F > 0).long() == lab[None]).double().mean(1).tolist()
         return _accuracy(F, lab, acc_A, sample.kind).tolist()
 
-    curves['train_accuracy'] = acc(path.train, labels)
-    if path.test is not None and yt is not None:
-        curves['test_mse'] = cur.test_loss.tolist()
-        curves['test_accuracy'] = acc(path.test, tl)
+    out = {'step': cur.steps.tolist(), 'train_mse': cur.train_loss.tolist(), 'train_accuracy': acc(cur.path.train, labels)}
+    if cur.path.test is not None and p.yt is not None:
+        out.update(test_mse=cur.test_loss.tolist(), test_accuracy=acc(cur.path.test, tl))
+    return out
+
+
+def _spectrum_summary(eig) -> dict:
+    w = eig.eigvals
+    return {'n_clipped': eig.n_clipped, 'min_raw': eig.min_raw, 'condition_number': eig.condition_number,
+            'lambda_1': float(w[0]), 'lambda1_share': float(w[0] ** 2 / (w**2).sum()), 'effective_rank': effective_rank(w)}
+
+
+def _solve(p: _Problem, sample, base: dict, opts: _SolveOpts, t0: float) -> Analysis:
+    "Spectrum, fits, noise, stops, schedules and curves of one regression problem."
+    n = sample.n
+    eig = eigendecomposition(p.G / n)  # K = G/n, decomposed once
+    w, lam1 = eig.eigvals, float(eig.eigvals[0])
+    if lam1 <= 0:
+        raise ValueError("the kernel is zero: the output does not move with the selected parameters")
+    a = default_step_size(lam1) if opts.step_size is None else _check_step(opts.step_size, lam1, strict=True)
+    st = stopping_steps(eig, p.y, p.f0, a, opts.rules, group=len(p.y) // n)
+    Kt = p.Gt / n if p.Gt is not None else None
+    cur = kernel_gd_curve(eig, p.y, a, p.f0, Kt, p.f0t, p.yt, horizon=opts.horizon)
     predicted = {
         'test_optimal_step': cur.test_optimal_step,  # None: at convergence, or no test set
         'test_optimal_loss': cur.test_optimal_loss,
         'at_convergence': cur.at_convergence,
-        'horizon': T,
+        'horizon': cur.horizon,
     }
-    sched = {
-        r: (
-            None
-            if t is None
-            else stopping_schedule(int(t), a, n, lr, min(batch_size or n, n))
-        )
-        for r, t in stops.items()
-    }
-    share = float(w[0] ** 2 / (w**2).sum())
-    spec = {
-        'n_clipped': eig.n_clipped,
-        'min_raw': eig.min_raw,
-        'condition_number': eig.condition_number,
-        'lambda_1': lam1,
-        'lambda1_share': share,
-        'effective_rank': effective_rank(w),
-    }
-    settings = dict(
-        base,
-        step_size=a,
-        lr=a if lr is None else lr,
-        batch_size=min(batch_size or n, n),
-        horizon=T,
-        rules=list(rules),
-        class_index=cls,
-        class_name=None if cls is None else sample.classes[cls],
-        seconds=time.time() - t0,
-    )
+    batch = min(opts.batch_size or n, n)
+    sched = {r: None if t is None else stopping_schedule(int(t), a, n, opts.lr, batch) for r, t in st['stops'].items()}
+    settings = dict(base, step_size=a, lr=a if opts.lr is None else opts.lr, batch_size=batch, horizon=cur.horizon,
+                    rules=list(opts.rules), class_index=p.cls,
+                    class_name=None if p.cls is None else sample.classes[p.cls], seconds=time.time() - t0)
     noise = {k: st[k] for k in ('sigma_hat', 'norm_hat', 'gcv_lambda', 'df')}
-    return Analysis(
-        settings,
-        G,
-        Gt,
-        w,
-        eig.eigvecs,
-        f0,
-        y,
-        f0t,
-        yt,
-        sample.labels,
-        sample.test_labels,
-        spec,
-        _fits(w),
-        noise,
-        stops,
-        notes,
-        sched,
-        curves,
-        predicted,
-        st['at_convergence'],
-        _diagnostics(w, y, st['sigma_hat']),
-    )
+    return Analysis(settings, p.G, p.Gt, w, eig.eigvecs, p.f0, p.y, p.f0t, p.yt, sample.labels, sample.test_labels,
+                    _spectrum_summary(eig), _fits(w), noise, st['stops'], st['notes'], sched, _curves(p, sample, cur),
+                    predicted, st['at_convergence'], _diagnostics(w, p.y, st['sigma_hat']))
+
