@@ -324,7 +324,8 @@ def _curves(p: _Problem, sample, cur) -> dict:
             return ((F > 0).long() == lab[None]).double().mean(1).tolist()
         return _accuracy(F, lab, acc_A, sample.kind).tolist()
 
-    out = {'step': cur.steps.tolist(), 'train_mse': cur.train_loss.tolist(), 'train_accuracy': acc(cur.path.train, labels)}
+    out = {'step': cur.steps.tolist(), 'train_mse': cur.train_loss.tolist()}
+    out['train_accuracy'] = acc(cur.path.train, labels)
     if cur.path.test is not None and p.yt is not None:
         out.update(test_mse=cur.test_loss.tolist(), test_accuracy=acc(cur.path.test, tl))
     return out
@@ -333,7 +334,8 @@ def _curves(p: _Problem, sample, cur) -> dict:
 def _spectrum_summary(eig) -> dict:
     w = eig.eigvals
     return {'n_clipped': eig.n_clipped, 'min_raw': eig.min_raw, 'condition_number': eig.condition_number,
-            'lambda_1': float(w[0]), 'lambda1_share': float(w[0] ** 2 / (w**2).sum()), 'effective_rank': effective_rank(w)}
+            'lambda_1': float(w[0]), 'lambda1_share': float(w[0] ** 2 / (w**2).sum()),
+            'effective_rank': effective_rank(w)}
 
 
 def _solve(p: _Problem, sample, base: dict, opts: _SolveOpts, t0: float) -> Analysis:
