@@ -5,9 +5,11 @@
 # %% ../nbs/09_compare.ipynb #e3a054ad
 from __future__ import annotations
 import logging, time, warnings
+from dataclasses import dataclass
 import numpy as np
 import torch
 from .core import as_scalar
+from .store import Spec
 from .models import make_output_fn, HeadOutput
 from .entk import empirical_ntk
 from .dynamics import kernel_gd
@@ -27,7 +29,7 @@ from ntk_finetune.finetune import (
 log = logging.getLogger(__name__)
 
 # %% auto #0
-__all__ = ['log', 'linearization_report', 'kernel_drift', 'run_length', 'compare', 'rule_excess', 'stopping_run',
+__all__ = ['log', 'linearization_report', 'kernel_drift', 'run_length', 'CompareSpec', 'compare', 'rule_excess', 'stopping_run',
            'SpectralEarlyStoppingCallback', 'spearman_test']
 
 # %% ../nbs/09_compare.ipynb #2ff13899
@@ -113,6 +115,60 @@ def run_length(pred_steps: dict, steps: int, past_rules: float | None = None, ma
     return max(steps, want) if max_steps is None else min(max_steps, max(steps, want))
 
 
+@dataclass(frozen=True)
+class CompareSpec(Spec):
+    "What `compare` runs, besides the model, its parameters and the data: validated once, at construction."
+    task: object = 'rt-sentiment'  # a task name (its key is then JSON-stable)
+    n_train: int = 64
+    n_val: int = 16
+    n_test: int = 32
+    max_length: int = 32
+    steps: int = 30
+    lr: float | None = None
+    seed: int = 0
+    optimizer: str = 'gd'
+    loss: str = 'mse'
+    batch_size: int | None = None
+    eval_every: int = 1
+    lr_scale: float = 1.0
+    past_rules: float | None = None
+    max_steps: int | None = None
+    on_mismatch: str = 'raise'
+
+    def __post_init__(self):
+        steps, past_rules, max_steps = self.steps, self.past_rules, self.max_steps
+        if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+            raise ValueError(f"steps must be an integer >= 1, got {steps!r}")
+        if self.on_mismatch not in ('raise', 'restart'):  # before the kernels, not after
+            raise ValueError(f"on_mismatch must be 'raise' or 'restart', got {self.on_mismatch!r}")
+        if past_rules is not None:
+            if as_scalar(past_rules, 'past_rules') < 1:
+                raise ValueError(f"past_rules must be >= 1 (a multiple of the latest rule's step), got {past_rules!r}")
+            if isinstance(max_steps, bool) or not isinstance(max_steps, int) or max_steps < steps:
+                raise ValueError(f"past_rules needs max_steps, an integer >= steps = {steps}, got {max_steps!r}")
+        if self.lr is not None:
+            object.__setattr__(self, 'lr', as_scalar(self.lr, 'lr'))
+
+
+def _check_run(spec: CompareSpec, data, params):
+    "The sample sizes (unless `data` is given) and the fine-tuning config, checked before any kernel."
+    for k in ('n_train', 'n_val', 'n_test'):
+        v, least = getattr(spec, k), 4 if k == 'n_train' else 2
+        if data is None and (isinstance(v, bool) or not isinstance(v, int) or v < least):
+            raise ValueError(f"{k} must be an integer >= {least}, got {v!r}")
+    FinetuneConfig(params=params if isinstance(params, str) else 'attention', lr=spec.lr or 1.0, steps=spec.steps,
+                   optimizer=spec.optimizer, loss=spec.loss, batch_size=spec.batch_size, eval_every=spec.eval_every)
+
+
+def _linearized_run(model, data, fn, cfg_lin, pred, an, progress) -> tuple:
+    "The linearized model's run under `cfg_lin` (the network's lr), and its report against kernel GD."
+    hl, _ = finetune_linearized(model, data, fn, cfg_lin, progress=progress)
+    report = linearization_report(hl, pred, an.f0, an.f0_test)
+    lin = {'train_loss': hl.train_loss, 'test_loss': hl.test_loss, 'stopped': hl.stopped,
+           **{f'linearized_{k}': v for k, v in report.items() if k in ('linearization_r2', 'r2_per_step')}}
+    return lin, hl
+
+
 def compare(
     model,
     tokenizer,
@@ -147,35 +203,10 @@ def compare(
 ) -> dict:
     "Kernel prediction vs real fine-tuning on `task` (full-batch GD by default); returns the JSON-ready result."
     t0 = time.time()
-    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
-        raise ValueError(f"steps must be an integer >= 1, got {steps!r}")
-    if on_mismatch not in ('raise', 'restart'):  # before the kernels, not after
-        raise ValueError(f"on_mismatch must be 'raise' or 'restart', got {on_mismatch!r}")
-    if past_rules is not None:
-        if as_scalar(past_rules, 'past_rules') < 1:
-            raise ValueError(f"past_rules must be >= 1 (a multiple of the latest rule's step), got {past_rules!r}")
-        if isinstance(max_steps, bool) or not isinstance(max_steps, int) or max_steps < steps:
-            raise ValueError(f"past_rules needs max_steps, an integer >= steps = {steps}, got {max_steps!r}")
-    for k, v in (('n_train', n_train), ('n_val', n_val), ('n_test', n_test)):
-        if data is None and (
-            isinstance(v, bool)
-            or not isinstance(v, int)
-            or v < (4 if k == 'n_train' else 2)
-        ):
-            raise ValueError(
-                f"{k} must be an integer >= {4 if k == 'n_train' else 2}, got {v!r}"
-            )
-    if lr is not None:
-        lr = as_scalar(lr, 'lr')
-    FinetuneConfig(
-        params=params if isinstance(params, str) else 'attention',
-        lr=lr or 1.0,
-        steps=steps,
-        optimizer=optimizer,
-        loss=loss,
-        batch_size=batch_size,
-        eval_every=eval_every,
-    )  # validated before the work
+    spec = CompareSpec(task, n_train, n_val, n_test, max_length, steps, lr, seed, optimizer, loss, batch_size,
+                       eval_every, lr_scale, past_rules, max_steps, on_mismatch)
+    _check_run(spec, data, params)
+    lr = spec.lr
     data = data or prepare_task(
         tokenizer, task, n_train, n_val, n_test, max_length, seed
     )
@@ -230,22 +261,10 @@ def compare(
     kfn = lambda m, p: empirical_ntk(
         m, data.train, fn, p, progress=False, memory_budget=memory_budget
     )
-    lin = None
+    lin, hl = None, None
     if linearized:  # first: the network run changes the weights
-        cfg_lin = FinetuneConfig(
-            params=params, lr=lr, steps=steps, seed=seed, eval_every=eval_every
-        )
-        hl, _ = finetune_linearized(model, data, fn, cfg_lin, progress=progress)
-        lin = {
-            'train_loss': hl.train_loss,
-            'test_loss': hl.test_loss,
-            'stopped': hl.stopped,
-            **{
-                f'linearized_{k}': v
-                for k, v in linearization_report(hl, pred, an.f0, an.f0_test).items()
-                if k in ('linearization_r2', 'r2_per_step')
-            },
-        }
+        cfg_lin = FinetuneConfig(params=params, lr=lr, steps=steps, seed=seed, eval_every=eval_every)
+        lin, hl = _linearized_run(model, data, fn, cfg_lin, pred, an, progress)
     hist = finetune(
         model,
         data,

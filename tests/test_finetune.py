@@ -420,3 +420,15 @@ def test_compare_resumes_its_network_run(tmp_path):
     r1 = compare(tiny_model('llama', dtype=torch.float64), None, 'toy', **kw, checkpoint=ck, checkpoint_every=2)
     assert r1['test_loss'] == r0['test_loss'] and r1['predicted_stop_step'] == r0['predicted_stop_step']
     assert r1['seconds'] > 1e6
+
+
+def test_compare_spec_is_validated_once_and_keyed():
+    "CompareSpec validates at construction (the same one-line errors compare gives) and keys runs by their values."
+    from ntk_finetune.compare import CompareSpec
+    for kw, msg in ((dict(steps=0), 'steps must be an integer >= 1'), (dict(on_mismatch='x'), 'on_mismatch must be'),
+                    (dict(past_rules=2.0), 'past_rules needs max_steps'), (dict(past_rules=0.5, max_steps=99), '>= 1')):
+        with pytest.raises(ValueError, match=msg):
+            CompareSpec(**kw)
+    assert CompareSpec().key() == CompareSpec(lr=None).key() != CompareSpec(seed=1).key()
+    s = CompareSpec(lr=np.float32(0.5))
+    assert type(s.lr) is float and s.lr == 0.5 and CompareSpec.from_dict(s.to_dict()) == s
