@@ -324,6 +324,39 @@ def _resume(path, cfg, run_id, kernels: bool):
     return s
 
 
+def _trained_params(model, cfg) -> dict:
+    "The parameters `cfg` trains: its selection, the head alone (probe), or both (a new head)."
+    params = select_params(model, 'head' if cfg.setting == 'probe' else cfg.params)
+    if cfg.setting != 'head':
+        return params
+    try:
+        return {**params, **select_params(model, 'head')}
+    except ValueError as e:
+        raise ValueError("setting='head' needs a model with a new head (load_model(kind='classification'))") from e
+
+
+def _run_id(model, data, output_fn, batches) -> str:
+    "What a checkpoint must be of: the data, the output (by its name) and the model's starting weights."
+    sets = [b[k] for b in batches for k in sorted(b)]
+    out = getattr(output_fn, 'name', getattr(output_fn, '__qualname__', type(output_fn).__qualname__))
+    digest = _digest(*sets, data.y_train, data.y_val, data.y_test, *model.state_dict().values())
+    return spec_key({'data_and_weights': digest, 'output_fn': out})
+
+
+def _take_up(s: dict, params: dict, opt, gen, cfg, with_kernels: bool, dev) -> tuple:
+    "Load a checkpoint's state into the run; (history, best, bad, first loss, step, seconds before)."
+    with torch.no_grad():
+        for nm, p in params.items():
+            p.copy_(s['params'][nm])
+    opt.load_state_dict(s['optimizer'])
+    gen.set_state(s['generator'])
+    took_up = {'step': s['step'], 'seconds': s['seconds']}
+    h = History(**{**s['history'], 'config': cfg.to_dict(), 'resumed': took_up})
+    h.kernels = {t: k for t, k in h.kernels.items() if t in cfg.kernel_steps and with_kernels}
+    best = (s['best'][0], s['best'][1], [b.to(dev) for b in s['best'][2]] if s['best'][2] else None)
+    return h, best, s['bad'], s['first'], s['step'], s['seconds']
+
+
 def finetune(
     model: nn.Module,
     data: TaskData,
@@ -341,15 +374,7 @@ def finetune(
     if on_mismatch not in ('raise', 'restart'):
         raise ValueError(f"on_mismatch must be 'raise' or 'restart', got {on_mismatch!r}")
     cfg = config or FinetuneConfig()
-    which = 'head' if cfg.setting == 'probe' else cfg.params
-    params = select_params(model, which)
-    if cfg.setting == 'head':
-        try:
-            params = {**params, **select_params(model, 'head')}
-        except ValueError as e:
-            raise ValueError(
-                "setting='head' needs a model with a new head (load_model(kind='classification'))"
-            ) from e
+    params = _trained_params(model, cfg)
     if len(set(data.y_train.tolist())) < 2:
         raise ValueError("the training set has one class only")
     train, val, test = (
@@ -386,10 +411,7 @@ def finetune(
     y = data.y_train.to(dev)
     start, before = 0, 0.0  # the step to start from and the seconds spent before it
     if checkpoint is not None:  # the run: its data, its output and the model's starting weights, trained or not
-        sets = [b[k] for b in (train, val, test) for k in sorted(b)]
-        out = getattr(output_fn, 'name', getattr(output_fn, '__qualname__', type(output_fn).__qualname__))
-        run_id = _digest(*sets, data.y_train, data.y_val, data.y_test, *model.state_dict().values())
-        run_id = spec_key({'data_and_weights': run_id, 'output_fn': out})
+        run_id = _run_id(model, data, output_fn, (train, val, test))
         try:
             s = _resume(checkpoint, cfg, run_id, kernel_fn is not None)
         except CheckpointMismatch as e:
@@ -398,16 +420,7 @@ def finetune(
             warnings.warn(f"{e}: starting over (on_mismatch='restart')", CheckpointRestart)
             s = None  # the file is replaced at the first save
         if s is not None:
-            with torch.no_grad():
-                for nm, p in params.items():
-                    p.copy_(s['params'][nm])
-            opt.load_state_dict(s['optimizer'])
-            gen.set_state(s['generator'])
-            took_up = {'step': s['step'], 'seconds': s['seconds']}
-            h = History(**{**s['history'], 'config': cfg.to_dict(), 'resumed': took_up})
-            h.kernels = {t: k for t, k in h.kernels.items() if t in cfg.kernel_steps and kernel_fn is not None}
-            best = (s['best'][0], s['best'][1], [b.to(dev) for b in s['best'][2]] if s['best'][2] else None)
-            bad, first, start, before = s['bad'], s['first'], s['step'], s['seconds']
+            h, best, bad, first, start, before = _take_up(s, params, opt, gen, cfg, kernel_fn is not None, dev)
     t0 = time.time()
     train_mode = model.training
     model.eval()  # no dropout: deterministic outputs
