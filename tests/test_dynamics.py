@@ -60,3 +60,14 @@ def test_convergence_horizon_of_a_kernel_fitted_in_one_step():
     assert convergence_horizon(eigendecomposition(K), 0.5) == 1
     cur = kernel_gd_curve(K, torch.arange(6.0, dtype=torch.float64), 0.5)
     assert cur.horizon >= 1 and cur.train_loss[-1] <= cur.train_loss[0]
+
+
+def test_default_step_size_is_rwy_condition_and_stable():
+    "α = min(1, 1/λ₁): RWY's condition, never at the 2/λ₁ divergence, and accepted by the strict step check."
+    from ntk_finetune.dynamics import default_step_size, _check_step
+    assert default_step_size(4.0) == 0.25 and default_step_size(0.5) == 1.0
+    for lam1 in (1e-3, 0.5, 1.0, 7.0, 1e4):
+        a = default_step_size(lam1)
+        assert a * lam1 <= 1 and _check_step(a, lam1, strict=True) == a
+    with pytest.raises(ValueError, match='diverges'):
+        _check_step(0.5, 4.0, strict=True)
