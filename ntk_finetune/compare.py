@@ -19,7 +19,6 @@ from .solve import RULES
 from .analysis import analyze_sample
 from ntk_finetune.finetune import (
     FinetuneConfig,
-    TaskData,
     prepare_task,
     finetune,
     finetune_linearized,
@@ -184,7 +183,7 @@ def compare(
     seed: int = 0,
     model_name: str = '',
     progress: bool = True,
-    data: TaskData | None = None,
+    data: Sample | None = None,
     output_fn=None,
     optimizer: str = 'gd',
     loss: str = 'mse',
@@ -361,7 +360,7 @@ def stopping_run(
     lr: float | None = None,  # default: the kernel's α (GD, SGD); AdamW needs one
     batch_size: int | None = None, steps: int = 200, past_rules: float | None = 1.25,  # GD: run past the rules
     max_steps: int | None = 1600, eval_every: int = 4, checkpoint=None, model_name: str = '',
-    data: TaskData | None = None,  # the examples (default: drawn from `task` by `prepare_task` with `seed`)
+    data: Sample | None = None,  # the examples (default: drawn from `task` by `prepare_task` with `seed`)
 ) -> dict:
     "One row of the stopping study: every rule's stop, computed before training, against a real run's test loss."
     t0 = time.time()

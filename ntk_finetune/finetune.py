@@ -15,9 +15,10 @@ from .core import as_batch, model_device
 from .data import load_task, task_info
 from .models import select_params, tokenize
 from .targets import targets
+from .sample import Sample
 
 # %% auto #0
-__all__ = ['SETTINGS', 'OPTIMIZERS', 'LOSSES', 'FinetuneConfig', 'TaskData', 'prepare_task', 'toy_task_data', 'History',
+__all__ = ['SETTINGS', 'OPTIMIZERS', 'LOSSES', 'TaskData', 'FinetuneConfig', 'prepare_task', 'toy_task_data', 'History',
            'CheckpointMismatch', 'CheckpointRestart', 'save_checkpoint', 'load_checkpoint', 'finetune',
            'LinearizedModel', 'finetune_linearized']
 
@@ -106,18 +107,7 @@ class FinetuneConfig:
         return {**asdict(self), 'kernel_steps': list(self.kernel_steps)}  # JSON-stable
 
 # %% ../nbs/08_finetune.ipynb #d60e9689
-@dataclass
-class TaskData:
-    "Tokenized train/validation/test batches with labels; the probe set is train + test (outputs recorded every step)."
-
-    train: dict
-    y_train: torch.Tensor
-    val: dict
-    y_val: torch.Tensor
-    test: dict
-    y_test: torch.Tensor
-    task: str = ''
-
+TaskData = Sample.splits  # fine-tuning's data: a `Sample` with a validation split; TaskData(train, y, val, y, test, y)
 
 def prepare_task(
     tokenizer,
@@ -128,7 +118,7 @@ def prepare_task(
     max_length: int = 64,
     seed: int = 0,
     template: bool = True,
-) -> TaskData:
+) -> Sample:
     "Class-balanced subsamples of a task's splits, tokenized (in the task's prompt template unless `template=False`)."
     info = task_info(task)
     tpl = info.template if template else None
@@ -146,7 +136,7 @@ def prepare_task(
     return TaskData(*parts['train'], *parts['validation'], *parts['test'], task=task)
 
 # %% ../nbs/08_finetune.ipynb #9134f7d9
-def toy_task_data(n: int = 16, T: int = 6, n_eval: int = 8, seed: int = 0) -> TaskData:
+def toy_task_data(n: int = 16, T: int = 6, n_eval: int = 8, seed: int = 0) -> Sample:
     "A learnable toy task for tiny models: random token ids, label = parity of the first token."
     g = torch.Generator().manual_seed(seed)
     mk = lambda m: {
@@ -359,7 +349,7 @@ def _take_up(s: dict, params: dict, opt, gen, cfg, with_kernels: bool, dev) -> t
 
 def finetune(
     model: nn.Module,
-    data: TaskData,
+    data: Sample,
     output_fn,
     config: FinetuneConfig = None,
     progress: bool = True,
@@ -618,7 +608,7 @@ class _Bound:
 # %% ../nbs/08_finetune.ipynb #7e2a9c15
 def finetune_linearized(
     model: nn.Module,
-    data: TaskData,
+    data: Sample,
     output_fn,
     config: FinetuneConfig = None,
     progress: bool = True,

@@ -17,6 +17,10 @@ from .models import tokenize
 __all__ = ['N_TEST', 'Sample', 'make_sample']
 
 # %% ../nbs/01a_sample.ipynb #a1000010
+def _alias(name: str) -> property:
+    return property(lambda self: getattr(self, name), lambda self, v: setattr(self, name, v))
+
+
 @dataclass
 class Sample:
     "Tokenized train/test examples with labels, and what the labels mean."
@@ -31,6 +35,8 @@ class Sample:
     label_words: tuple | None = None
     description: str = ''
     notes: tuple = ()  # what the sampling decided for the user (a smaller test set than asked, ...)
+    val: dict | None = None  # an optional validation split (fine-tuning's hold-out)
+    val_labels: torch.Tensor | None = None
 
     @property
     def n(self):
@@ -39,6 +45,19 @@ class Sample:
     @property
     def num_classes(self):
         return len(self.classes)
+
+    # fine-tuning's names for the same splits (read and written through)
+    y_train, y_val, y_test, task = map(_alias, ('labels', 'val_labels', 'test_labels', 'description'))
+
+    @classmethod
+    def splits(cls, train, y_train, val, y_val, test, y_test, task: str = '') -> Sample:
+        "A sample with a validation split, from fine-tuning's (train, val, test) batches; the kind from the labels."
+        if y_train.is_floating_point():
+            kind, classes = 'regression', ()
+        else:
+            C = int(max(int(y.max()) for y in (y_train, y_val, y_test) if y is not None and y.numel())) + 1
+            kind, classes = ('binary' if C <= 2 else 'multiclass'), tuple(str(i) for i in range(max(C, 2)))
+        return cls(train, y_train, test, y_test, kind, classes, description=task, val=val, val_labels=y_val)
 
 
 N_TEST = 64  # test examples when `n_test` is not given, or what the data leaves if that is fewer

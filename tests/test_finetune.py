@@ -432,3 +432,17 @@ def test_compare_spec_is_validated_once_and_keyed():
     assert CompareSpec().key() == CompareSpec(lr=None).key() != CompareSpec(seed=1).key()
     s = CompareSpec(lr=np.float32(0.5))
     assert type(s.lr) is float and s.lr == 0.5 and CompareSpec.from_dict(s.to_dict()) == s
+
+
+@pytest.mark.parametrize('labels, kind, C', [([0, 1, 1, 0], 'binary', 2), ([0, 2, 1, 0], 'multiclass', 3),
+                                             ([0.5, 1.5, 0.1, 2.0], 'regression', 0)])
+def test_task_data_is_a_sample_with_a_validation_split(labels, kind, C):
+    "One container: TaskData builds a Sample; fine-tuning's names read and write the sample's fields."
+    from ntk_finetune.sample import Sample
+    b = {'input_ids': torch.ones(4, 3, dtype=torch.long)}
+    y = torch.tensor(labels)
+    d = TaskData(b, y, b, y.clone(), b, y.clone(), task='t')
+    assert isinstance(d, Sample) and (d.kind, d.num_classes, d.task, d.n) == (kind, C, 't', 4)
+    assert d.y_train is d.labels and d.y_val is d.val_labels and d.y_test is d.test_labels
+    d.y_train = y + 0
+    assert d.labels is d.y_train and d.description == 't'
