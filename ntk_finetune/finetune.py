@@ -18,7 +18,7 @@ from .targets import targets
 from .sample import Sample
 
 # %% auto #0
-__all__ = ['SETTINGS', 'OPTIMIZERS', 'LOSSES', 'TaskData', 'FinetuneConfig', 'prepare_task', 'toy_task_data', 'History',
+__all__ = ['SETTINGS', 'OPTIMIZERS', 'LOSSES', 'FinetuneConfig', 'TaskData', 'prepare_task', 'toy_task_data', 'History',
            'CheckpointMismatch', 'CheckpointRestart', 'save_checkpoint', 'load_checkpoint', 'finetune',
            'LinearizedModel', 'finetune_linearized']
 
@@ -107,7 +107,9 @@ class FinetuneConfig:
         return {**asdict(self), 'kernel_steps': list(self.kernel_steps)}  # JSON-stable
 
 # %% ../nbs/08_finetune.ipynb #d60e9689
-TaskData = Sample.splits  # fine-tuning's data: a `Sample` with a validation split; TaskData(train, y, val, y, test, y)
+def TaskData(train: dict, y_train, val: dict, y_val, test: dict, y_test, task: str = '') -> Sample:
+    "Fine-tuning's data: a `Sample` with a validation split, in (train, val, test) order (`Sample.splits`)."
+    return Sample.splits(train, y_train, val, y_val, test, y_test, task)
 
 def prepare_task(
     tokenizer,
