@@ -4,7 +4,7 @@
 
 # %% ../nbs/07_analysis.ipynb #a1000004
 from __future__ import annotations
-import time, warnings
+import dataclasses, time, warnings
 from collections.abc import Mapping
 from pathlib import Path
 import numpy as np
@@ -117,7 +117,7 @@ def analyze_sample(
     "The pipeline on a prepared sample: kernel, spectrum, σ̂, stops, schedules, curves, recommendation, samples."
     t0 = time.time()
     opts = _check_solve_args(rules, rule, optimizer, multiclass, step_size, lr, batch_size, kernel_kw)
-    opts = _SolveOpts(opts.step_size, opts.rules, opts.lr, opts.batch_size, horizon)
+    opts = dataclasses.replace(opts, horizon=horizon)
     sel = select_params(model, params)  # fails early: no attention, empty regex
     train = check_inputs(model, sample.train, 'train')
     test = None if sample.test is None else check_inputs(model, sample.test, 'test')

@@ -202,8 +202,9 @@ def compare(
 ) -> dict:
     "Kernel prediction vs real fine-tuning on `task` (full-batch GD by default); returns the JSON-ready result."
     t0 = time.time()
-    spec = CompareSpec(task, n_train, n_val, n_test, max_length, steps, lr, seed, optimizer, loss, batch_size,
-                       eval_every, lr_scale, past_rules, max_steps, on_mismatch)
+    spec = CompareSpec(task=task, n_train=n_train, n_val=n_val, n_test=n_test, max_length=max_length, steps=steps,
+                       lr=lr, seed=seed, optimizer=optimizer, loss=loss, batch_size=batch_size, eval_every=eval_every,
+                       lr_scale=lr_scale, past_rules=past_rules, max_steps=max_steps, on_mismatch=on_mismatch)
     _check_run(spec, data, params)
     lr = spec.lr
     data = data or prepare_task(

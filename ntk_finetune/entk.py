@@ -222,8 +222,8 @@ def _block_and_disk(model, batches, plan, opts) -> tuple[int, bool]:
             f"{(act + per_ex) / 2**30:.3g} GiB"
         )
     host = opts.budget if model_device(model).type != 'cuda' else default_memory_budget()  # captures live in host RAM
-    return opts.block_size or max(1, int((opts.budget * 0.5) // act)), per_ex * sum(
-        b['input_ids'].shape[0] for b in batches) > host * 0.4
+    block = opts.block_size or max(1, int((opts.budget * 0.5) // act))
+    return block, per_ex * sum(b['input_ids'].shape[0] for b in batches) > host * 0.4
 
 
 def _open_cache(model, batches, output_fn, sel, plan, opts, comm) -> KernelCache | None:

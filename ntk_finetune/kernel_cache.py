@@ -99,7 +99,7 @@ class _Layer(Spec):
 class KernelCache:
     "A kernel's cache folder: its spec, its finished layers, each batch's capture blocks."
 
-    def __init__(self, folder, spec: KernelSpec, create: bool = True):
+    def __init__(self, folder, spec: KernelSpec):
         d = Path(folder).expanduser()
         if d.exists() and not d.is_dir():
             raise CacheError(f"cache_dir {str(d)!r} is a file, not a folder")
@@ -117,7 +117,7 @@ class KernelCache:
                     f"cache_dir {str(d)!r} holds a kernel for other inputs ({', '.join(diff)} differ); "
                     f"use another folder or delete it"
                 )
-        elif create:
+        else:
             d.mkdir(parents=True, exist_ok=True)
             save_json(man, f)
 
