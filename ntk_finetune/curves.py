@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from .core import as_scalar
+from .data import balanced_indices
 from .spectrum import eigendecomposition, fit_power_law
 from .dynamics import kernel_gd, default_step_size
 from .early_stopping import estimate_noise, kernel_holdout_risk
@@ -19,22 +20,6 @@ __all__ = ['SAMPLE_FACTORS', 'learning_curve', 'predict_learning_curve', 'predic
            'samples_validation']
 
 # %% ../nbs/06c_curves.ipynb #a1000031
-def _balanced(labels, n, rng):
-    "n sorted indices, balanced over the classes of `labels` (one class: a plain random subsample)."
-    labels = np.asarray(labels)
-    cls = np.unique(labels)
-    take = []
-    for i, c in enumerate(cls):
-        idx = np.flatnonzero(labels == c)
-        k = n // len(cls) + (i < n % len(cls))
-        if k > len(idx):
-            raise ValueError(
-                f"n={n} needs {k} examples of class {c}, the pool has {len(idx)}"
-            )
-        take.append(rng.choice(idx, k, replace=False))
-    return np.sort(np.concatenate(take))
-
-
 def learning_curve(
     G,
     y,
@@ -66,13 +51,8 @@ def learning_curve(
         if not 4 <= n <= N:
             raise ValueError(f"n={n} must be in [4, {N}]")
         for s in seeds:
-            S = torch.as_tensor(
-                _balanced(
-                    lab if lab is not None else np.zeros(N),
-                    n,
-                    np.random.default_rng(1000 * s + n),
-                )
-            )
+            pick = balanced_indices(lab if lab is not None else np.zeros(N), n, np.random.default_rng(1000 * s + n))
+            S = torch.as_tensor(np.sort(pick))
             eig = eigendecomposition(G[S][:, S] / n)
             a = default_step_size(float(eig.eigvals[0]))
             st = stopping_steps(eig, y[S], f0[S], a, rules)

