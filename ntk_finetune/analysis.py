@@ -18,7 +18,7 @@ from ntk_finetune.models import (
 from .entk import train_test_ntk, empirical_ntk
 from .evidence import recommend
 from .sample import Sample, N_TEST, make_sample, _frame, _label_codes
-from .targets import HEADS, targets, helmert, contrasts, contrast_kernel, resolve_model, sample_output_fn
+from .targets import HEADS, targets, helmert, contrasts, contrast_kernel, model_for_sample, sample_output_fn
 from .solve import Analysis, RULES, SIGMA_RULES, stopping_steps, _check_choice, _solve, _Problem, _SolveOpts
 from ntk_finetune.curves import (  # re-exported: the learning curves and the samples table live in `curves`
     learning_curve, predict_learning_curve, predict_samples, samples_needed, samples_validation, SAMPLE_FACTORS,
@@ -306,7 +306,7 @@ def prepare(
     )
     if isinstance(model, str):
         _precheck(model, data, head, pre[0], load_kwargs or {}, skw)
-    m, tok, use = resolve_model(model, pre[0], pre[1], head, device, dtype, seed, **(load_kwargs or {}))
+    m, tok, use = model_for_sample(model, pre[0], pre[1], head, device, dtype, seed, **(load_kwargs or {}))
     P = max_positions(m)
     if P is not None and max_length > P:
         warnings.warn(

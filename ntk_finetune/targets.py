@@ -11,7 +11,7 @@ from .models import load_model, is_causal_lm, has_classifier, LabelWordMargin, H
 from .sample import Sample
 
 # %% auto #0
-__all__ = ['HEADS', 'targets', 'helmert', 'contrasts', 'contrast_kernel', 'resolve_model', 'sample_output_fn']
+__all__ = ['HEADS', 'targets', 'helmert', 'contrasts', 'contrast_kernel', 'model_for_sample', 'sample_output_fn']
 
 # %% ../nbs/02a_targets.ipynb #a1000007
 def targets(y: torch.Tensor) -> torch.Tensor:
@@ -64,7 +64,7 @@ def _accuracy(F, labels, A, kind):
 HEADS = ('auto', 'lm', 'new')
 
 
-def resolve_model(
+def model_for_sample(
     model,
     sample_kind: str,
     num_classes: int,

@@ -53,7 +53,7 @@ def test_bad_input_one_line_before_the_kernel(smollm2, bad, match, monkeypatch):
 ])
 def test_model_by_name_fails_before_its_weights_load(bad, match, monkeypatch):
     "With the model given by name, what the data decides is checked with the tokenizer alone: no weights are loaded."
-    import ntk_finetune.targets as A  # resolve_model loads the weights
+    import ntk_finetune.targets as A  # model_for_sample loads the weights
     monkeypatch.setattr(A, 'load_model', lambda *a, **k: pytest.fail('the weights were loaded'))
     rt = load_task('rt-sentiment', 'train', n=40, seed=3)
     ds = datasets.Dataset.from_dict({'review': rt['text'], 'stars': ['good' if l else 'bad' for l in rt['label']]})
@@ -192,7 +192,7 @@ def test_device_and_load_kwargs_of_a_loaded_model():
 
 def test_load_kwargs_reach_from_pretrained(monkeypatch):
     """analyze(name, load_kwargs=...) hands them to load_model, hence to from_pretrained."""
-    import ntk_finetune.targets as A  # resolve_model loads the weights
+    import ntk_finetune.targets as A  # model_for_sample loads the weights
     seen = {}
     def fake_load(name, kind, **kw):
         seen.update(kw); raise ValueError('stop here')
