@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 from .core import as_scalar
-from .store import Spec
+from .store import Spec, Result
 from .models import make_output_fn, HeadOutput
 from .entk import empirical_ntk
 from .dynamics import kernel_gd
@@ -28,8 +28,8 @@ from ntk_finetune.finetune import (
 log = logging.getLogger(__name__)
 
 # %% auto #0
-__all__ = ['log', 'linearization_report', 'kernel_drift', 'run_length', 'CompareSpec', 'compare', 'rule_excess', 'stopping_run',
-           'SpectralEarlyStoppingCallback', 'spearman_test']
+__all__ = ['log', 'linearization_report', 'kernel_drift', 'run_length', 'CompareSpec', 'Comparison', 'compare', 'rule_excess',
+           'stopping_run', 'SpectralEarlyStoppingCallback', 'spearman_test']
 
 # %% ../nbs/09_compare.ipynb #2ff13899
 def _r2(a, b):
@@ -168,6 +168,116 @@ def _linearized_run(model, data, fn, cfg_lin, pred, an, progress) -> tuple:
     return lin, hl
 
 
+# %% ../nbs/09_compare.ipynb #7671464f
+@dataclass(frozen=True)
+class Comparison(Result):
+    "What `compare` measured: the run, kernel GD's prediction of it, and the rules' steps (optimizer steps at `lr`)."
+    model: str
+    task: object
+    params: object
+    n_params: int
+    n_train: int
+    n_test: int
+    lr: float
+    steps: int  # the run's length (past the rules' steps with `past_rules`)
+    steps_min: int
+    past_rules: float | None
+    optimizer: str
+    loss: str
+    eval_steps: list  # the network run, evaluated at these steps
+    train_loss: list
+    test_loss: list
+    val_loss: list
+    test_acc: list
+    kernel_gd_test_loss: list  # kernel GD from f_0, at every step 0..steps
+    kernel_gd_train_loss: list
+    linearization_r2: float  # `linearization_report`
+    max_deviation: list
+    breakdown_step: int | None
+    r2_per_step: list
+    relative_error_per_step: list
+    r2_without_top: float
+    kernel_drift: list
+    predicted_stop_step: dict  # rule -> optimizer step at `lr`
+    kernel_stop_step: dict  # rule -> kernel-GD step at `kernel_step_size`
+    at_convergence: dict
+    kernel_step_size: float
+    stop_notes: dict
+    holdout_best_step: int
+    oracle_best_step: int
+    kernel_gd_oracle_step: int
+    sigma_hat: float
+    norm_hat: float
+    lambda_1: float
+    lambda1_share: float
+    condition_number: float
+    n_clipped_eigenvalues: int
+    beta: float | None
+    beta_se: float | None
+    fits: dict
+    stopped: str | None
+    resumed_at_step: int | None  # where the network run took up from its checkpoint
+    linearized: dict | None  # the linearized model's run, with `linearized=True`
+    seconds: float  # with the time spent before a resume
+
+
+# %% ../nbs/09_compare.ipynb #4b1e7c75
+def _kernel_plan(spec: CompareSpec, an) -> tuple:
+    "(lr, the rules' steps in optimizer steps at lr, the run's length): the step checked for stability first."
+    lr = an.step_size
+    if spec.lr_scale != 1.0:  # a multiple of the default step
+        lr = as_scalar(spec.lr_scale, 'lr_scale') * lr
+        if lr * an.spectrum['lambda_1'] >= 2:
+            raise ValueError(f"lr_scale={spec.lr_scale} gives lr >= 2/λ_1: kernel GD diverges")
+    pred_steps = {  # an.stops are kernel-GD steps at an.step_size
+        r: None if t is None else stopping_schedule(t, an.step_size, an.n, lr)['optimizer_steps']
+        for r, t in an.stops.items()
+    }
+    # with past_rules, long enough to see past every rule's stop, so that the run can judge each of them (a rule
+    # whose minimum is at convergence stops nowhere: the run's last step stands for it)
+    plan = {r: t for r, t in pred_steps.items() if not an.at_convergence.get(r)}
+    return lr, pred_steps, run_length(plan, spec.steps, spec.past_rules, spec.max_steps, spec.eval_every)
+
+
+def _drift_steps(drift_steps, steps: int, eval_every: int) -> tuple:
+    "The steps at which the kernel is recomputed (default: a third, two thirds and the end), on the evaluation grid."
+    ds = tuple(drift_steps) if drift_steps is not None else tuple(sorted({steps // 3, 2 * steps // 3, steps}))
+    return tuple(t for t in ds if t % eval_every == 0 or t == steps)
+
+
+def _network_vs_linearized(hist, hl, an) -> float | None:
+    "R² of the network's movement against its linearization's (None when their probes differ in length)."
+    if len(hl.probe_train) != len(hist.probe_train):
+        return None
+    f0 = torch.cat([an.f0, an.f0_test])
+    mv = lambda h: torch.cat([torch.stack(h.probe_train), torch.stack(h.probe_test)], 1).double() - f0
+    return _r2(mv(hist), mv(hl))
+
+
+def _comparison(spec: CompareSpec, an, hist, pred, pred_steps, lin, seconds: float) -> Comparison:
+    "The `Comparison` of one run: its settings, curves, the kernel's prediction, the rules and the spectrum."
+    kgd_test = ((pred.test - an.y_test) ** 2).mean(1) / 2
+    rep = linearization_report(hist, pred, an.f0, an.f0_test, top=an.eigvecs[:, 0])
+    sp = an.spectrum
+    return Comparison(
+        model=an.settings['model'], task=spec.task, params=an.settings['params'], n_params=an.settings['n_params'],
+        n_train=an.n, n_test=len(an.y_test), lr=pred.step_size, steps=int(pred.steps[-1]), steps_min=spec.steps,
+        past_rules=spec.past_rules, optimizer=spec.optimizer, loss=spec.loss, eval_steps=hist.steps,
+        train_loss=hist.train_loss, test_loss=hist.test_loss, val_loss=hist.val_loss, test_acc=hist.test_acc,
+        kernel_gd_test_loss=kgd_test.tolist(), kernel_gd_train_loss=(((pred.train - an.y) ** 2).mean(1) / 2).tolist(),
+        **rep, kernel_drift=kernel_drift(an.K, hist.kernels, an.n), predicted_stop_step=pred_steps,
+        kernel_stop_step=an.stops, at_convergence=an.at_convergence, kernel_step_size=an.step_size,
+        stop_notes=an.notes, holdout_best_step=hist.steps[int(np.nanargmin(hist.val_loss))],
+        oracle_best_step=hist.steps[int(np.nanargmin(hist.test_loss))], kernel_gd_oracle_step=int(kgd_test.argmin()),
+        sigma_hat=an.noise['sigma_hat'], norm_hat=an.noise['norm_hat'], lambda_1=sp['lambda_1'],
+        lambda1_share=sp['lambda1_share'], condition_number=sp['condition_number'],
+        n_clipped_eigenvalues=sp['n_clipped'], beta=an.beta, beta_se=(an.fits.get('power') or {}).get('se'),
+        fits=an.fits, stopped=hist.stopped, resumed_at_step=(hist.resumed or {}).get('step'), linearized=lin,
+        seconds=seconds + (hist.resumed or {}).get('seconds', 0.0),
+    )
+
+
+# %% ../nbs/09_compare.ipynb #b7d29497
 def compare(
     model,
     tokenizer,
@@ -191,159 +301,43 @@ def compare(
     eval_every: int = 1,
     linearized: bool = False,
     lr_scale: float = 1.0,
-    memory_budget: int
-    | None = None,  # bytes the kernels may hold at once (default: entk's)
+    memory_budget: int | None = None,  # bytes the kernels may hold at once (default: entk's)
     past_rules: float | None = None,  # run to this multiple of the latest rule's predicted step...
     max_steps: int | None = None,  # ...but at least `steps` and at most `max_steps`
     checkpoint=None,  # the network run's checkpoint file (`finetune`): a killed run resumes from it (a longer run
     # continues a shorter one only where every drift step it asks for is at or after the shorter run's end)
     checkpoint_every: int = 20,
     on_mismatch: str = 'raise',  # a `checkpoint` of another run: 'raise', or 'restart' the network run (`finetune`)
-) -> dict:
-    "Kernel prediction vs real fine-tuning on `task` (full-batch GD by default); returns the JSON-ready result."
+) -> Comparison:
+    "Kernel prediction vs real fine-tuning on `task` (full-batch GD by default), as a `Comparison`."
     t0 = time.time()
     spec = CompareSpec(task=task, n_train=n_train, n_val=n_val, n_test=n_test, max_length=max_length, steps=steps,
                        lr=lr, seed=seed, optimizer=optimizer, loss=loss, batch_size=batch_size, eval_every=eval_every,
                        lr_scale=lr_scale, past_rules=past_rules, max_steps=max_steps, on_mismatch=on_mismatch)
     _check_run(spec, data, params)
-    lr = spec.lr
-    data = data or prepare_task(
-        tokenizer, task, n_train, n_val, n_test, max_length, seed
-    )
+    data = data or prepare_task(tokenizer, task, n_train, n_val, n_test, max_length, seed)
     fn = output_fn or make_output_fn(model, tokenizer, task)
-    sample = Sample(
-        data.train,
-        data.y_train,
-        data.test,
-        data.y_test,
-        'binary',
-        ('0', '1'),
-        description=str(task),
-    )
-    an = analyze_sample(
-        model,
-        tokenizer,
-        sample,
-        fn,
-        params,
-        step_size=lr,
-        horizon=steps if past_rules is None else max_steps,
-        progress=progress,
-        memory_budget=memory_budget,
-        settings={
-            'model': model_name
-            or getattr(model.config, '_name_or_path', type(model).__name__)
-        },
-    )
-    n, lr = an.n, an.step_size
-    if lr_scale != 1.0:  # a multiple of the default step, checked for stability
-        lr = as_scalar(lr_scale, 'lr_scale') * lr
-        if lr * an.spectrum['lambda_1'] >= 2:
-            raise ValueError(
-                f"lr_scale={lr_scale} gives lr >= 2/λ_1: kernel GD diverges"
-            )
-    pred_steps = {  # in optimizer steps at this lr; an.stops are kernel-GD steps at an.step_size
-        r: None if t is None else stopping_schedule(t, an.step_size, n, lr)['optimizer_steps']
-        for r, t in an.stops.items()
-    }
-    steps_min = steps
-    # with past_rules, long enough to see past every rule's stop, so that the run can judge each of them (a rule
-    # whose minimum is at convergence stops nowhere: the run's last step stands for it)
-    plan = {r: t for r, t in pred_steps.items() if not an.at_convergence.get(r)}
-    steps = run_length(plan, steps, past_rules, max_steps, eval_every)
-    pred = kernel_gd(an.eig, an.y, lr, steps, an.f0, an.G_test / n, an.f0_test)
-    drift_steps = (
-        tuple(drift_steps)
-        if drift_steps is not None
-        else tuple(sorted({steps // 3, 2 * steps // 3, steps}))
-    )
-    drift_steps = tuple(t for t in drift_steps if t % eval_every == 0 or t == steps)
-    kfn = lambda m, p: empirical_ntk(
-        m, data.train, fn, p, progress=False, memory_budget=memory_budget
-    )
+    sample = Sample(data.train, data.y_train, data.test, data.y_test, 'binary', ('0', '1'), description=str(task))
+    name = model_name or getattr(model.config, '_name_or_path', type(model).__name__)
+    an = analyze_sample(model, tokenizer, sample, fn, params, step_size=spec.lr,
+                        horizon=steps if past_rules is None else max_steps, progress=progress,
+                        memory_budget=memory_budget, settings={'model': name})
+    lr, pred_steps, steps = _kernel_plan(spec, an)
+    pred = kernel_gd(an.eig, an.y, lr, steps, an.f0, an.G_test / an.n, an.f0_test)
     lin, hl = None, None
     if linearized:  # first: the network run changes the weights
         cfg_lin = FinetuneConfig(params=params, lr=lr, steps=steps, seed=seed, eval_every=eval_every)
         lin, hl = _linearized_run(model, data, fn, cfg_lin, pred, an, progress)
-    hist = finetune(
-        model,
-        data,
-        fn,
-        FinetuneConfig(
-            params=params,
-            lr=lr,
-            steps=steps,
-            seed=seed,
-            kernel_steps=drift_steps,
-            optimizer=optimizer,
-            loss=loss,
-            batch_size=batch_size,
-            eval_every=eval_every,
-        ),
-        progress=progress,
-        kernel_fn=kfn,
-        checkpoint=checkpoint,
-        checkpoint_every=checkpoint_every,
-        on_mismatch=on_mismatch,
-    )
-    rep = linearization_report(hist, pred, an.f0, an.f0_test, top=an.eigvecs[:, 0])
-    if linearized and len(hl.probe_train) == len(
-        hist.probe_train
-    ):  # the network against its own linearization
-        f0 = torch.cat([an.f0, an.f0_test])
-        mv = lambda h: (
-            torch.cat(
-                [torch.stack(h.probe_train), torch.stack(h.probe_test)], 1
-            ).double()
-            - f0
-        )
-        lin['network_vs_linearized_r2'] = _r2(mv(hist), mv(hl))
-    yt = an.y_test
-    kgd_test = ((pred.test - yt) ** 2).mean(1) / 2
-    return {
-        'model': an.settings['model'],
-        'task': task,
-        'params': an.settings['params'],
-        'n_params': an.settings['n_params'],
-        'n_train': n,
-        'n_test': len(yt),
-        'lr': lr,
-        'steps': steps,
-        'steps_min': steps_min,
-        'past_rules': past_rules,
-        'optimizer': optimizer,
-        'loss': loss,
-        'eval_steps': hist.steps,
-        'train_loss': hist.train_loss,
-        'test_loss': hist.test_loss,
-        'val_loss': hist.val_loss,
-        'test_acc': hist.test_acc,
-        'kernel_gd_test_loss': kgd_test.tolist(),
-        'kernel_gd_train_loss': (((pred.train - an.y) ** 2).mean(1) / 2).tolist(),
-        **rep,
-        'kernel_drift': kernel_drift(an.K, hist.kernels, n),
-        'predicted_stop_step': pred_steps,
-        'kernel_stop_step': an.stops,
-        'at_convergence': an.at_convergence,
-        'kernel_step_size': an.step_size,
-        'stop_notes': an.notes,
-        'holdout_best_step': hist.steps[int(np.nanargmin(hist.val_loss))],
-        'oracle_best_step': hist.steps[int(np.nanargmin(hist.test_loss))],
-        'kernel_gd_oracle_step': int(kgd_test.argmin()),
-        'sigma_hat': an.noise['sigma_hat'],
-        'norm_hat': an.noise['norm_hat'],
-        'lambda_1': an.spectrum['lambda_1'],
-        'lambda1_share': an.spectrum['lambda1_share'],
-        'condition_number': an.spectrum['condition_number'],
-        'n_clipped_eigenvalues': an.spectrum['n_clipped'],
-        'beta': an.beta,
-        'beta_se': (an.fits.get('power') or {}).get('se'),
-        'fits': an.fits,
-        'stopped': hist.stopped,
-        'resumed_at_step': (hist.resumed or {}).get('step'),  # where the network run took up from its checkpoint
-        'linearized': lin,
-        'seconds': time.time() - t0 + (hist.resumed or {}).get('seconds', 0.0),  # with the time before a resume
-    }
+    cfg = FinetuneConfig(params=params, lr=lr, steps=steps, seed=seed, optimizer=optimizer, loss=loss,
+                         kernel_steps=_drift_steps(drift_steps, steps, eval_every), batch_size=batch_size,
+                         eval_every=eval_every)
+    kfn = lambda m, p: empirical_ntk(m, data.train, fn, p, progress=False, memory_budget=memory_budget)
+    hist = finetune(model, data, fn, cfg, progress=progress, kernel_fn=kfn, checkpoint=checkpoint,
+                    checkpoint_every=checkpoint_every, on_mismatch=on_mismatch)
+    if linearized and (r2 := _network_vs_linearized(hist, hl, an)) is not None:
+        lin['network_vs_linearized_r2'] = r2
+    return _comparison(spec, an, hist, pred, pred_steps, lin, time.time() - t0)
+
 
 # %% ../nbs/09_compare.ipynb #8b8eb8c6
 def rule_excess(eval_steps, test_loss, step) -> dict:

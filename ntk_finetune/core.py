@@ -135,6 +135,8 @@ def _json_default(o):
         return o.tolist()
     if isinstance(o, Path):
         return str(o)
+    if callable(getattr(o, 'to_dict', None)):  # the package's typed results and specs
+        return o.to_dict()
     raise TypeError(f"cannot serialise {type(o).__name__} to JSON")
 
 # %% ../nbs/00_core.ipynb #233af28b

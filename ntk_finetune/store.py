@@ -5,6 +5,7 @@
 # %% ../nbs/00a_store.ipynb #e1fffaf1
 from __future__ import annotations
 import dataclasses, json, math, warnings, zlib
+from collections.abc import Mapping
 from pathlib import Path
 import numpy as np
 import torch
@@ -12,8 +13,8 @@ from tqdm.auto import tqdm
 from .core import atomic_path, save_json, load_json, json_sha256
 
 # %% auto #0
-__all__ = ['canonical', 'spec_key', 'Spec', 'ArtifactError', 'pack', 'unpack', 'save_artifact', 'canonical_meta', 'Artifact',
-           'load_artifact', 'Store', 'Ledger', 'Table']
+__all__ = ['canonical', 'spec_key', 'Spec', 'Result', 'ArtifactError', 'pack', 'unpack', 'save_artifact', 'canonical_meta',
+           'Artifact', 'load_artifact', 'Store', 'Ledger', 'Table']
 
 # %% ../nbs/00a_store.ipynb #46cc2dbe
 def canonical(v, where: str = 'value'):
@@ -68,6 +69,39 @@ class Spec:
             raise ValueError(f"{cls.__name__} has no field(s) {', '.join(extra)}")
         kw = {k: (tuple(v) if isinstance(v, list) else v) for k, v in d.items()}
         return cls(**kw)
+
+# %% ../nbs/00a_store.ipynb #6f310aab
+def _plain(v):
+    "Results inside `v` as dicts, recursively."
+    if isinstance(v, Result):
+        return v.to_dict()
+    if isinstance(v, dict):
+        return {k: _plain(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_plain(x) for x in v]
+    return v
+
+
+class Result(Mapping):
+    "Base of the package's typed results (frozen dataclasses): fields read as attributes or keys; `to_dict()` for JSON."
+
+    def _names(self) -> list:
+        return [f.name for f in dataclasses.fields(self)]
+
+    def __getitem__(self, k):
+        if not isinstance(k, str) or k not in self._names():
+            raise KeyError(k)
+        return getattr(self, k)
+
+    def __iter__(self):
+        return iter(self._names())
+
+    def __len__(self) -> int:
+        return len(self._names())
+
+    def to_dict(self) -> dict:
+        return {k: _plain(getattr(self, k)) for k in self._names()}
+
 
 # %% ../nbs/00a_store.ipynb #cd2f6164
 class ArtifactError(ValueError):

@@ -5,11 +5,14 @@
 # %% ../nbs/10_task_vectors.ipynb #d1000004
 from __future__ import annotations
 import contextlib, copy, math
+from dataclasses import dataclass
 from pathlib import Path
 import numpy as np
 import torch
 from torch import nn
 from .core import as_scalar, atomic_dir, save_json, load_json
+from .store import Result
+from .sample import Sample
 from .models import select_params
 from .entk import empirical_ntk
 from .spectrum import eigendecomposition
@@ -17,7 +20,8 @@ from .dynamics import default_step_size
 
 # %% auto #0
 __all__ = ['TaskVector', 'task_vector', 'apply', 'merged', 'cosine_matrix', 'predictions', 'evaluate', 'disentanglement_error',
-           'plot_disentanglement', 'StackedOutputs', 'multitask_kernel', 'overlap', 'principal_angles', 'study']
+           'plot_disentanglement', 'StackedOutputs', 'multitask_kernel', 'overlap', 'principal_angles', 'FamilyResult',
+           'StudyResult', 'study']
 
 # %% ../nbs/10_task_vectors.ipynb #d1000007
 class TaskVector:
@@ -416,49 +420,135 @@ def principal_angles(
     return torch.linalg.svdvals(A.T @ torch.as_tensor(G_AB).double() @ B).clamp(max=1.0)
 
 # %% ../nbs/10_task_vectors.ipynb #d1000021
-def _finetuned_vector(model, sample, fn, params, lr, steps, seed, linearized, progress):
-    "Fine-tune (or fine-tune the linearized model) from the current weights; return τ and leave the weights unchanged."
-    from ntk_finetune.finetune import TaskData, FinetuneConfig, finetune
+def _finetuned_vector(model, sample, fn, cfg, linearized: bool, progress: bool):
+    "Fine-tune (or fine-tune the linearized model) under `cfg` from the current weights; τ and the history."
+    from ntk_finetune.finetune import finetune, finetune_linearized
 
-    data = TaskData(
-        sample.train,
-        sample.labels,
-        sample.test,
-        sample.test_labels,
-        sample.test,
-        sample.test_labels,
-    )
-    sel = _float_params(model, params)
+    s = sample  # the test split also serves as the validation split (fine-tuning here stops at `cfg.steps`)
+    data = Sample.splits(s.train, s.labels, s.test, s.test_labels, s.test, s.test_labels)
     if linearized:
-        from ntk_finetune.finetune import finetune_linearized
-
-        h, lin = finetune_linearized(
-            model,
-            data,
-            fn,
-            FinetuneConfig(params=params, lr=lr, steps=steps, seed=seed),
-            progress,
-        )
-        return TaskVector(
-            {k: d.detach().double() for k, d in zip(lin.names, lin.delta)}
-        ), h
+        h, lin = finetune_linearized(model, data, fn, cfg, progress)
+        return TaskVector({k: d.detach().double() for k, d in zip(lin.names, lin.delta)}), h
+    sel = _float_params(model, cfg.params)
     saved = {k: v.detach().clone() for k, v in sel.items()}
     try:
-        h = finetune(
-            model,
-            data,
-            fn,
-            FinetuneConfig(params=params, lr=lr, steps=steps, seed=seed),
-            progress=progress,
-        )
-        tau = TaskVector(
-            {k: v.detach().double() - saved[k].double() for k, v in sel.items()}
-        )
+        h = finetune(model, data, fn, cfg, progress=progress)
+        tau = TaskVector({k: v.detach().double() - saved[k].double() for k, v in sel.items()})
     finally:
         with torch.no_grad():
             for k, v in sel.items():
                 v.copy_(saved[k])
     return tau, h
+
+
+@dataclass(frozen=True)
+class FamilyResult(Result):
+    "One family's task vectors in a `study`: their cosines and norms, and how they add and negate."
+    cosine: list  # (k, k) cosines of the task vectors
+    norms: list
+    accuracy_finetuned: list  # each task with its own vector
+    accuracy_all_added: list  # each task with every vector added
+    normalized_accuracy_all: list
+    pairs: dict  # 'i,j' -> the pair's accuracies, interference, overlap, cosines and ξ
+    negation: list
+    history: list  # each task's fine-tuning: train loss, test accuracy, how it stopped
+
+
+@dataclass(frozen=True)
+class StudyResult(Result):
+    "A task-vector `study`: the kernel overlaps before fine-tuning and, per family, how the task vectors add."
+    tasks: list
+    n: int
+    n_test: int
+    steps: int
+    lr: list  # per task
+    params: object
+    seed: int
+    alphas: list
+    overlap: list  # (k, k) kernel overlaps at θ_PT
+    max_principal_cosine: list
+    accuracy_pretrained: list
+    families: dict  # 'network' | 'linearized' -> FamilyResult
+
+
+@dataclass
+class _Study:
+    "What every family of a study shares: the model, the tasks' samples and outputs, the kernel's overlaps."
+    model: nn.Module
+    tasks: list
+    samples: list
+    fns: list
+    overlap: torch.Tensor  # (k, k)
+    cosmax: torch.Tensor  # (k, k)
+    alphas: tuple
+
+    def accuracy(self, t: int) -> float:
+        "Task t's test accuracy with the model's current weights."
+        s = self.samples[t]
+        return evaluate(self.model, self.fns[t], s.test, s.test_labels)['accuracy']
+
+
+def _pairs(st: _Study, taus, acc_ft) -> dict:
+    "Each pair of tasks with both vectors added: accuracies, interference, the kernel's overlap and cosines, and ξ."
+    pairs = {}
+    k = len(taus)
+    for i in range(k):
+        for j in range(i + 1, k):
+            with apply(st.model, [taus[i], taus[j]]):
+                a_i, a_j = st.accuracy(i), st.accuracy(j)
+            xi = disentanglement_error(st.model, [taus[i], taus[j]], [st.fns[i], st.fns[j]],
+                                       [st.samples[i].test, st.samples[j].test], st.alphas)
+            norm_acc = [a_i / max(acc_ft[i], 1e-12), a_j / max(acc_ft[j], 1e-12)]
+            pairs[f'{i},{j}'] = {
+                'tasks': [st.tasks[i], st.tasks[j]], 'accuracy': [a_i, a_j], 'normalized_accuracy': norm_acc,
+                'interference': 1 - float(np.mean(norm_acc)), 'overlap': float(st.overlap[i, j]),
+                'max_principal_cosine': float(st.cosmax[i, j]), 'cosine': taus[i].cosine(taus[j]),
+                'xi': xi.tolist(), 'xi_mean': float(xi.mean()),
+            }
+    return pairs
+
+
+def _family(st: _Study, cfgs, linearized: bool, progress: bool) -> FamilyResult:
+    "One family's task vectors (fine-tuned under `cfgs`, one per task) and what their sums and negations do."
+    taus, hist = [], []
+    for s, fn, cfg in zip(st.samples, st.fns, cfgs):
+        tau, h = _finetuned_vector(st.model, s, fn, cfg, linearized, progress)
+        taus.append(tau)
+        hist.append({'train_loss': h.train_loss, 'test_acc': h.test_acc, 'stopped': h.stopped})
+    k = len(taus)
+    acc_ft = []
+    for t in range(k):
+        with apply(st.model, taus[t]):
+            acc_ft.append(st.accuracy(t))
+    pairs = _pairs(st, taus, acc_ft)
+    with apply(st.model, taus):
+        acc_all = [st.accuracy(t) for t in range(k)]
+    negation = []
+    for t in range(k):
+        c = (t + 1) % k
+        with apply(st.model, taus[t], [-1.0]):
+            negation.append({'task': st.tasks[t], 'accuracy': st.accuracy(t), 'control': st.tasks[c],
+                             'control_accuracy': st.accuracy(c)})
+    return FamilyResult(
+        cosine=cosine_matrix(taus).tolist(), norms=[t.norm() for t in taus], accuracy_finetuned=acc_ft,
+        accuracy_all_added=acc_all, normalized_accuracy_all=[a / max(f, 1e-12) for a, f in zip(acc_all, acc_ft)],
+        pairs=pairs, negation=negation, history=hist,
+    )
+
+
+# %% ../nbs/10_task_vectors.ipynb #6f3ba60c
+def _check_study(tasks, families):
+    "The tasks (two or more, binary with label words) and families, checked before any kernel."
+    from ntk_finetune.data import task_info
+
+    if len(tasks) < 2:
+        raise ValueError(f"a task-vector study needs at least two tasks, got {len(tasks)}")
+    bad = [f for f in families if f not in ('network', 'linearized')]
+    if bad:
+        raise ValueError(f"unknown family {bad[0]!r}; use 'network' and/or 'linearized'")
+    bad = [t for t in tasks if (i := task_info(t)).num_classes != 2 or not i.label_words]
+    if bad:
+        raise ValueError(f"task {bad[0]!r} is not binary with label words; the study uses shared label-word outputs")
 
 
 def study(
@@ -477,127 +567,33 @@ def study(
     rank: int = 8,
     progress: bool = True,
     **kernel_kw,
-) -> dict:
+) -> StudyResult:
     "Kernel overlap before fine-tuning; task vectors ('network', 'linearized'), their addition, negation and ξ."
     from ntk_finetune.sample import make_sample
     from ntk_finetune.targets import sample_output_fn
-    from ntk_finetune.data import task_info
+    from ntk_finetune.finetune import FinetuneConfig
 
-    if len(tasks) < 2:
-        raise ValueError(
-            f"a task-vector study needs at least two tasks, got {len(tasks)}"
-        )
-    bad = [f for f in families if f not in ('network', 'linearized')]
-    if bad:
-        raise ValueError(
-            f"unknown family {bad[0]!r}; use 'network' and/or 'linearized'"
-        )
-    infos = [task_info(t) for t in tasks]
-    bad = [t for t, i in zip(tasks, infos) if i.num_classes != 2 or not i.label_words]
-    if bad:
-        raise ValueError(
-            f"task {bad[0]!r} is not binary with label words; the study uses shared label-word outputs"
-        )
+    _check_study(tasks, families)
     samples = [make_sample(tokenizer, t, n, n_test, max_length, seed) for t in tasks]
     fns = [sample_output_fn(model, tokenizer, s, 'lm') for s in samples]
-    blocks = multitask_kernel(
-        model, [s.train for s in samples], fns, params, progress=progress, **kernel_kw
-    )
+    blocks = multitask_kernel(model, [s.train for s in samples], fns, params, progress=progress, **kernel_kw)
     k = len(tasks)
     ov = torch.eye(k, dtype=torch.float64)
     cosmax = torch.eye(k, dtype=torch.float64)
     for i in range(k):
         for j in range(i + 1, k):
             ov[i, j] = ov[j, i] = overlap(blocks[i, i], blocks[j, j], blocks[i, j])
-            cosmax[i, j] = cosmax[j, i] = float(
-                principal_angles(blocks[i, i], blocks[j, j], blocks[i, j], rank=rank)[0]
-            )
+            cos = principal_angles(blocks[i, i], blocks[j, j], blocks[i, j], rank=rank)
+            cosmax[i, j] = cosmax[j, i] = float(cos[0])
     lam1 = [float(torch.linalg.eigvalsh(blocks[i, i] / n)[-1]) for i in range(k)]
     lrs = [default_step_size(l) if lr is None else float(lr) for l in lam1]
-    ev = lambda t: evaluate(model, fns[t], samples[t].test, samples[t].test_labels)[
-        'accuracy'
-    ]
-    acc_pt = [ev(t) for t in range(k)]
-    out = {
-        'tasks': list(tasks),
-        'n': n,
-        'n_test': n_test,
-        'steps': steps,
-        'lr': lrs,
-        'params': params,
-        'seed': seed,
-        'alphas': [float(a) for a in alphas],
-        'overlap': ov.tolist(),
-        'max_principal_cosine': cosmax.tolist(),
-        'accuracy_pretrained': acc_pt,
-        'families': {},
-    }
-    for fam in families:
-        taus, hist = [], []
-        for s, fn, a in zip(samples, fns, lrs):
-            tau, h = _finetuned_vector(
-                model, s, fn, params, a, steps, seed, fam == 'linearized', progress
-            )
-            taus.append(tau)
-            hist.append(
-                {
-                    'train_loss': h.train_loss,
-                    'test_acc': h.test_acc,
-                    'stopped': h.stopped,
-                }
-            )
-        acc_ft = []
-        for t in range(k):
-            with apply(model, taus[t]):
-                acc_ft.append(ev(t))
-        pairs = {}
-        for i in range(k):
-            for j in range(i + 1, k):
-                with apply(model, [taus[i], taus[j]]):
-                    a_i, a_j = ev(i), ev(j)
-                xi = disentanglement_error(
-                    model,
-                    [taus[i], taus[j]],
-                    [fns[i], fns[j]],
-                    [samples[i].test, samples[j].test],
-                    alphas,
-                )
-                norm_acc = [a_i / max(acc_ft[i], 1e-12), a_j / max(acc_ft[j], 1e-12)]
-                pairs[f'{i},{j}'] = {
-                    'tasks': [tasks[i], tasks[j]],
-                    'accuracy': [a_i, a_j],
-                    'normalized_accuracy': norm_acc,
-                    'interference': 1 - float(np.mean(norm_acc)),
-                    'overlap': float(ov[i, j]),
-                    'max_principal_cosine': float(cosmax[i, j]),
-                    'cosine': taus[i].cosine(taus[j]),
-                    'xi': xi.tolist(),
-                    'xi_mean': float(xi.mean()),
-                }
-        with apply(model, taus):
-            acc_all = [ev(t) for t in range(k)]
-        negation = []
-        for t in range(k):
-            c = (t + 1) % k
-            with apply(model, taus[t], [-1.0]):
-                negation.append(
-                    {
-                        'task': tasks[t],
-                        'accuracy': ev(t),
-                        'control': tasks[c],
-                        'control_accuracy': ev(c),
-                    }
-                )
-        out['families'][fam] = {
-            'cosine': cosine_matrix(taus).tolist(),
-            'norms': [t.norm() for t in taus],
-            'accuracy_finetuned': acc_ft,
-            'accuracy_all_added': acc_all,
-            'normalized_accuracy_all': [
-                a / max(f, 1e-12) for a, f in zip(acc_all, acc_ft)
-            ],
-            'pairs': pairs,
-            'negation': negation,
-            'history': hist,
-        }
-    return out
+    st = _Study(model, list(tasks), samples, fns, ov, cosmax, tuple(alphas))
+    acc_pt = [st.accuracy(t) for t in range(k)]
+    cfgs = [FinetuneConfig(params=params, lr=a, steps=steps, seed=seed) for a in lrs]
+    fams = {f: _family(st, cfgs, f == 'linearized', progress) for f in families}
+    return StudyResult(
+        tasks=list(tasks), n=n, n_test=n_test, steps=steps, lr=lrs, params=params, seed=seed,
+        alphas=[float(a) for a in alphas], overlap=ov.tolist(), max_principal_cosine=cosmax.tolist(),
+        accuracy_pretrained=acc_pt, families=fams,
+    )
+
