@@ -4,13 +4,15 @@
 
 # %% ../nbs/08_finetune.ipynb #c7b6bca5
 from __future__ import annotations
-import hashlib, math, time, warnings
+import math, time, warnings
 from dataclasses import dataclass, field, asdict
 from pathlib import Path
 import torch
 from torch import nn
 from tqdm.auto import tqdm
-from .store import pack, unpack, save_artifact, load_artifact, ArtifactError, spec_key
+from .store import save_artifact, load_artifact
+from .checkpoints import (CheckpointMismatch, CheckpointRestart, save_checkpoint, load_checkpoint, _resume,
+                                      _run_id)
 from .core import as_batch, model_device
 from .data import load_task, task_info
 from .models import select_params, tokenize
@@ -19,8 +21,7 @@ from .sample import Sample
 
 # %% auto #0
 __all__ = ['SETTINGS', 'OPTIMIZERS', 'LOSSES', 'FinetuneConfig', 'TaskData', 'prepare_task', 'toy_task_data', 'History',
-           'CheckpointMismatch', 'CheckpointRestart', 'save_checkpoint', 'load_checkpoint', 'finetune',
-           'LinearizedModel', 'finetune_linearized']
+           'finetune', 'LinearizedModel', 'finetune_linearized']
 
 # %% ../nbs/08_finetune.ipynb #975fed77
 SETTINGS, OPTIMIZERS, LOSSES = (
@@ -247,75 +248,6 @@ def _diverged(loss: float, first: float | None, cfg) -> str | None:
     return None
 
 
-def _digest(*tensors) -> str:
-    "SHA-256 of the tensors' shapes, dtypes and values: what a checkpoint checks its run against."
-    d = hashlib.sha256()
-    for x in tensors:
-        x = x.detach().cpu().contiguous()
-        d.update(f'{tuple(x.shape)}{x.dtype}'.encode())
-        d.update(x.view(-1).view(torch.uint8).numpy().tobytes() if x.numel() else b'')
-    return d.hexdigest()
-
-
-class CheckpointMismatch(ValueError):
-    "A checkpoint file that does not hold the run asked for (or cannot be read)."
-
-
-class CheckpointRestart(UserWarning):
-    "Warned when `on_mismatch='restart'` starts over from a checkpoint of another run (the file is replaced)."
-
-
-_CKPT_KEYS = ('config', 'run', 'step', 'params', 'optimizer', 'generator', 'history', 'best', 'bad', 'first', 'seconds')
-
-
-def save_checkpoint(state: dict, path) -> Path:
-    "Write a fine-tuning state (tensors, the optimizer's state, the history) as one store artefact, atomically."
-    tensors, skeleton = pack(state)
-    return save_artifact(path, tensors, {'checkpoint': skeleton})
-
-
-def load_checkpoint(path) -> dict:
-    "The state `save_checkpoint` wrote (tensors and plain values only: nothing is unpickled)."
-    art = load_artifact(path)
-    return unpack(art.meta['checkpoint'], art.tensors)
-
-
-def _resume(path, cfg, run_id, kernels: bool):
-    "The checkpoint at `path` of the run `run_id` under `cfg` (with any `steps` from its own on), or None (no file)."
-    if path is None or not Path(path).exists():
-        return None
-    try:
-        s = load_checkpoint(path)  # the optimizer's state follows its parameters
-    except (ArtifactError, KeyError, TypeError) as e:
-        raise CheckpointMismatch(f"checkpoint {path} cannot be read ({e})") from None
-    missing = [k for k in _CKPT_KEYS if k not in s] if isinstance(s, dict) else list(_CKPT_KEYS)
-    if not missing and not (isinstance(s['config'], dict) and isinstance(s['history'], dict)):
-        missing = ['config and history as dicts']
-    if not missing and 'kernels' not in s['history']:
-        missing = ['history of kernels']
-    if missing:
-        raise CheckpointMismatch(
-            f"checkpoint {path} is not a fine-tuning checkpoint of this version (no {', '.join(missing)})"
-        )
-    same = lambda c: {k: v for k, v in c.items() if k not in ('steps', 'kernel_steps')}
-    new = same(cfg.to_dict())
-    if same(s['config']) != new:
-        diff = sorted(k for k in {*new, *same(s['config'])} if s['config'].get(k) != new.get(k))
-        raise CheckpointMismatch(
-            f"checkpoint {path} was written under another config ({', '.join(diff)} differ)"
-        )
-    if s['run'] != run_id:
-        raise CheckpointMismatch(
-            f"checkpoint {path} is of another run (other data, output or starting weights)"
-        )
-    if s['step'] > cfg.steps:
-        raise CheckpointMismatch(f"checkpoint {path} is at step {s['step']}, past steps={cfg.steps}")
-    gone = [t for t in cfg.kernel_steps if t < s['step'] and t not in s['history']['kernels']]
-    if kernels and gone:
-        raise CheckpointMismatch(f"checkpoint {path} is at step {s['step']} and has no kernel at steps {gone}")
-    return s
-
-
 def _trained_params(model, cfg) -> dict:
     "The parameters `cfg` trains: its selection, the head alone (probe), or both (a new head)."
     params = select_params(model, 'head' if cfg.setting == 'probe' else cfg.params)
@@ -327,26 +259,130 @@ def _trained_params(model, cfg) -> dict:
         raise ValueError("setting='head' needs a model with a new head (load_model(kind='classification'))") from e
 
 
-def _run_id(model, data, output_fn, batches) -> str:
-    "What a checkpoint must be of: the data, the output (by its name) and the model's starting weights."
-    sets = [b[k] for b in batches for k in sorted(b)]
-    out = getattr(output_fn, 'name', getattr(output_fn, '__qualname__', type(output_fn).__qualname__))
-    digest = _digest(*sets, data.y_train, data.y_val, data.y_test, *model.state_dict().values())
-    return spec_key({'data_and_weights': digest, 'output_fn': out})
+class _Run:
+    "One fine-tuning run's state in one place: parameters, optimizer, batches, generator, history, the best so far."
 
+    def __init__(self, model, data, output_fn, cfg, kernel_fn):
+        self.model, self.data, self.fn, self.cfg, self.kernel_fn = model, data, output_fn, cfg, kernel_fn
+        self.params = _trained_params(model, cfg)
+        if len(set(data.y_train.tolist())) < 2:
+            raise ValueError("the training set has one class only")
+        train, self.val, self.test = (as_batch(b, k) for b, k in ((data.train, 'train'), (data.val, 'val'),
+                                                                  (data.test, 'test')))
+        self.pl = list(self.params.values())
+        self.theta0 = _flat(self.params)
+        Opt = torch.optim.AdamW if cfg.optimizer == 'adamw' else torch.optim.SGD
+        self.opt = Opt(self.pl, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        self.n = len(data.y_train)
+        self.bs = self.n if (cfg.optimizer == 'gd' or cfg.batch_size is None) else min(cfg.batch_size, self.n)
+        self.h = History(config=cfg.to_dict())
+        self.best, self.bad, self.first = (math.inf, None, None), 0, None  # (val loss, step, weights); patience
+        self.dev = model_device(model)
+        self.gen = torch.Generator().manual_seed(cfg.seed)  # mini-batch order; the global RNG is untouched
+        self.train = {k: v.to(self.dev) for k, v in train.items()}
+        self.y = data.y_train.to(self.dev)
+        self.start, self.before = 0, 0.0  # the step to start from and the seconds spent before it
 
-def _take_up(s: dict, params: dict, opt, gen, cfg, with_kernels: bool, dev) -> tuple:
-    "Load a checkpoint's state into the run; (history, best, bad, first loss, step, seconds before)."
-    with torch.no_grad():
-        for nm, p in params.items():
-            p.copy_(s['params'][nm])
-    opt.load_state_dict(s['optimizer'])
-    gen.set_state(s['generator'])
-    took_up = {'step': s['step'], 'seconds': s['seconds']}
-    h = History(**{**s['history'], 'config': cfg.to_dict(), 'resumed': took_up})
-    h.kernels = {t: k for t, k in h.kernels.items() if t in cfg.kernel_steps and with_kernels}
-    best = (s['best'][0], s['best'][1], [b.to(dev) for b in s['best'][2]] if s['best'][2] else None)
-    return h, best, s['bad'], s['first'], s['step'], s['seconds']
+    def resume(self, checkpoint, on_mismatch: str):
+        "Take up `checkpoint` if it holds this run; another run's file raises, or starts over with a warning."
+        self.run_id = _run_id(self.model, self.data, self.fn, (self.train, self.val, self.test))
+        try:
+            s = _resume(checkpoint, self.cfg, self.run_id, self.kernel_fn is not None)
+        except CheckpointMismatch as e:
+            if on_mismatch == 'raise':
+                raise CheckpointMismatch(f"{e}: remove it, or pass on_mismatch='restart', to start over") from None
+            warnings.warn(f"{e}: starting over (on_mismatch='restart')", CheckpointRestart)
+            s = None  # the file is replaced at the first save
+        if s is None:
+            return
+        with torch.no_grad():
+            for nm, p in self.params.items():
+                p.copy_(s['params'][nm])
+        self.opt.load_state_dict(s['optimizer'])
+        self.gen.set_state(s['generator'])
+        took_up = {'step': s['step'], 'seconds': s['seconds']}
+        self.h = History(**{**s['history'], 'config': self.cfg.to_dict(), 'resumed': took_up})
+        keep = lambda t: t in self.cfg.kernel_steps and self.kernel_fn is not None
+        self.h.kernels = {t: k for t, k in self.h.kernels.items() if keep(t)}
+        b = s['best']
+        self.best = (b[0], b[1], [x.to(self.dev) for x in b[2]] if b[2] else None)
+        self.bad, self.first, self.start, self.before = s['bad'], s['first'], s['step'], s['seconds']
+
+    def save(self, checkpoint, t: int, seconds: float):
+        "The state at step t (θ_t, and the history of the steps before t) to `checkpoint`."
+        h, best = self.h, self.best
+        state = {
+            'config': self.cfg.to_dict(), 'run': self.run_id, 'step': t,
+            'params': {nm: p.detach().cpu() for nm, p in self.params.items()}, 'optimizer': self.opt.state_dict(),
+            'generator': self.gen.get_state(), 'history': {k: getattr(h, k) for k in h.__dataclass_fields__},
+            'best': (best[0], best[1], [b.cpu() for b in best[2]] if best[2] else None), 'bad': self.bad,
+            'first': self.first, 'seconds': seconds,
+        }
+        save_checkpoint(state, checkpoint)
+
+    def step(self, t: int) -> str | None:
+        "Step t: the kernel if asked, the training loss, the evaluation, the update (not after the last); why it stops."
+        cfg = self.cfg
+        record = t % cfg.eval_every == 0 or t == cfg.steps
+        if t in cfg.kernel_steps and self.kernel_fn is not None:
+            self.h.kernels[t] = self.kernel_fn(self.model, self.params)
+        why = self._train_loss(t, record) or (self._evaluate(t) if record else None)
+        if why or t == cfg.steps:
+            return why
+        if self.bs < self.n:  # mini-batch step
+            idx = torch.randperm(self.n, generator=self.gen)[: self.bs].to(self.dev)
+            f = self.fn(self.model, {k: v[idx] for k, v in self.train.items()})
+            l, _ = _loss_acc(f, self.y[idx], cfg.loss)
+            if not torch.isfinite(l):
+                return f'diverged: non-finite loss at step {t}'
+            self.opt.zero_grad(set_to_none=True)
+            l.backward()
+        self.opt.step()
+        return None
+
+    def _train_loss(self, t: int, record: bool) -> str | None:
+        "The training loss at θ_t (full batch: the forward and backward of the step itself); why it diverged, or None."
+        h, cfg = self.h, self.cfg
+        if self.bs == self.n and t < cfg.steps:  # full batch: the training forward gives the train outputs
+            f = self.fn(self.model, self.train)
+            l, a = _loss_acc(f, self.y, cfg.loss)
+            lt = float(l.detach())
+        elif record:
+            f, lt, a = _eval(self.model, self.fn, self.train, self.y, cfg.loss)
+        else:
+            return None
+        if why := _diverged(lt, self.first, cfg):
+            return f'diverged: {why} at step {t}'
+        self.first = lt if self.first is None else self.first
+        if record:
+            h.probe_train.append(f.detach().double().cpu())
+            h.train_loss.append(lt)
+            h.train_acc.append(float(a))
+        if self.bs == self.n and t < cfg.steps:
+            self.opt.zero_grad(set_to_none=True)
+            l.backward()
+        return None
+
+    def _evaluate(self, t: int) -> str | None:
+        "Record step t: displacement, validation and test; the best validation loss so far; patience."
+        h, cfg, d = self.h, self.cfg, self.data
+        h.steps.append(t)
+        h.displacement.append(float((_flat(self.params) - self.theta0).norm()))
+        _, lv, av = _eval(self.model, self.fn, self.val, d.y_val, cfg.loss)
+        h.val_loss.append(lv)
+        h.val_acc.append(av)
+        fte, lte, ate = _eval(self.model, self.fn, self.test, d.y_test, cfg.loss)
+        h.test_loss.append(lte)
+        h.test_acc.append(ate)
+        h.probe_test.append(fte)
+        if lv < self.best[0]:
+            self.best = (lv, t, [p.detach().clone() for p in self.pl] if cfg.restore_best else None)
+            self.bad = 0
+        else:
+            self.bad += 1
+        if cfg.patience is not None and self.bad > cfg.patience:
+            return f'early stopping at step {t} (patience {cfg.patience})'
+        return None
 
 
 def finetune(
@@ -366,158 +402,40 @@ def finetune(
     if on_mismatch not in ('raise', 'restart'):
         raise ValueError(f"on_mismatch must be 'raise' or 'restart', got {on_mismatch!r}")
     cfg = config or FinetuneConfig()
-    params = _trained_params(model, cfg)
-    if len(set(data.y_train.tolist())) < 2:
-        raise ValueError("the training set has one class only")
-    train, val, test = (
-        as_batch(b, k)
-        for b, k in ((data.train, 'train'), (data.val, 'val'), (data.test, 'test'))
-    )
+    run = _Run(model, data, output_fn, cfg, kernel_fn)
     keep = {n: p.requires_grad for n, p in model.named_parameters()}
     for p in model.parameters():
         p.requires_grad_(False)
-    for p in params.values():
+    for p in run.params.values():
         p.requires_grad_(True)
-    pl = list(params.values())
-    theta0 = _flat(params)
-    opt = (
-        torch.optim.AdamW(pl, lr=cfg.lr, weight_decay=cfg.weight_decay)
-        if cfg.optimizer == 'adamw'
-        else torch.optim.SGD(pl, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    )
-    n = len(data.y_train)
-    bs = (
-        n
-        if (cfg.optimizer == 'gd' or cfg.batch_size is None)
-        else min(cfg.batch_size, n)
-    )
-    h = History(config=cfg.to_dict())
-    best = (math.inf, None, None)
-    bad = 0
-    first = None
-    dev = model_device(model)
-    gen = torch.Generator().manual_seed(
-        cfg.seed
-    )  # mini-batch order; the global RNG is untouched
-    train = {k: v.to(dev) for k, v in train.items()}
-    y = data.y_train.to(dev)
-    start, before = 0, 0.0  # the step to start from and the seconds spent before it
     if checkpoint is not None:  # the run: its data, its output and the model's starting weights, trained or not
-        run_id = _run_id(model, data, output_fn, (train, val, test))
-        try:
-            s = _resume(checkpoint, cfg, run_id, kernel_fn is not None)
-        except CheckpointMismatch as e:
-            if on_mismatch == 'raise':
-                raise CheckpointMismatch(f"{e}: remove it, or pass on_mismatch='restart', to start over") from None
-            warnings.warn(f"{e}: starting over (on_mismatch='restart')", CheckpointRestart)
-            s = None  # the file is replaced at the first save
-        if s is not None:
-            h, best, bad, first, start, before = _take_up(s, params, opt, gen, cfg, kernel_fn is not None, dev)
+        run.resume(checkpoint, on_mismatch)
     t0 = time.time()
     train_mode = model.training
     model.eval()  # no dropout: deterministic outputs
     try:
-        for t in tqdm(
-            range(start, cfg.steps + 1),
-            desc='fine-tuning',
-            disable=not progress,
-            leave=False,
-            initial=start,
-            total=cfg.steps + 1,
-        ):
-            if checkpoint is not None and t > start and (t % checkpoint_every == 0 or t == cfg.steps):
-                state = {
-                    'config': cfg.to_dict(),
-                    'run': run_id,
-                    'step': t,  # θ_t, the history of the steps before t
-                    'params': {nm: p.detach().cpu() for nm, p in params.items()},
-                    'optimizer': opt.state_dict(),
-                    'generator': gen.get_state(),
-                    'history': {k: getattr(h, k) for k in h.__dataclass_fields__},
-                    'best': (best[0], best[1], [b.cpu() for b in best[2]] if best[2] else None),
-                    'bad': bad,
-                    'first': first,
-                    'seconds': before + time.time() - t0,
-                }
-                save_checkpoint(state, checkpoint)
-            record = t % cfg.eval_every == 0 or t == cfg.steps
-            if t in cfg.kernel_steps and kernel_fn is not None:
-                h.kernels[t] = kernel_fn(model, params)
-            if (
-                bs == n and t < cfg.steps
-            ):  # full batch: the training forward gives the train outputs
-                f = output_fn(model, train)
-                l, a = _loss_acc(f, y, cfg.loss)
-                why = _diverged(float(l.detach()), first, cfg)
-                if why:
-                    h.stopped = f'diverged: {why} at step {t}'
-                    break
-                first = float(l.detach()) if first is None else first
-                if record:
-                    h.probe_train.append(f.detach().double().cpu())
-                    h.train_loss.append(float(l.detach()))
-                    h.train_acc.append(float(a))
-                opt.zero_grad(set_to_none=True)
-                l.backward()
-            elif record or t == cfg.steps:
-                ft, lt, at = _eval(model, output_fn, train, y, cfg.loss)
-                why = _diverged(lt, first, cfg)
-                if why:
-                    h.stopped = f'diverged: {why} at step {t}'
-                    break
-                first = lt if first is None else first
-                h.probe_train.append(ft)
-                h.train_loss.append(lt)
-                h.train_acc.append(at)
-            if record:
-                h.steps.append(t)
-                h.displacement.append(float((_flat(params) - theta0).norm()))
-                fv, lv, av = _eval(model, output_fn, val, data.y_val, cfg.loss)
-                h.val_loss.append(lv)
-                h.val_acc.append(av)
-                fte, lte, ate = _eval(model, output_fn, test, data.y_test, cfg.loss)
-                h.test_loss.append(lte)
-                h.test_acc.append(ate)
-                h.probe_test.append(fte)
-                if lv < best[0]:
-                    best, bad = (
-                        (
-                            lv,
-                            t,
-                            [p.detach().clone() for p in pl]
-                            if cfg.restore_best
-                            else None,
-                        ),
-                        0,
-                    )
-                else:
-                    bad += 1
-                if cfg.patience is not None and bad > cfg.patience:
-                    h.stopped = f'early stopping at step {t} (patience {cfg.patience})'
-                    break
-            if t == cfg.steps:
+        steps = range(run.start, cfg.steps + 1)
+        for t in tqdm(steps, desc='fine-tuning', disable=not progress, leave=False, initial=run.start,
+                      total=cfg.steps + 1):
+            if checkpoint is not None and t > run.start and (t % checkpoint_every == 0 or t == cfg.steps):
+                run.save(checkpoint, t, run.before + time.time() - t0)
+            why = run.step(t)
+            if why or t == cfg.steps:
+                run.h.stopped = why or run.h.stopped
                 break
-            if bs < n:  # mini-batch step
-                idx = torch.randperm(n, generator=gen)[:bs].to(dev)
-                f = output_fn(model, {k: v[idx] for k, v in train.items()})
-                l, _ = _loss_acc(f, y[idx], cfg.loss)
-                if not torch.isfinite(l):
-                    h.stopped = f'diverged: non-finite loss at step {t}'
-                    break
-                opt.zero_grad(set_to_none=True)
-                l.backward()
-            opt.step()
     finally:
         for nm, p in model.named_parameters():
             p.requires_grad_(keep[nm])
         model.train(train_mode)
-    h.best_step = best[1]
-    if cfg.restore_best and best[2] is not None:
+    h = run.h
+    h.best_step = run.best[1]
+    if cfg.restore_best and run.best[2] is not None:
         with torch.no_grad():
-            for p, b in zip(pl, best[2]):
+            for p, b in zip(run.pl, run.best[2]):
                 p.copy_(b)
-    h.seconds = before + time.time() - t0
+    h.seconds = run.before + time.time() - t0
     return h
+
 
 # %% ../nbs/08_finetune.ipynb #0fb4b922
 class LinearizedModel(nn.Module):
