@@ -68,6 +68,23 @@ class _Opts:
     progress: bool = True
 
 
+@dataclass(frozen=True)
+class _Call:
+    "The keyword arguments every kernel entry point takes (`empirical_ntk`'s), with their defaults."
+    method: str = 'auto'
+    dtype: torch.dtype = torch.float64
+    gram_dtype: torch.dtype | None = None
+    autocast: torch.dtype | None = None
+    device: str | None = None
+    memory_budget: int | None = None
+    block_size: int | None = None
+    cache_dir: str | None = None
+    multi: str = 'full'
+    per_module: bool = False
+    distributed: bool | None = None
+    progress: bool = True
+
+
 def _positive(v, name, what, kinds=(int, np.integer)):
     if v is not None and (isinstance(v, bool) or not isinstance(v, kinds) or not v > 0):
         raise ValueError(f"{name} must be a positive {what} or None, got {v!r}")
@@ -119,25 +136,10 @@ def empirical_ntk(
     progress: bool = True,
 ):
     "The unnormalized empirical NTK Gram G[i,j] = <∇θ f(x_i), ∇θ f(x_j)> (float64), streamed within `memory_budget`."
-    (G,), (parts,) = _kernels(
-        model,
-        [batch] if batch2 is None else [batch, batch2],
-        [(0, 0)] if batch2 is None else [(0, 1)],
-        output_fn,
-        params,
-        method=method,
-        dtype=dtype,
-        gram_dtype=gram_dtype,
-        autocast=autocast,
-        device=device,
-        memory_budget=memory_budget,
-        block_size=block_size,
-        cache_dir=cache_dir,
-        multi=multi,
-        per_module=per_module,
-        distributed=distributed,
-        progress=progress,
-    )
+    call = _Call(method, dtype, gram_dtype, autocast, device, memory_budget, block_size, cache_dir, multi, per_module,
+                 distributed, progress)
+    pair = [batch] if batch2 is None else [batch, batch2]
+    (G,), (parts,) = _kernels(model, pair, [(0, 0)] if batch2 is None else [(0, 1)], output_fn, params, call)
     return (G, parts) if per_module else G
 
 
@@ -149,28 +151,27 @@ def train_test_ntk(
         raise ValueError(
             "train_test_ntk does not split by module; use empirical_ntk(per_module=True)"
         )
-    Gs, _ = _kernels(model, [train, test], [(0, 0), (1, 0)], output_fn, params, **kw)
+    Gs, _ = _kernels(model, [train, test], [(0, 0), (1, 0)], output_fn, params, _Call(**kw))
     return tuple(Gs)
 
 
 # %% ../nbs/03_entk.ipynb #84a73aef
-def _kernels(model, batches, blocks, output_fn, params, *, method='auto', dtype=torch.float64, gram_dtype=None,
-             autocast=None, device=None, memory_budget=None, block_size=None, cache_dir=None, multi='full',
-             per_module=False, distributed=None, progress=True):
+def _kernels(model, batches, blocks, output_fn, params, call: _Call):
     "Validate everything, then compute the Gram blocks [(i, j)] between `batches`, each at its own length."
-    _check_call(model, output_fn, method, multi, device, block_size, memory_budget)
+    c = call
+    _check_call(model, output_fn, c.method, c.multi, c.device, c.block_size, c.memory_budget)
     dev = model_device(model)
     bs = _prepare(model, batches)
     sel = select_params(model, params)
     mdtype = next(iter(sel.values())).dtype
     opts = _Opts(
-        budget=default_memory_budget(dev) if memory_budget is None else int(memory_budget),
-        gram_dtype=gram_dtype or (torch.float64 if mdtype == torch.float64 else torch.float32),
-        autocast=autocast, block_size=block_size, cache_dir=cache_dir, distributed=distributed,
-        per_module=per_module, progress=progress,
+        budget=default_memory_budget(dev) if c.memory_budget is None else int(c.memory_budget),
+        gram_dtype=c.gram_dtype or (torch.float64 if mdtype == torch.float64 else torch.float32),
+        autocast=c.autocast, block_size=c.block_size, cache_dir=c.cache_dir, distributed=c.distributed,
+        per_module=c.per_module, progress=c.progress,
     )
     with _only_grad(model, sel):
-        if method == 'reference':
+        if c.method == 'reference':
             Js = [jacobian_reference(model, b, output_fn, sel) for b in bs]  # each batch at its own length
             O = _outputs(output_fn, model, _slice(bs[0], 0, 1, dev), 0).shape[1]
             Gs, parts = [Js[i] @ Js[j].T for i, j in blocks], [None for _ in blocks]
@@ -183,7 +184,7 @@ def _kernels(model, batches, blocks, output_fn, params, *, method='auto', dtype=
                 hint = 'free disk space or use another cache_dir' if full else 'use another cache_dir'
                 raise CacheError(f"cannot write the kernel's files{where}: {e.strerror or e}; {hint}") from e
     ns = [b['input_ids'].shape[0] for b in bs]
-    shape = lambda M, i, j: _multi(M.reshape(ns[i], O, ns[j], O).permute(0, 2, 1, 3), multi, O).to(dtype)
+    shape = lambda M, i, j: _multi(M.reshape(ns[i], O, ns[j], O).permute(0, 2, 1, 3), c.multi, O).to(c.dtype)
     out = [shape(G, i, j) for G, (i, j) in zip(Gs, blocks)]
     return out, [({k: shape(v, i, j) for k, v in p.items()} if p else None) for p, (i, j) in zip(parts, blocks)]
 

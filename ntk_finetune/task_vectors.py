@@ -373,7 +373,7 @@ class StackedOutputs:
 def multitask_kernel(model, batches, output_fns, params='attention', **kw) -> dict:
     "Every block G[a][b] = <∇f_a(x^a_i), ∇f_b(x^b_j)> (unnormalized), from one kernel of the stacked outputs."
     from ntk_finetune.core import as_batch
-    from ntk_finetune.entk import _kernels
+    from ntk_finetune.entk import _kernels, _Call
 
     if len(batches) != len(output_fns):
         raise ValueError(
@@ -385,7 +385,7 @@ def multitask_kernel(model, batches, output_fns, params='attention', **kw) -> di
     keys = set.intersection(*(set(b) for b in bs))
     bs = [{k: b[k] for k in keys} for b in bs]  # each task's batch at its own length: nothing is padded
     pairs = [(a, c) for a in range(len(bs)) for c in range(a, len(bs))]
-    G4s, _ = _kernels(model, bs, pairs, StackedOutputs(output_fns), params, **kw)  # (n_a, n_c, A, A) each
+    G4s, _ = _kernels(model, bs, pairs, StackedOutputs(output_fns), params, _Call(**kw))  # (n_a, n_c, A, A) each
     out = {}
     for (a, c), G4 in zip(pairs, G4s):
         out[a, c] = G4 if G4.ndim == 2 else G4[:, :, a, c]  # one task: a scalar output
