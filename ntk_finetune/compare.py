@@ -254,7 +254,7 @@ def _network_vs_linearized(hist, hl, an) -> float | None:
     return _r2(mv(hist), mv(hl))
 
 
-def _comparison(spec: CompareSpec, an, hist, pred, pred_steps, lin, seconds: float) -> Comparison:
+def _comparison(spec: CompareSpec, an, hist, pred, pred_steps, lin, t0: float) -> Comparison:
     "The `Comparison` of one run: its settings, curves, the kernel's prediction, the rules and the spectrum."
     kgd_test = ((pred.test - an.y_test) ** 2).mean(1) / 2
     rep = linearization_report(hist, pred, an.f0, an.f0_test, top=an.eigvecs[:, 0])
@@ -273,7 +273,7 @@ def _comparison(spec: CompareSpec, an, hist, pred, pred_steps, lin, seconds: flo
         lambda1_share=sp['lambda1_share'], condition_number=sp['condition_number'],
         n_clipped_eigenvalues=sp['n_clipped'], beta=an.beta, beta_se=(an.fits.get('power') or {}).get('se'),
         fits=an.fits, stopped=hist.stopped, resumed_at_step=(hist.resumed or {}).get('step'), linearized=lin,
-        seconds=seconds + (hist.resumed or {}).get('seconds', 0.0),
+        seconds=time.time() - t0 + (hist.resumed or {}).get('seconds', 0.0),  # with the time before a resume
     )
 
 
@@ -336,7 +336,7 @@ def compare(
                     checkpoint_every=checkpoint_every, on_mismatch=on_mismatch)
     if linearized and (r2 := _network_vs_linearized(hist, hl, an)) is not None:
         lin['network_vs_linearized_r2'] = r2
-    return _comparison(spec, an, hist, pred, pred_steps, lin, time.time() - t0)
+    return _comparison(spec, an, hist, pred, pred_steps, lin, t0)
 
 
 # %% ../nbs/09_compare.ipynb #8b8eb8c6

@@ -135,7 +135,7 @@ def _json_default(o):
         return o.tolist()
     if isinstance(o, Path):
         return str(o)
-    if callable(getattr(o, 'to_dict', None)):  # the package's typed results and specs
+    if isinstance(o, Mapping) and callable(getattr(o, 'to_dict', None)):  # the package's typed results
         return o.to_dict()
     raise TypeError(f"cannot serialise {type(o).__name__} to JSON")
 

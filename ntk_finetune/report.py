@@ -5,6 +5,7 @@
 # %% ../nbs/92_report.ipynb #c1000004
 from __future__ import annotations
 import base64, html, io, math, time
+from collections.abc import Mapping
 from pathlib import Path
 import numpy as np
 from .core import atomic_path, save_json
@@ -170,6 +171,8 @@ def plot_samples(a, ax=None):
 # %% ../nbs/92_report.ipynb #c1000012
 def _strict(o):
     "JSON without NaN/Infinity (which strict parsers reject): non-finite floats become null."
+    if callable(getattr(o, 'to_dict', None)) and isinstance(o, Mapping):  # a typed result (`store.Result`)
+        o = o.to_dict()
     if isinstance(o, dict):
         return {k: _strict(v) for k, v in o.items()}
     if isinstance(o, (list, tuple)):

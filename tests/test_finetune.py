@@ -68,6 +68,10 @@ def test_compare_on_tiny_model_keys_and_tracking():
     r = compare(m, None, 'toy', steps=15, lr=0.001, data=toy(), output_fn=tiny_output_fn(), progress=False)
     assert r['linearization_r2'] > 0.95 and len(r['kernel_drift']) == 3 and set(r['predicted_stop_step']) == set(RULES)
     assert json.loads(json.dumps(r.to_dict()))["steps"] == r.steps == 15  # typed, and JSON-ready through to_dict()
+    import dataclasses
+    from ntk_finetune.report import _strict
+    bad = dataclasses.replace(r, condition_number=float('inf'))  # the report's strict JSON nulls it inside a result too
+    assert json.loads(json.dumps(_strict(bad), allow_nan=False))['condition_number'] is None
 
 def test_callback_stops_trainer_tiny(tmp_path):
     from transformers import Trainer, TrainingArguments
