@@ -286,6 +286,11 @@ class Ledger:
         return iter(self.entries)
 
 # %% ../nbs/00a_store.ipynb #12576b4f
+def _keyed(rows) -> dict:
+    "A table's rows by their key (rows without one are not the table's)."
+    return {r['key']: r for r in rows if isinstance(r, dict) and 'key' in r}
+
+
 class Table:
     "Result rows keyed by their spec: reused when the spec matches, written after each new one."
 
@@ -294,7 +299,7 @@ class Table:
         self.doc = load_json(self.path) if self.path.exists() else {}
         if not isinstance(self.doc, dict) or not isinstance(self.doc.get(name, []), list):
             raise ValueError(f"{self.path} is not a table file (no list {name!r})")
-        self._rows = {r['key']: r for r in self.doc.get(name, []) if isinstance(r, dict) and 'key' in r}
+        self._rows = _keyed(self.doc.get(name, []))
 
     @property
     def rows(self) -> list:
@@ -307,6 +312,9 @@ class Table:
         "Store `row` under `spec` (replacing any row of the same key) and write the file; `doc`: top-level entries."
         row = {'key': spec.key(), 'spec': spec.to_dict(), **row}
         self._rows[row['key']] = row
+        if self.path.exists():  # another table on the same file may have written since: what it wrote is kept
+            self.doc = load_json(self.path)
+            self._rows = {**_keyed(self.doc.get(self.name, [])), **self._rows}
         self.doc.update(doc)
         self.doc[self.name] = self.rows
         save_json(self.doc, self.path)
