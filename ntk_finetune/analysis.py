@@ -155,6 +155,15 @@ def analyze_sample(
     return out if len(out) > 1 else out[0]
 
 # %% ../nbs/07_analysis.ipynb #a1000017
+def _targets(target_loss, target_accuracy) -> dict:
+    "The report's sample-size targets, checked: a test loss, or a test accuracy in (0, 1)."
+    tgt = {k: as_scalar(v, k) for k, v in (('target_loss', target_loss), ('target_accuracy', target_accuracy))
+           if v is not None}
+    if tgt.get('target_accuracy', 0.5) >= 1:
+        raise ValueError(f"target_accuracy must lie in (0, 1), got {target_accuracy!r}")
+    return tgt
+
+
 def analyze(
     model='smollm2-135m',  # embedded name, paper preset, hub id or folder, or a loaded (model, tokenizer)
     data='rt-sentiment',  # task name, datasets.Dataset, or a tokenized batch (with labels=...)
@@ -195,49 +204,18 @@ def analyze(
 ):  # passed to the kernel engine: memory_budget, cache_dir, autocast, ...
     "My model and my labelled data → kernel, decay, σ̂, every rule's stop, the recommended one, curves, samples."
     _check_choice(rules, rule, optimizer)
-    tgt = {k: as_scalar(v, k) for k, v in (('target_loss', target_loss), ('target_accuracy', target_accuracy))
-           if v is not None}
-    if tgt.get('target_accuracy', 0.5) >= 1:
-        raise ValueError(f"target_accuracy must lie in (0, 1), got {target_accuracy!r}")
+    tgt = _targets(target_loss, target_accuracy)
     if multiclass not in ('joint', 'ovr'):
         raise ValueError(f"multiclass must be 'joint' or 'ovr', got {multiclass!r}")
     m, tok, sample, fn, settings = prepare(
-        model,
-        data,
-        n=n,
-        n_test=n_test,
-        max_length=max_length,
-        head=head,
-        text_column=text_column,
-        label_column=label_column,
-        template=template,
-        label_words=label_words,
-        labels=labels,
-        test_data=test_data,
-        test_labels=test_labels,
-        kind=kind,
-        device=device,
-        dtype=dtype,
-        seed=seed,
-        load_kwargs=load_kwargs,
+        model, data, n=n, n_test=n_test, max_length=max_length, head=head, text_column=text_column,
+        label_column=label_column, template=template, label_words=label_words, labels=labels, test_data=test_data,
+        test_labels=test_labels, kind=kind, device=device, dtype=dtype, seed=seed, load_kwargs=load_kwargs,
     )
     return analyze_sample(
-        m,
-        tok,
-        sample,
-        fn,
-        params,
-        multiclass=multiclass,
-        step_size=step_size,
-        rules=rules,
-        lr=lr,
-        batch_size=batch_size,
-        optimizer=optimizer,
-        rule=rule,
-        horizon=horizon,
-        settings=dict(settings, targets=tgt),
-        progress=progress,
-        **kernel_kw,
+        m, tok, sample, fn, params, multiclass=multiclass, step_size=step_size, rules=rules, lr=lr,
+        batch_size=batch_size, optimizer=optimizer, rule=rule, horizon=horizon, settings=dict(settings, targets=tgt),
+        progress=progress, **kernel_kw,
     )
 
 
