@@ -275,9 +275,9 @@ def _split(df: pd.DataFrame, fracs=(0.7, 0.1, 0.2)) -> dict:
     return {s: df.loc[np.sort(np.concatenate(v))].reset_index(drop=True) for s, v in parts.items()}
 
 
-def balanced_counts(counts, n: int) -> list:
-    "How many of each class a balanced draw of `n` takes, classes in sorted order: n // C each, the remainder first."
-    C = len(counts)
+def balanced_counts(classes, n: int) -> list:
+    "How many of each of `classes` (sorted) a balanced draw of `n` takes: n // C each, the remainder to the first."
+    C = len(classes)
     return [n // C + (i < n % C) for i in range(C)]
 
 

@@ -343,7 +343,8 @@ class _Run:
     def _train_loss(self, t: int, record: bool) -> str | None:
         "The training loss at θ_t (full batch: the forward and backward of the step itself); why it diverged, or None."
         h, cfg = self.h, self.cfg
-        if self.bs == self.n and t < cfg.steps:  # full batch: the training forward gives the train outputs
+        full = self.bs == self.n and t < cfg.steps  # full batch: the training forward gives the train outputs
+        if full:
             f = self.fn(self.model, self.train)
             l, a = _loss_acc(f, self.y, cfg.loss)
             lt = float(l.detach())
@@ -358,7 +359,7 @@ class _Run:
             h.probe_train.append(f.detach().double().cpu())
             h.train_loss.append(lt)
             h.train_acc.append(float(a))
-        if self.bs == self.n and t < cfg.steps:
+        if full:
             self.opt.zero_grad(set_to_none=True)
             l.backward()
         return None
