@@ -121,7 +121,7 @@ def test_compare_again_continues_its_run_and_other_arguments_start_over(tiny_lm,
 def test_restart_said_turns_only_the_restart_warning_into_a_line():
     "Inside `_restart_said` a CheckpointRestart becomes one printed line with its reason; other warnings still show."
     import warnings
-    from ntk_finetune.cli import _restart_said
+    from ntk_finetune.commands import _restart_said
     from ntk_finetune.finetune import CheckpointRestart
     lines = []
     with pytest.warns(UserWarning, match='something else') as shown:
