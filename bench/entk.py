@@ -30,7 +30,8 @@ RESULTS = ROOT / 'bench' / 'results' / 'entk.json'
 def _setup(n, T, gpu=False, eager=False):
     os.environ.setdefault('HF_HUB_OFFLINE', '1')
     import torch
-    from ntk_finetune.models import load_model, tokenize, make_output_fn, select_params, tiny_output_fn
+    from ntk_finetune.models import load_model, select_params
+    from ntk_finetune.outputs import tokenize, make_output_fn, tiny_output_fn
     from ntk_finetune.data import load_task, task_info
     if gpu:                                   # the paper's GPT-Neo-1.3B shape, random weights (no hub on the GPU machine)
         from ntk_finetune.presets import gpt_neo, random_batch, label_word_output
@@ -49,7 +50,7 @@ def _setup(n, T, gpu=False, eager=False):
 def _recipe(torch, model, b, fn, sel, once):
     "The torch.func tutorial's recipe, with our label-word output written as a single-example function."
     from torch.func import functional_call, vmap, jacrev
-    from ntk_finetune.models import last_token_index
+    from ntk_finetune.outputs import last_token_index
     for p in model.parameters(): p.requires_grad_(False)
     params = {k: v.detach() for k, v in sel.items()}
     W = model.get_output_embeddings().weight[fn.word_ids].detach()

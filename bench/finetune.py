@@ -14,7 +14,8 @@ sys.path.insert(0, str(ROOT / 'bench'))
 if __name__ == '__main__':
     os.environ.setdefault('HF_HUB_OFFLINE', '1')
     from entk import machine
-    from ntk_finetune.models import load_model, make_output_fn, select_params
+    from ntk_finetune.models import load_model, select_params
+    from ntk_finetune.outputs import make_output_fn
     from ntk_finetune.finetune import prepare_task, finetune, FinetuneConfig, _loss_acc
     model, tok = load_model('smollm2-135m')
     data = prepare_task(tok, 'rt-sentiment', 64, 32, 64, 64, seed=0)

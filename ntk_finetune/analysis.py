@@ -12,9 +12,8 @@ import torch
 import datasets
 from .core import as_batch, as_scalar, model_device, eval_mode
 from .data import task_info
-from ntk_finetune.models import (
-    select_params, count_params, check_inputs, max_positions, check_label_words, embedded_name,
-)
+from .models import select_params, count_params, embedded_name
+from .outputs import check_inputs, max_positions, check_label_words
 from .entk import train_test_ntk, empirical_ntk
 from .evidence import recommend
 from .sample import Sample, N_TEST, make_sample, _frame, _label_codes
@@ -222,7 +221,8 @@ def analyze(
 def _precheck(name, data, head, sample_kind, load_kw, skw):
     "What the data alone decides (sizes, templates, label words) fails with the tokenizer, before any weights load."
     from transformers import AutoConfig
-    from ntk_finetune.models import load_tokenizer, resolve_model as model_path, _causal_lm_classes, _offline
+    from ntk_finetune.models import load_tokenizer, resolve_model as model_path, _offline
+    from ntk_finetune.outputs import _causal_lm_classes
 
     kw = {k: load_kw[k] for k in ('revision', 'cache_dir', 'trust_remote_code') if k in load_kw}
     try:

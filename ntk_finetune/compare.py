@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from .core import as_scalar
 from .store import Spec, Result
-from .models import make_output_fn, HeadOutput
+from .outputs import make_output_fn, HeadOutput
 from .entk import empirical_ntk
 from .dynamics import kernel_gd
 from .early_stopping import stopping_schedule

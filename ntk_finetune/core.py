@@ -254,7 +254,7 @@ def as_batch(batch, name: str = 'batch') -> dict[str, torch.Tensor]:
     if not isinstance(batch, Mapping) or 'input_ids' not in batch:
         raise ValueError(
             f"{name} must be a dict (or BatchEncoding) with 'input_ids' and 'attention_mask', "
-            f"e.g. from models.tokenize; got {type(batch).__name__}"
+            f"e.g. from outputs.tokenize; got {type(batch).__name__}"
         )
     out = {}
     for k in BATCH_KEYS:

@@ -12,7 +12,8 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 from .core import get_device, model_device
-from .models import select_params, reinit_model, check_inputs
+from .models import select_params, reinit_model
+from .outputs import check_inputs
 from ntk_finetune.entk_capture import (
     _prepare, _slice, _outputs, _Plan, _plan, _probe, _only_grad, _CaptureStore, _Captured, _capture,
     _capture_bytes, _activation_bytes, default_memory_budget, inputs_hash,
@@ -109,7 +110,7 @@ def _check_call(model, output_fn, method, multi, device, block_size, memory_budg
 
 def empirical_ntk(
     model: nn.Module,  # a Hugging Face (or any torch) model, at the weights to linearize around
-    batch: dict,  # tokenized examples (n, T): a dict or BatchEncoding, e.g. from models.tokenize
+    batch: dict,  # tokenized examples (n, T): a dict or BatchEncoding, e.g. from outputs.tokenize
     output_fn,  # output_fn(model, batch) -> (n,) or (n, O)
     params='attention',  # select_params preset, regex, callable, or dict of parameters
     batch2: dict

@@ -12,7 +12,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 from .core import save_json, model_device
-from .models import check_inputs
+from .outputs import check_inputs
 
 # %% auto #0
 __all__ = ['inputs_hash', 'default_memory_budget']

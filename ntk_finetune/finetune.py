@@ -15,7 +15,8 @@ from .checkpoints import (CheckpointMismatch, CheckpointRestart, save_checkpoint
                                       _run_id)
 from .core import as_batch, model_device
 from .data import load_task, task_info
-from .models import select_params, tokenize
+from .models import select_params
+from .outputs import tokenize
 from .targets import targets
 from .sample import Sample
 

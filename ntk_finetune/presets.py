@@ -235,7 +235,7 @@ class StandInVocab:
 
 def label_word_output():
     "The label-word margin (negative / positive) on the stand-in vocabulary."
-    from ntk_finetune.models import LabelWordMargin
+    from ntk_finetune.outputs import LabelWordMargin
     return LabelWordMargin(StandInVocab(), [' negative', ' positive'])
 
 

@@ -233,7 +233,7 @@ def _predicted(a) -> dict:
 
 def answer(a) -> list:
     "The report's first screen in words from the numbers: when to stop, why so few, the evidence, how many samples."
-    rec, s, sp = a.recommended, a.settings, a.spectrum
+    rec, sp = a.recommended, a.spectrum
     lines = []
     if rec.get('rule'):
         ev, h = rec['evidence'], rec['evidence']['holdout']
@@ -352,6 +352,51 @@ def _table(rows, head) -> str:
     )
 
 
+def _stop_rows(a) -> list:
+    "One row per rule: kernel-GD steps, optimizer steps, epochs and the rule's note."
+    rows = []
+    for r, t in a.stops.items():
+        sc = a.schedule[r]
+        rows.append((r, '—' if t is None else t, '—' if sc is None else sc['optimizer_steps'],
+                     '—' if sc is None else f"{sc['epochs']:.2f}", html.escape(a.notes.get(r, ''))))
+    return rows
+
+
+def _spectrum_rows(a) -> list:
+    sp, nz = a.spectrum, a.noise
+    return [('λ_1', f"{sp['lambda_1']:.4g}"), ('condition number', f"{sp['condition_number']:.3g}"),
+            ('clipped negative eigenvalues', sp['n_clipped']), ('most negative raw eigenvalue', f"{sp['min_raw']:.3g}"),
+            ("λ_1's share of ‖K‖²_F", f"{100 * sp['lambda1_share']:.1f} %"),
+            ('effective rank', f"{sp['effective_rank']:.2f}"), ('σ̂ (noise level)', f"{nz['sigma_hat']:.4g}"),
+            ('norm estimate', f"{nz['norm_hat']:.4g}")]
+
+
+def _samples_html(a, plt) -> str:
+    "The samples-for-a-target table and its figure, when the analysis has them."
+    if not a.samples:
+        return ''
+    acc = 'test_accuracy' in a.samples[0]
+    rows = []
+    for r in a.samples:
+        row = (r['n'], f"{r['test_loss']:.4f}", f"{r['low']:.4f}…{r['high']:.4f}")
+        if acc:
+            row += (f"{r['test_accuracy']:.3f}", f"{r['accuracy_low']:.3f}…{r['accuracy_high']:.3f}")
+        rows.append(row)
+    fig, ax = plt.subplots(figsize=(5, 3.4))
+    plot_samples(a, ax)
+    head = ('n', 'predicted test loss', '95 % interval') + (('accuracy', 'interval') if acc else ())
+    return _table(rows, head) + f'<img alt="predicted test loss against n" src="{_png(fig)}">'
+
+
+def _finetune_html(history) -> str:
+    if history is None:
+        return ''
+    holdout = history.get('holdout_best_step')
+    held = f"hold-out best step {holdout}, " if holdout is not None else ''
+    return (f"<h2>Fine-tuning beside the prediction</h2><p>{html.escape(history.get('stopped', ''))}: "
+            f"{len(history['steps']) - 1} steps recorded; {held}test-best step {history.get('oracle_best_step')}.</p>")
+
+
 def report_html(a, history=None, comparison=None, title: str | None = None) -> str:
     "The self-contained HTML page for an analysis (and a fine-tuning run)."
     import matplotlib
@@ -360,62 +405,17 @@ def report_html(a, history=None, comparison=None, title: str | None = None) -> s
     import matplotlib.pyplot as plt
 
     s, f, e = a.settings, a.fit('power'), html.escape
-    stops = [
-        (
-            r,
-            '—' if t is None else t,
-            '—' if a.schedule[r] is None else a.schedule[r]['optimizer_steps'],
-            '—' if a.schedule[r] is None else f"{a.schedule[r]['epochs']:.2f}",
-            e(a.notes.get(r, '')),
-        )
-        for r, t in a.stops.items()
-    ]
     fig1, ax1 = plt.subplots(figsize=(5, 3.4))
     plot_decay(a, ax1)
     fig2, ax2 = plt.subplots(figsize=(5.5, 3.4))
     plot_curves(a, history, ax2)
-    diag = [
-        ('λ_1', f"{a.spectrum['lambda_1']:.4g}"),
-        ('condition number', f"{a.spectrum['condition_number']:.3g}"),
-        ('clipped negative eigenvalues', a.spectrum['n_clipped']),
-        ('most negative raw eigenvalue', f"{a.spectrum['min_raw']:.3g}"),
-        ("λ_1's share of ‖K‖²_F", f"{100 * a.spectrum['lambda1_share']:.1f} %"),
-        ('effective rank', f"{a.spectrum['effective_rank']:.2f}"),
-        ('σ̂ (noise level)', f"{a.noise['sigma_hat']:.4g}"),
-        ('norm estimate', f"{a.noise['norm_hat']:.4g}"),
-    ]
     zs = a.curves.get('test_accuracy')
-    samples_html = ''
-    if a.samples:
-        acc = 'test_accuracy' in a.samples[0]
-        srows = [(r['n'], f"{r['test_loss']:.4f}", f"{r['low']:.4f}…{r['high']:.4f}")
-                 + ((f"{r['test_accuracy']:.3f}", f"{r['accuracy_low']:.3f}…{r['accuracy_high']:.3f}") if acc else ())
-                 for r in a.samples]
-        fig3, ax3 = plt.subplots(figsize=(5, 3.4))
-        plot_samples(a, ax3)
-        samples_html = (_table(srows, ('n', 'predicted test loss', '95 % interval')
-                               + (('accuracy', 'interval') if acc else ()))
-                        + f'<img alt="predicted test loss against n" src="{_png(fig3)}">')
     warn = ''.join(f'<p class="warn">{e(w)}</p>' for w in a.notes.get('warnings', []))
     sample_notes = ''.join(f'<p class="note">{e(x)}</p>' for x in s.get('sample_notes', []))
-    ft = ''
-    if history is not None:
-        ft = (
-            f"<h2>Fine-tuning beside the prediction</h2>"
-            f"<p>{e(history.get('stopped', ''))}: {len(history['steps']) - 1} steps "
-            f"recorded; "
-            + (
-                f"hold-out best step {history['holdout_best_step']}, "
-                if history.get('holdout_best_step') is not None
-                else ''
-            )
-            + f"test-best step {history.get('oracle_best_step')}.</p>"
-        )
-    beta_txt = (
-        f'$\\beta = {f.rate:.3f} \\pm {f.se:.3f}$ (95 % CI {f.ci95[0]:.3f} to {f.ci95[1]:.3f})'
-        if f
-        else 'too few eigenvalues for a fit'
-    )
+    said = ''.join(f'<p class="warn">{e(x)}</p>' if x.startswith('Warning') else f'<p>{e(x)}</p>' for x in answer(a))
+    beta_txt = (f'$\\beta = {f.rate:.3f} \\pm {f.se:.3f}$ (95 % CI {f.ci95[0]:.3f} to {f.ci95[1]:.3f})' if f
+                else 'too few eigenvalues for a fit')
+    advice = [(k, f"{v['value']:.3g}", v['says'], v['do']) for k, v in a.diagnostics.items()]
     title = title or f"What fine-tuning {s['model']} on {s.get('data')} will need"
     body = f"""<h1>{e(title)}</h1>
 <p>The empirical neural tangent kernel of the pretrained model, $\\mathbb K(x, x') = \\langle \\nabla_\\theta f(x),
@@ -427,15 +427,15 @@ learns, and the stopping rules
 turn them into a number of steps. Output: <code>{e(s['output_fn'])}</code>; targets: {e(s['kind'])}.</p>
 {sample_notes}
 <h2>The answer</h2>
-{''.join(f'<p class="warn">{e(x)}</p>' if x.startswith('Warning') else f'<p>{e(x)}</p>' for x in answer(a))}
-{samples_html}
+{said}
+{_samples_html(a, plt)}
 <h2>When to stop</h2>
 <p>Kernel GD with step $\\alpha = {a.step_size:.4g}$ (the largest that Raskutti–Wainwright–Yu allow is $\\min(1,
 1/\\lambda_1)$);
 an optimizer step with learning rate $\\eta = {s['lr']:.4g}$ on batches of {s['batch_size']} moves as far as
 $\\eta/\\alpha$ kernel steps,
 so $t$ kernel steps are $\\lceil \\alpha t / \\eta \\rceil$ optimizer steps.</p>
-{_table(stops, ('rule', 'kernel-GD steps', 'optimizer steps', 'epochs', 'note'))}
+{_table(_stop_rows(a), ('rule', 'kernel-GD steps', 'optimizer steps', 'epochs', 'note'))}
 <p>Zero-shot test accuracy of the pretrained model: {'—' if not zs else f'{zs[0]:.3f}'}; {e(_test_best(a))}.</p>
 {warn}
 <h2>Eigenvalue decay</h2>
@@ -445,17 +445,14 @@ early-stopped kernel GD;
 <img alt="eigenvalue decay" src="{_png(fig1)}">
 <h2>Predicted learning curve</h2>
 <img alt="predicted learning curve" src="{_png(fig2)}">
-{ft}
+{_finetune_html(history)}
 <h2>Diagnostics</h2>
-{_table(diag, ('quantity', 'value'))}
-{_table([(k, f"{v['value']:.3g}", v['says'], v['do']) for k, v in a.diagnostics.items()],
-        ('diagnostic', 'value', 'what it says', 'what to do'))}
+{_table(_spectrum_rows(a), ('quantity', 'value'))}
+{_table(advice, ('diagnostic', 'value', 'what it says', 'what to do'))}
 <p class="note">Written by ntk_finetune on {time.strftime('%Y-%m-%d %H:%M')}; the settings are in
 <code>metrics.json</code>.</p>"""
-    return (
-        f'<!doctype html><html lang="en"><head><meta charset="utf-8"><title>{e(title)}</title>'
-        f'<style>{_CSS}</style>\n{katex_inline()}</head><body>{body}</body></html>'
-    )
+    return (f'<!doctype html><html lang="en"><head><meta charset="utf-8"><title>{e(title)}</title>'
+            f'<style>{_CSS}</style>\n{katex_inline()}</head><body>{body}</body></html>')
 
 
 def write_report(

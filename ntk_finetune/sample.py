@@ -11,7 +11,7 @@ import torch
 import datasets
 from .core import as_batch
 from .data import task_info, load_task, balanced_subsample, balanced_counts
-from .models import tokenize
+from .outputs import tokenize
 
 # %% auto #0
 __all__ = ['N_TEST', 'Sample', 'make_sample']
@@ -184,6 +184,63 @@ def _sample_from_batch(data, labels, test_data, test_labels, label_words, kind):
     )
 
 
+def _check_sizes(n, n_test, kind):
+    "One-line errors for the sample sizes and the label kind, before any data is read."
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 4:
+        raise ValueError(f"n must be an integer >= 4, got {n!r} (--n)")
+    bad_test = isinstance(n_test, bool) or not isinstance(n_test, (int, np.integer)) or n_test < 0
+    if n_test is not None and bad_test:
+        raise ValueError(f"n_test must be an integer >= 0 or None, got {n_test!r} (--n-test)")
+    if kind not in (None, 'classification', 'regression'):
+        raise ValueError(f"kind must be 'classification' or 'regression', got {kind!r}")
+
+
+def _task_frames(name, template, label_words):
+    "An embedded or hub task: its train and test frames, classes, kind, prompt, label words and description."
+    info = task_info(name)
+    df, _ = _frame(load_task(name, 'train'), 'text', 'label')
+    dft = _frame(load_task(name, 'test'), 'text', 'label')[0]
+    if info.kind == 'regression':
+        classes, ks = (), 'regression'
+    else:
+        classes, ks = info.label_names, 'binary' if info.num_classes == 2 else 'multiclass'
+    template = info.template if template is None else template
+    label_words = info.label_words if label_words is None else label_words
+    return df, dft, classes, ks, template, label_words, f"{name}: {info.description}"
+
+
+def _dataset_frames(data, test_data, text_column, label_column, label_words, kind, need, auto):
+    "A user's `datasets.Dataset` (and optional test set): frames with labels coded 0..C-1 (or float), and the rest."
+    df, feat = _frame(data, text_column, label_column)
+    classes, ks, encode = _label_codes(df['label'], feat, kind)
+    dft = None  # without test data, the test examples are drawn from what the training sample leaves
+    if test_data is not None:
+        dft = _frame(test_data, text_column, label_column)[0]
+    elif len(df) < need:
+        raise ValueError(f"the dataset has {len(df)} examples, fewer than n = {need}: lower n (--n)" if auto else
+                         f"the dataset has {len(df)} examples, fewer than n + n_test = {need}: lower n (--n) or "
+                         f"n_test (--n-test), or leave n_test unset to take what is left")
+    df = df.assign(label=encode(df['label']))
+    if dft is not None:
+        dft = dft.assign(label=encode(dft['label']))
+        if dft['label'].isna().any():
+            raise ValueError("the test data has labels that the training data does not")
+    if label_words is None and hasattr(feat, 'names'):
+        label_words = tuple(' ' + w for w in feat.names)
+    rows = len(df) + (0 if dft is None else len(dft))
+    desc = f"a dataset of {rows} rows (columns {text_column!r}, {label_column!r})"
+    return df, dft, classes, ks, label_words, desc
+
+
+def _short_test_note(n_test, dft, n, left):
+    "Why the default test sample came out smaller than `N_TEST`."
+    where = f"the data leaves {len(dft)} examples after the {n} training ones" if left else \
+        f"the test data has {len(dft)} examples"
+    balanced = " for a class-balanced draw" if n_test < min(N_TEST, len(dft)) else ''
+    none = "; no test curve" if n_test == 0 else ''
+    return f"n_test = {n_test}: {where}, fewer than the default {N_TEST}{balanced}{none}"
+
+
 def make_sample(
     tokenizer,
     data,
@@ -201,99 +258,33 @@ def make_sample(
     kind: str | None = None,
 ) -> Sample:
     "Draw, prompt and tokenize the train and test examples of a task name, a `datasets.Dataset` or a tokenized batch."
-    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 4:
-        raise ValueError(f"n must be an integer >= 4, got {n!r} (--n)")
+    _check_sizes(n, n_test, kind)
     auto = n_test is None
-    if not auto and (
-        isinstance(n_test, bool)
-        or not isinstance(n_test, (int, np.integer))
-        or n_test < 0
-    ):
-        raise ValueError(f"n_test must be an integer >= 0 or None, got {n_test!r} (--n-test)")
-    if kind not in (None, 'classification', 'regression'):
-        raise ValueError(f"kind must be 'classification' or 'regression', got {kind!r}")
     if isinstance(data, Mapping):
-        return _sample_from_batch(
-            data, labels, test_data, test_labels, label_words, kind
-        )
+        return _sample_from_batch(data, labels, test_data, test_labels, label_words, kind)
     if isinstance(data, str):
-        info = task_info(data)
-        df, feat = _frame(load_task(data, 'train'), 'text', 'label')
-        dft = _frame(load_task(data, 'test'), 'text', 'label')[0]
-        classes, ks = (
-            ((), 'regression')
-            if info.kind == 'regression'
-            else (info.label_names, 'binary' if info.num_classes == 2 else 'multiclass')
-        )
-        template = info.template if template is None else template
-        label_words = info.label_words if label_words is None else label_words
-        desc = f"{data}: {info.description}"
+        df, dft, classes, ks, template, label_words, desc = _task_frames(data, template, label_words)
     elif isinstance(data, datasets.Dataset):
-        df, feat = _frame(data, text_column, label_column)
-        classes, ks, encode = _label_codes(df['label'], feat, kind)
-        if test_data is not None:
-            dft = _frame(test_data, text_column, label_column)[0]
-        elif len(df) < n + (0 if auto else n_test):
-            raise ValueError(
-                f"the dataset has {len(df)} examples, fewer than n = {n}: lower n (--n)"
-                if auto
-                else f"the dataset has {len(df)} examples, fewer than n + n_test = {n + n_test}: "
-                f"lower n (--n) or n_test (--n-test), or leave n_test unset to take what is left"
-            )
-        else:
-            dft = None  # drawn below from what the training sample leaves
-        df = df.assign(label=encode(df['label']))
-        if dft is not None:
-            dft = dft.assign(label=encode(dft['label']))
-        if dft is not None and dft['label'].isna().any():
-            raise ValueError("the test data has labels that the training data does not")
-        if label_words is None and hasattr(feat, 'names'):
-            label_words = tuple(' ' + w for w in feat.names)
-        rows_ = len(df) + (0 if dft is None else len(dft))
-        desc = f"a dataset of {rows_} rows (columns {text_column!r}, {label_column!r})"
+        need = n + (0 if auto else n_test)
+        df, dft, classes, ks, label_words, desc = _dataset_frames(data, test_data, text_column, label_column,
+                                                                  label_words, kind, need, auto)
     else:
-        raise TypeError(
-            f"data must be a task name, a datasets.Dataset or a tokenized batch, got {type(data).__name__}"
-        )
+        raise TypeError(f"data must be a task name, a datasets.Dataset or a tokenized batch, got {type(data).__name__}")
     if ks != 'regression':
         df = df.assign(label=df['label'].astype(int))
-        if dft is not None:
-            dft = dft.assign(label=dft['label'].astype(int))
+        dft = None if dft is None else dft.assign(label=dft['label'].astype(int))
     df = df.assign(_row=np.arange(len(df)))
     trs = _pick(df, n, seed, ks, 'the training data', 'n (--n)')
-    left = dft is None  # the test examples are what the training sample leaves
+    left = dft is None  # the test examples are what the training sample leaves, disjoint from it
     if left:
-        dft = df[~df['_row'].isin(set(trs['_row']))].reset_index(
-            drop=True
-        )  # disjoint from the training sample
+        dft = df[~df['_row'].isin(set(trs['_row']))].reset_index(drop=True)
     notes = []
     if auto:
         n_test = _most_drawable(dft, N_TEST, ks)
         if n_test < N_TEST:
-            notes.append(
-                f"n_test = {n_test}: "
-                + (f"the data leaves {len(dft)} examples after the {n} training ones" if left
-                   else f"the test data has {len(dft)} examples")
-                + f", fewer than the default {N_TEST}"
-                + (" for a class-balanced draw" if n_test < min(N_TEST, len(dft)) else '')
-                + ("; no test curve" if n_test == 0 else '')
-            )
+            notes.append(_short_test_note(n_test, dft, n, left))
     tes = _pick(dft, n_test, seed, ks, 'the test data', 'n_test (--n-test)') if n_test > 0 else None
-    tok = lambda d: tokenize(
-        tokenizer, [str(t) for t in d['text']], max_length, template
-    )
-    lab = lambda d: torch.tensor(
-        d['label'].to_numpy(), dtype=torch.float64 if ks == 'regression' else torch.long
-    )
-    return Sample(
-        tok(trs),
-        lab(trs),
-        None if tes is None else tok(tes),
-        None if tes is None else lab(tes),
-        ks,
-        tuple(classes),
-        template,
-        tuple(label_words) if label_words else None,
-        desc,
-        tuple(notes),
-    )
+    tok = lambda d: tokenize(tokenizer, [str(t) for t in d['text']], max_length, template)
+    lab = lambda d: torch.tensor(d['label'].to_numpy(), dtype=torch.float64 if ks == 'regression' else torch.long)
+    return Sample(tok(trs), lab(trs), None if tes is None else tok(tes), None if tes is None else lab(tes), ks,
+                  tuple(classes), template, tuple(label_words) if label_words else None, desc, tuple(notes))

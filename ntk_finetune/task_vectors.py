@@ -353,7 +353,7 @@ class StackedOutputs:
         )
 
     def __call__(self, model, batch):
-        from ntk_finetune.models import LabelWordMargin
+        from ntk_finetune.outputs import LabelWordMargin
 
         if all(
             isinstance(f, LabelWordMargin) for f in self.fns

@@ -4,7 +4,8 @@ from pathlib import Path
 import torch, torch.distributed as dist
 import ntk_finetune.entk_gram as E
 from ntk_finetune.entk import empirical_ntk
-from ntk_finetune.models import tiny_model, tiny_output_fn
+from ntk_finetune.models import tiny_model
+from ntk_finetune.outputs import tiny_output_fn
 
 def batch(n, T, seed):
     g = torch.Generator().manual_seed(seed)

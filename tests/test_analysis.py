@@ -3,7 +3,8 @@ import numpy as np, pytest, torch, datasets
 from ntk_finetune import analyze, Analysis
 from ntk_finetune.analysis import RULES, analyze_sample, make_sample, stopping_steps
 from ntk_finetune.data import load_task
-from ntk_finetune.models import tiny_model, tiny_output_fn, load_model
+from ntk_finetune.models import tiny_model, load_model
+from ntk_finetune.outputs import tiny_output_fn
 
 def test_top_level_names():
     import ntk_finetune as nf
@@ -83,7 +84,7 @@ def test_long_prompts_are_capped_at_the_positions():
 
 def test_multiclass_joint_equals_contrasts_of_the_multi_output_kernel():
     from ntk_finetune.entk import empirical_ntk
-    from ntk_finetune.models import HeadOutput
+    from ntk_finetune.outputs import HeadOutput
     from ntk_finetune.analysis import helmert
     m = tiny_model('gpt2', kind='classification', dtype=torch.float64); m.score = torch.nn.Linear(32, 4, bias=False).double()
     tb = {'input_ids': torch.randint(1, 128, (8, 5), generator=torch.Generator().manual_seed(2))}
@@ -119,7 +120,7 @@ def test_gpu_cli_analyze_writes_the_report(tmp_path):
 @gpu
 def test_gpu_kernel_matches_float64_reference():
     from ntk_finetune.entk import empirical_ntk
-    from ntk_finetune.models import make_output_fn, tokenize
+    from ntk_finetune.outputs import make_output_fn, tokenize
     from ntk_finetune.data import task_info
     model, tok = load_model('smollm2-135m', device='cuda')
     info = task_info('rt-sentiment'); b = tokenize(tok, load_task('rt-sentiment', 'train', n=8, seed=0)['text'], 32, info.template)
@@ -135,7 +136,7 @@ def test_gpu_kernel_matches_float64_reference():
 @gpu
 def test_gpu_finetune_two_steps():
     from ntk_finetune.finetune import prepare_task, finetune, FinetuneConfig
-    from ntk_finetune.models import make_output_fn
+    from ntk_finetune.outputs import make_output_fn
     model, tok = load_model('smollm2-135m', device='cuda')
     d = prepare_task(tok, 'rt-sentiment', 8, 4, 4, 32)
     h = finetune(model, d, make_output_fn(model, tok, 'rt-sentiment'), FinetuneConfig(steps=2, lr=1e-3), progress=False)

@@ -1,7 +1,8 @@
 """Every place where two batches meet, against explicit per-example Jacobians computed here, each batch at its own
 length: a kernel between a batch of 8 tokens and one of 12 must not be the kernel of a padded batch."""
 import pytest, torch
-from ntk_finetune.models import tiny_model, tiny_output_fn, select_params, HeadOutput
+from ntk_finetune.models import tiny_model, select_params
+from ntk_finetune.outputs import tiny_output_fn, HeadOutput
 from ntk_finetune.entk import empirical_ntk, train_test_ntk
 
 ARCHS = ['gpt2', 'llama', 'gpt-neo', 'bert']
@@ -77,7 +78,7 @@ def test_analyze_train_and_test_prompts_of_different_lengths():
     fn = tiny_output_fn()
     tr, te = batch(8, 8, 0, True), batch(6, 11, 1, True)
     y, yt = torch.tensor([0, 1] * 4), torch.tensor([1, 0] * 3)
-    from ntk_finetune.models import _TinyVocab
+    from ntk_finetune.outputs import _TinyVocab
     a = analyze((m, _TinyVocab()), tr, labels=y, test_data=te, test_labels=yt, label_words=(' a', ' bb'), progress=False)
     sel = select_params(m, 'attention')
     Jtr, Jte = jac(m, tr, fn, sel), jac(m, te, fn, sel)

@@ -6,10 +6,11 @@ import ntk_finetune.entk_capture as EC
 import ntk_finetune.entk_gram as EG
 from ntk_finetune.kernel_cache import KernelCache
 from ntk_finetune.entk import empirical_ntk, make_ntk_fn, random_init_ntk, jacobian_reference
-from ntk_finetune.models import tiny_model, LabelWordMargin, HeadOutput, select_params, tokenize, make_output_fn
+from ntk_finetune.models import tiny_model, select_params
+from ntk_finetune.outputs import LabelWordMargin, HeadOutput, tokenize, make_output_fn
 from ntk_finetune.data import load_task, task_info
 
-from ntk_finetune.models import tiny_output_fn
+from ntk_finetune.outputs import tiny_output_fn
 
 def batch(n, T, seed, pad=True):
     g = torch.Generator().manual_seed(seed)
@@ -310,7 +311,8 @@ def test_capture_bytes_counts_every_input():
 RSS_SCRIPT = r"""
 import resource, sys, torch
 from ntk_finetune.entk import empirical_ntk
-from ntk_finetune.models import tiny_model, tiny_output_fn
+from ntk_finetune.models import tiny_model
+from ntk_finetune.outputs import tiny_output_fn
 m = tiny_model('llama', hidden=256, layers=4, heads=4, vocab_size=512)
 b = {'input_ids': torch.randint(1, 512, (600, 48), generator=torch.Generator().manual_seed(0))}
 base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024

@@ -5,7 +5,8 @@ from pathlib import Path
 import datasets, numpy as np, pytest, torch
 from ntk_finetune.analysis import analyze, Analysis
 from ntk_finetune.entk import empirical_ntk, CacheError
-from ntk_finetune.models import tiny_model, tiny_output_fn, load_tokenizer
+from ntk_finetune.models import tiny_model, load_tokenizer
+from ntk_finetune.outputs import tiny_output_fn
 
 WORDS = (' bad', ' good')
 
@@ -266,7 +267,8 @@ def test_save_over_an_existing_analysis_and_an_interrupted_save(saved, tmp_path,
 KERNEL_SCRIPT = textwrap.dedent('''
     import sys, time, torch
     import ntk_finetune.entk as E
-    from ntk_finetune.models import tiny_model, tiny_output_fn
+    from ntk_finetune.models import tiny_model
+    from ntk_finetune.outputs import tiny_output_fn
     m = tiny_model('gpt2', dtype=torch.float64, layers=4)
     b = {'input_ids': torch.randint(1, 128, (24, 8), generator=torch.Generator().manual_seed(0))}
     from ntk_finetune.kernel_cache import KernelCache

@@ -5,12 +5,13 @@ from ntk_finetune.finetune import FinetuneConfig, TaskData, History, finetune, p
 from ntk_finetune.finetune import CheckpointMismatch, CheckpointRestart, save_checkpoint, load_checkpoint
 from ntk_finetune.compare import compare, SpectralEarlyStoppingCallback
 from ntk_finetune.analysis import RULES
-from ntk_finetune.models import tiny_model, LabelWordMargin, HeadOutput, load_model, tokenize, make_output_fn
+from ntk_finetune.models import tiny_model, load_model
+from ntk_finetune.outputs import LabelWordMargin, HeadOutput, tokenize, make_output_fn
 from ntk_finetune.entk import empirical_ntk
 from ntk_finetune.dynamics import kernel_gd
 from ntk_finetune.data import load_task, task_info
 
-from ntk_finetune.models import tiny_output_fn
+from ntk_finetune.outputs import tiny_output_fn
 from ntk_finetune.finetune import toy_task_data as toy
 
 @pytest.mark.parametrize('arch', ['gpt2', 'llama'])

@@ -4,7 +4,8 @@ import math
 import pytest, torch
 from torch import nn
 from ntk_finetune.lora import with_lora, lora_kernel_scale, kernel_distance, attention_modules
-from ntk_finetune.models import tiny_model, tiny_output_fn, HeadOutput, select_params
+from ntk_finetune.models import tiny_model, select_params
+from ntk_finetune.outputs import tiny_output_fn, HeadOutput
 
 
 @pytest.mark.parametrize('arch, kind', [('llama', 'lm'), ('bert', 'classification')])

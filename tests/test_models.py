@@ -1,7 +1,7 @@
 import os, subprocess, sys, pytest, torch, transformers
-from ntk_finetune.models import (load_model, select_params, count_params, tokenize, tiny_model, reinit_model,
-                                 LabelWordMargin, HeadOutput, make_output_fn, _smollm2_folder, tiny_output_fn,
-                                 TINY_ARCHS)
+from ntk_finetune.models import (load_model, select_params, count_params, tiny_model, reinit_model, _smollm2_folder,
+    TINY_ARCHS)
+from ntk_finetune.outputs import tokenize, LabelWordMargin, HeadOutput, make_output_fn, tiny_output_fn
 from ntk_finetune.data import task_info, load_task
 
 def test_smollm2_answers_paris(smollm2):
@@ -97,7 +97,8 @@ def test_interrupted_conversion_leaves_nothing(tmp_path, monkeypatch):
 
 # ---- canonical prompts, padding, architectures, hygiene
 from ntk_finetune.data import list_tasks
-from ntk_finetune.models import TINY_ARCHS, ENCODERS, is_causal_lm, LabelWordMargin, HeadOutput, check_inputs
+from ntk_finetune.models import TINY_ARCHS, ENCODERS
+from ntk_finetune.outputs import is_causal_lm, LabelWordMargin, HeadOutput, check_inputs
 from ntk_finetune.core import as_batch
 
 @pytest.fixture(scope='module')
@@ -247,7 +248,7 @@ def test_label_word_margin_equals_the_models_own_logits(arch):
 def test_an_unknown_logit_transform_is_refused():
     "A forward that changes its logits after the LM head in a way head_logits does not know: one line, not a wrong kernel."
     import transformers
-    from ntk_finetune.models import check_label_words
+    from ntk_finetune.outputs import check_label_words
     class Scaled(transformers.LlamaForCausalLM):
         def forward(self, *a, **k):
             out = super().forward(*a, **k); out.logits = out.logits * 3.0; return out

@@ -5,8 +5,10 @@ import copy, warnings
 import pytest, torch
 from peft import LoraConfig, get_peft_model
 from ntk_finetune.entk import empirical_ntk, jacobian_reference
-from ntk_finetune.models import tiny_model, tiny_output_fn, HeadOutput, select_params, count_params, is_causal_lm
-from ntk_finetune.models import has_classifier, base_transformer
+from ntk_finetune.models import tiny_model, select_params, count_params
+from ntk_finetune.outputs import tiny_output_fn, HeadOutput, is_causal_lm
+from ntk_finetune.models import base_transformer
+from ntk_finetune.outputs import has_classifier
 from ntk_finetune.analysis import _resolved_params
 
 TARGETS = {'gpt2': ['c_attn'], 'llama': ['q_proj', 'v_proj'], 'bert': ['query', 'value']}

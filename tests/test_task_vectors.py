@@ -17,7 +17,8 @@ def test_damaged_task_vector_is_one_line(tmp_path, damage):
 
 from ntk_finetune.task_vectors import apply, merged, multitask_kernel, study
 from ntk_finetune.entk import jacobian_reference
-from ntk_finetune.models import select_params, tiny_output_fn, LabelWordMargin, _TinyVocab
+from ntk_finetune.models import select_params
+from ntk_finetune.outputs import tiny_output_fn, LabelWordMargin, _TinyVocab
 
 def test_shapes_and_architectures_must_match():
     pt = tiny_model('llama', seed=0)
