@@ -1,0 +1,48 @@
+"""The committed study results are keyed by the specs their notebooks build: a full run reuses every committed row
+(nothing reruns), and the one-off migration that gave the rows their specs leaves them as they are."""
+import importlib.util, json, shutil
+from pathlib import Path
+import pytest
+from ntk_finetune.presets import preset
+from ntk_finetune.store import Table
+from ntk_finetune.experiments import linearization_specs, task_vector_specs, lora_specs
+
+RESULTS = Path(__file__).parents[1] / 'results'
+STUDIES = {  # results file, its list of rows, the specs of the study's cpu preset
+    'linearization': ('linearization.json', 'runs',
+                      lambda: linearization_specs(preset('01_kernel_vs_finetuning', 'cpu'))),
+    'task_vectors': ('task_vectors.json', 'runs', lambda: task_vector_specs(preset('03_task_vectors', 'cpu'))),
+    'lora_kernels': ('lora_kernels.json', 'kernels', lambda: lora_specs(preset('06_lora_kernels', 'cpu'))[0]),
+    'lora_finetune': ('lora_kernels.json', 'finetune', lambda: lora_specs(preset('06_lora_kernels', 'cpu'))[1]),
+}
+
+
+@pytest.mark.parametrize('study', STUDIES)
+def test_committed_rows_cover_the_cpu_preset(study):
+    file, rows, specs = STUDIES[study]
+    t = Table(RESULTS / file, rows)
+    specs = specs()
+    missing = [s for s in specs if t.get(s) is None]
+    assert not missing, f"{len(missing)} of {len(specs)} runs of {study} would rerun, e.g. {missing[0]}"
+    assert len(t.rows) == len(json.loads((RESULTS / file).read_text())[rows])  # every committed row has its key
+
+
+def test_migration_is_done_and_idempotent(tmp_path):
+    spec = importlib.util.spec_from_file_location('migrate', Path(__file__).parents[1] / 'tools' / 'migrate_results.py')
+    migrate = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(migrate)
+    for f in {v[0] for v in STUDIES.values()}:
+        shutil.copy(RESULTS / f, tmp_path / f)
+    migrate.main(tmp_path)
+    for f in {v[0] for v in STUDIES.values()}:
+        assert (tmp_path / f).read_bytes() == (RESULTS / f).read_bytes(), f
+
+
+def test_a_row_whose_spec_disagrees_is_refused():
+    spec = importlib.util.spec_from_file_location('migrate', Path(__file__).parents[1] / 'tools' / 'migrate_results.py')
+    migrate = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(migrate)
+    doc = json.loads((RESULTS / 'linearization.json').read_text())
+    doc['runs'][0]['steps'] += 1  # the settings now give another spec than the one recorded
+    with pytest.raises(SystemExit, match="recorded spec is not"):
+        migrate.linearization(doc)

@@ -1,0 +1,85 @@
+"""Give the committed study results their specs, once: each row of `results/linearization.json`,
+`results/task_vectors.json` and `results/lora_kernels.json` gets the `key` and `spec` that `store.Table` reuses it by,
+built from the settings recorded beside it. Nothing is rerun and no measured value changes; a row that already has
+its spec is left as it is, so running this twice changes nothing.
+
+    python tools/migrate_results.py [results-folder]
+"""
+import sys
+from pathlib import Path
+from ntk_finetune.core import load_json, save_json
+from ntk_finetune.experiments import LinearizationRun, TaskVectorRun, LoraKernels, LoraFinetuneRun
+
+
+def _keyed(row: dict, spec) -> dict:
+    "The row with its spec's key and spec first; a row keyed already must carry exactly this spec."
+    if isinstance(row.get('spec'), dict):
+        if row['key'] != spec.key():
+            raise SystemExit(f"a row's recorded spec is not the one its settings give: {row['spec']} vs {spec}")
+        return row
+    return {'key': spec.key(), 'spec': spec.to_dict(), **{k: v for k, v in row.items() if k != 'key'}}
+
+
+def _same(row: dict, cfg: dict, *names):
+    "The row was run with the file's settings (a row that says otherwise would get a wrong spec)."
+    for k in names:
+        if k in row and row[k] != cfg[k]:
+            raise SystemExit(f"row {row.get('model')} has {k} = {row[k]}, the file's config {cfg[k]}")
+
+
+def linearization(doc: dict) -> dict:
+    c = doc['config']
+    runs = []
+    for r in doc['runs']:
+        _same(r, c, 'n_test')
+        spec = LinearizationRun(r['model'], r['n_train'], r['steps'], r['lr_scale'], c['n_val'], c['n_test'],
+                                c['max_length'], task=c['task'], params=r['params'])
+        runs.append(_keyed(r, spec))
+    return {**doc, 'runs': runs}
+
+
+def task_vectors(doc: dict) -> dict:
+    c = doc['config']
+    runs = []
+    for r in doc['runs']:
+        _same(r, c, 'n', 'n_test', 'steps', 'alphas', 'tasks', 'params')
+        spec = TaskVectorRun(c['model'], c['tasks'], c['n'], c['n_test'], c['max_length'], c['steps'], r['seed'],
+                             c['families'], c['alphas'], params=c['params'])
+        runs.append(_keyed(r, spec))
+    return {**doc, 'runs': runs}
+
+
+def lora(doc: dict) -> dict:
+    c = doc['config']
+    sample = {k: c[k] for k in ('seed', 'n_train', 'n_val', 'n_test', 'max_length')}
+    kspec = lambda m, t: LoraKernels(m, t, ranks=tuple(c['ranks']), **sample)
+    kernels = [_keyed(s, kspec(s['model'], s['task'])) for s in doc['kernels']]
+    finetune = []
+    for r in doc['finetune']:
+        if isinstance(r.get('spec'), dict):
+            finetune.append(r)
+            continue
+        name, task, rank, steps, max_steps, eval_every, *scale = r['key']  # the plan the notebook keyed runs by
+        spec = LoraFinetuneRun(kspec(name, task), rank, scale[0] if scale else 1.0, steps, max_steps, eval_every,
+                               c['past_rules'])
+        finetune.append(_keyed(r, spec))
+    return {**doc, 'kernels': kernels, 'finetune': finetune}
+
+
+def main(folder='results'):
+    d = Path(folder)
+    for name, fn in (('linearization', linearization), ('task_vectors', task_vectors), ('lora_kernels', lora)):
+        p = d / f'{name}.json'
+        if not p.is_file():
+            continue
+        doc = load_json(p)
+        new = fn(doc)
+        if new != doc:
+            save_json(new, p)
+            print(f"migrated {p}")
+        else:
+            print(f"{p}: every row has its spec already")
+
+
+if __name__ == '__main__':
+    main(*sys.argv[1:])
