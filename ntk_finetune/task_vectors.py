@@ -11,6 +11,7 @@ import numpy as np
 import torch
 from torch import nn
 from .core import as_scalar, atomic_dir, save_json, load_json
+from .store import save_artifact, load_artifact
 from .store import Result
 from .sample import Sample
 from .models import select_params
@@ -97,43 +98,35 @@ class TaskVector:
         return f"TaskVector({len(self.deltas)} tensors, {len(self):,} entries, norm {self.norm():.4g})"
 
     def save(self, path) -> Path:
-        "`path/task_vector.safetensors` and `path/task_vector.json` (names, shapes, dtypes, meta), atomically."
-        from safetensors.torch import save_file
-
+        """`path/task_vector.safetensors` (the deltas: a store artefact, with its checksum and the meta in its
+        header) and `path/task_vector.json` (names, shapes, dtypes, meta: readable without torch), atomically."""
         path = Path(path)
+        meta = {'format': 2, 'meta': self.meta}
         with atomic_dir(path) as tmp:
-            save_file(
-                {k: v.detach().contiguous().cpu() for k, v in self.deltas.items()},
-                str(tmp / 'task_vector.safetensors'),
-            )
-            save_json(
-                {
-                    'format': 1,
-                    'meta': self.meta,
-                    'tensors': {
-                        k: [list(v.shape), str(v.dtype)] for k, v in self.deltas.items()
-                    },
-                },
-                tmp / 'task_vector.json',
-            )
+            save_artifact(tmp / 'task_vector.safetensors', self.deltas, meta)
+            shapes = {k: [list(v.shape), str(v.dtype)] for k, v in self.deltas.items()}
+            save_json({**meta, 'tensors': shapes}, tmp / 'task_vector.json')
         return path
 
     @classmethod
     def load(cls, path) -> 'TaskVector':
+        "A task vector written by `save`; this version's is checked against its checksum (format 1, older, has none)."
         from safetensors.torch import load_file
 
         path = Path(path)
         try:
             man = load_json(path / 'task_vector.json')
-            t = load_file(str(path / 'task_vector.safetensors'))
             names = set(man['tensors'])
-        except (
-            Exception
-        ) as e:  # OSError, JSON, safetensors' own errors, a manifest without 'tensors'
+            if man.get('format') == 2:
+                art = load_artifact(path / 'task_vector.safetensors')
+                if art.meta != {'format': 2, 'meta': man.get('meta')}:
+                    raise ValueError("task_vector.json does not match the tensors' header (edited?)")
+                t = art.tensors
+            else:
+                t = load_file(str(path / 'task_vector.safetensors'))
+        except Exception as e:  # OSError, JSON, a failed checksum, safetensors' errors, a manifest without 'tensors'
             first = str(e).splitlines()[0] if str(e) else type(e).__name__
-            raise ValueError(
-                f"{str(path)!r} holds no readable task vector: {first}"
-            ) from e
+            raise ValueError(f"{str(path)!r} holds no readable task vector: {first}") from e
         if set(t) != names:
             raise ValueError(f"{str(path)!r}: the tensors do not match the manifest")
         return cls(t, man.get('meta'))

@@ -2,7 +2,8 @@ import pytest, torch
 from ntk_finetune.task_vectors import TaskVector, task_vector
 from ntk_finetune.models import tiny_model
 
-@pytest.mark.parametrize('damage', ['truncated_tensors', 'manifest_without_tensors', 'missing'])
+@pytest.mark.parametrize('damage', ['truncated_tensors', 'manifest_without_tensors', 'missing', 'flipped_byte',
+                                    'edited_meta'])
 def test_damaged_task_vector_is_one_line(tmp_path, damage):
     pt, ft = tiny_model('llama', seed=0), tiny_model('llama', seed=1)
     d = tmp_path / 'tv'; task_vector(pt, ft, 'attention').save(d)
@@ -10,10 +11,28 @@ def test_damaged_task_vector_is_one_line(tmp_path, damage):
         f = d / 'task_vector.safetensors'; f.write_bytes(f.read_bytes()[:100])
     elif damage == 'manifest_without_tensors':
         (d / 'task_vector.json').write_text('{"meta": {}}')
+    elif damage == 'flipped_byte':  # in the last tensor's data: only the checksum can tell
+        f = d / 'task_vector.safetensors'; b = bytearray(f.read_bytes()); b[-3] ^= 0xFF; f.write_bytes(bytes(b))
+    elif damage == 'edited_meta':
+        import json
+        m = json.loads((d / 'task_vector.json').read_text()); m['meta'] = {'task': 'another'}
+        (d / 'task_vector.json').write_text(json.dumps(m))
     else:
         (d / 'task_vector.safetensors').unlink()
     with pytest.raises(ValueError, match='holds no readable task vector') as e: TaskVector.load(d)
     assert '\n' not in str(e.value)
+
+def test_a_format_1_task_vector_still_loads(tmp_path):
+    "Folders written before the deltas became a store artefact (no checksum, no header meta) load unchanged."
+    import json
+    from safetensors.torch import save_file
+    tau = task_vector(tiny_model('llama', seed=0), tiny_model('llama', seed=1), 'attention')
+    d = tmp_path / 'old'; d.mkdir()
+    save_file({k: v.contiguous() for k, v in tau.deltas.items()}, str(d / 'task_vector.safetensors'))
+    man = {'format': 1, 'meta': tau.meta, 'tensors': {k: [list(v.shape), str(v.dtype)] for k, v in tau.deltas.items()}}
+    (d / 'task_vector.json').write_text(json.dumps(man))
+    back = TaskVector.load(d)
+    assert back.meta == tau.meta and all(torch.equal(back.deltas[k], v) for k, v in tau.deltas.items())
 
 from ntk_finetune.task_vectors import apply, merged, multitask_kernel, study
 from ntk_finetune.entk import jacobian_reference

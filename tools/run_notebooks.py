@@ -35,7 +35,8 @@ def run_one(fn: Path, flags: set) -> tuple:
         for a in ('directives_', 'idx_'):
             if a in c: del c[a]
     dest = OUT / fn.relative_to(ROOT / 'nbs'); dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dest.with_suffix('.tmp'); write_nb(nb, tmp); os.replace(tmp, dest)
+    from ntk_finetune.core import atomic_path
+    with atomic_path(dest) as tmp: write_nb(nb, tmp)
     return True, time.time() - t0, ''
 
 def _worker(args):
