@@ -14,6 +14,7 @@ from .spectrum import eigendecomposition, fit_power_law
 from .dynamics import kernel_gd, default_step_size
 from .early_stopping import estimate_noise, kernel_holdout_risk
 from .solve import Analysis, RULES, stopping_steps
+from .evidence import curve_views
 
 # %% auto #0
 __all__ = ['SAMPLE_FACTORS', 'learning_curve', 'predict_learning_curve', 'predict_samples', 'samples_needed',
@@ -213,7 +214,7 @@ def samples_validation(kernel_dir, curves: dict, pilot: int = 32, seeds=(0, 1, 2
     "The samples prediction from pilots drawn out of stored kernels, held against the measured learning curves."
     model = (curves.get('config') or {}).get('model')
     meas = {}
-    for r in curves['rows']:
+    for r in curve_views(curves)['rows']:
         if r.get('init', 'pretrained') == 'pretrained':
             meas.setdefault((r['task'], r['n']), []).append(r['oracle_test_loss'])
     ns = sorted({n for _, n in meas if n >= pilot})

@@ -14,9 +14,9 @@ from .early_stopping import SIGMA_RULES
 
 
 # %% auto #0
-__all__ = ['EVIDENCE_PATH', 'RULE_ORDER', 'OPTIMIZERS', 'bootstrap_median', 'stopping_evidence', 'accuracy_calibration',
-           'accuracy_from_loss', 'lora_evidence', 'measured_params', 'build_evidence', 'load_evidence', 'choose_rule',
-           'recommend']
+__all__ = ['EVIDENCE_PATH', 'RULE_ORDER', 'OPTIMIZERS', 'bootstrap_median', 'stopping_evidence', 'curve_views',
+           'accuracy_calibration', 'accuracy_from_loss', 'lora_evidence', 'measured_params', 'build_evidence',
+           'load_evidence', 'choose_rule', 'recommend']
 
 # %% ../nbs/06a_evidence.ipynb #40266692
 EVIDENCE_PATH = Path(ntk_finetune.__file__).parent / 'assets' / 'evidence.json'  # shipped with the package
@@ -101,12 +101,22 @@ def stopping_evidence(results: dict, draws: int = 2000) -> list:
     return out
 
 
+# %% ../nbs/06a_evidence.ipynb #f0ecd651
+def curve_views(curves: dict) -> dict:
+    "The learning-curve study's flat views: `rows`, `predicted`, `beta` and `pools` (by task), from its `tasks` rows."
+    if 'tasks' not in curves:  # the flat form: the views are the file
+        return {k: curves.get(k, [] if k in ('rows', 'predicted') else {})
+                for k in ('rows', 'predicted', 'beta', 'pools')}
+    ts = curves['tasks']
+    return {'rows': [r for t in ts for r in t['rows']], 'predicted': [q for t in ts for q in t['predicted']],
+            'beta': {t['task']: t['beta'] for t in ts}, 'pools': {t['task']: t['pool'] for t in ts}}
+
 # %% ../nbs/06a_evidence.ipynb #f0cc2a79
 def accuracy_calibration(curves: dict) -> dict:
     "Least-squares fit of logit(test accuracy) = a + b log(test loss) on the learning-curve study's kernel-GD pairs."
     pairs = [
         (r[f'{p}_test_loss'], r[f'{p}_test_accuracy'], r['task'])
-        for r in curves.get('rows', []) if r.get('init', 'pretrained') == 'pretrained'
+        for r in curve_views(curves)['rows'] if r.get('init', 'pretrained') == 'pretrained'
         for p in ('oracle', 'rwy', 'cp', 'discrepancy')
         if r.get(f'{p}_test_loss') is not None and r.get(f'{p}_test_accuracy') is not None
     ]

@@ -19,11 +19,23 @@ from .compare import compare, rule_excess
 from .lora import with_lora, lora_kernel_study
 from .task_vectors import study
 from .presets import MINILM_PARAMS
+import numpy as np
+import torch
+from .data import load_task
+from .models import reinit_model
+from .sample import make_sample
+from .targets import targets
+from .entk import train_test_ntk
+from .spectrum import decay_protocols
+from .curves import learning_curve, predict_learning_curve
+from .analysis import analyze_sample
+from .finetune import finetune, FinetuneConfig
 
 # %% auto #0
 __all__ = ['write_evidence', 'study_table', 'study_seconds', 'LinearizationRun', 'linearization_specs', 'linearization_run',
            'TaskVectorRun', 'task_vector_specs', 'task_vector_run', 'LoraKernels', 'LoraFinetuneRun', 'lora_specs',
-           'lora_kernel_run', 'lora_finetune_run']
+           'lora_kernel_run', 'lora_finetune_run', 'CurveTaskRun', 'CurveFinetuneRun', 'curve_specs', 'curve_task_run',
+           'curve_finetune_run']
 
 # %% ../nbs/89_experiments.ipynb #f52c78c0
 def write_evidence(results_dir, path=EVIDENCE_PATH) -> dict:
@@ -45,9 +57,10 @@ def study_table(path, rows: str = 'runs', save: bool = True) -> Table:
     return Table(path if save else Path(tempfile.mkdtemp()) / path.name, rows)
 
 
-def study_seconds(doc: dict, rows: str = 'runs') -> float:
-    "The study's compute time: the sum of its rows' `seconds`, or the file's `wall_seconds` where rows lack them."
-    rs = doc.get(rows, [])
+def study_seconds(doc: dict, *rows: str) -> float:
+    """The study's compute time: the sum of the `seconds` of its rows (in the lists `rows`, default `runs`), or the
+    file's `wall_seconds` where a row lacks them."""
+    rs = [r for name in rows or ('runs',) for r in doc.get(name, [])]
     return sum(r['seconds'] for r in rs) if rs and all('seconds' in r for r in rs) else doc.get('wall_seconds', 0.0)
 
 
@@ -214,3 +227,111 @@ def lora_finetune_run(spec: LoraFinetuneRun, kernels: dict) -> dict:
             'excess': {q: rule_excess(ev, tl, t)['excess'] for q, t in stops.items()},
             'within': {q: rule_excess(ev, tl, t)['within'] for q, t in stops.items()},
             'excess_holdout': rule_excess(ev, tl, res['holdout_best_step'])['excess']}
+
+# %% ../nbs/89_experiments.ipynb #e695214b
+@dataclass(frozen=True)
+class CurveTaskRun(Spec):
+    "The kernel arm of one task in the learning-curve study."
+    model: str
+    task: str
+    pool: int  # the largest pool drawn (the task's classes may allow fewer)
+    n_test: int
+    ns: tuple
+    seeds: tuple
+    pilot: int
+    max_length: int
+    subset: int  # the subset size of the paper's decay protocol
+    random_init: bool = False  # also the same task at a random initialization
+    params: str = 'attention'
+
+    def __post_init__(self):
+        _frozen(self, ns=tuple, seeds=tuple)
+
+
+@dataclass(frozen=True)
+class CurveFinetuneRun(Spec):
+    "One real fine-tuning run of the learning-curve study: MiniLM-L6, a new head, hold-out stopping."
+    task: str
+    n_train: int
+    seed: int
+    steps: int
+    eval_every: int
+    n_val: int
+    n_test: int
+    max_length: int
+    model: str = 'minilm-l6'
+    params: str = MINILM_PARAMS
+
+
+def curve_specs(cfg: dict) -> tuple[list, list]:
+    "The task rows and the fine-tuning runs of a preset of `04_learning_curves`."
+    kw = {k: cfg[k] for k in ('pool', 'n_test', 'ns', 'seeds', 'pilot', 'max_length', 'subset')}
+    model = cfg.get('model', 'smollm2-135m')
+    tasks = [CurveTaskRun(model, t, random_init=t == cfg['tasks'][0], **kw) for t in cfg['tasks']]
+    plan = (cfg['ft_steps'], cfg['ft_eval_every'], cfg['ft_val'], cfg['ft_test'], cfg['max_length'])
+    ft = [CurveFinetuneRun(t, n, s, *plan)
+          for t in cfg['ft_tasks'] for n in cfg['ft_ns'] for s in cfg['ft_seeds']]
+    return tasks, ft
+
+# %% ../nbs/89_experiments.ipynb #4f3fe4cd
+def _pool_size(task: str, most: int) -> int:
+    "The largest class-balanced pool of at most `most` examples in the task's training split (a multiple of 16)."
+    counts = np.bincount(np.asarray(load_task(task, 'train')['label']))
+    return int(min(most, 2 * counts.min()) // 16 * 16)
+
+
+def _outputs(model, fn, batch: dict, n: int) -> torch.Tensor:
+    "f_0 on a batch, 32 examples at a time, in float64."
+    with torch.no_grad():
+        return torch.cat([fn(model, {k: v[i:i + 32] for k, v in batch.items()}) for i in range(0, n, 32)]).double()
+
+
+def _curve_arm(model, s: Sample, fn, spec: CurveTaskRun, ns: list, init: str) -> tuple[float, list]:
+    "β of the pool's kernel and the kernel-GD learning curve at every size and seed."
+    G, Gt = train_test_ntk(model, s.train, s.test, fn, spec.params, progress=False)
+    f0, f0t = _outputs(model, fn, s.train, s.n), _outputs(model, fn, s.test, len(s.test_labels))
+    beta = decay_protocols(G, min(spec.subset, s.n), 3, 0, n_resample=0)['paper']['beta_mean']
+    rows = learning_curve(G, targets(s.labels), f0, Gt, targets(s.test_labels), f0t, ns, list(spec.seeds),
+                          labels=s.labels.numpy(), test_labels=s.test_labels)
+    return beta, [{'task': spec.task, 'model': spec.model, 'init': init, 'beta': beta, **r} for r in rows]
+
+
+def curve_task_run(spec: CurveTaskRun, model=None) -> dict:
+    "One task's row (`model`: the loaded `(model, tokenizer)` of `spec.model`, to load it once for every task)."
+    t0 = time.time()
+    m, tok = model or load_model(spec.model)
+    pool = _pool_size(spec.task, spec.pool)
+    ns = [n for n in spec.ns if n <= pool]
+    s = make_sample(tok, spec.task, pool, spec.n_test, spec.max_length, seed=0)
+    fn = make_output_fn(m, tok, spec.task)
+    beta, rows = _curve_arm(m, s, fn, spec, ns, 'pretrained')
+    if spec.random_init:
+        rows += _curve_arm(reinit_model(m, seed=0), s, fn, spec, ns, 'random')[1]
+    P = spec.pilot  # the pilot: an analysis of the first examples alone
+    pilot = Sample({k: v[:P] for k, v in s.train.items()}, s.labels[:P], None, None, 'binary', s.classes)
+    pa = analyze_sample(m, tok, pilot, fn, spec.params, progress=False)
+    preds = [{'task': spec.task, 'pilot': P, **p} for p in predict_learning_curve(pa, ns)]
+    return {'task': spec.task, 'pool': pool, 'beta': beta, 'rows': rows, 'predicted': preds,
+            'seconds': time.time() - t0}
+
+
+def curve_finetune_run(spec: CurveFinetuneRun) -> dict:
+    "Full-batch GD at the kernel's step, the validation-best checkpoint's test loss and accuracy, and C_p's."
+    t0 = time.time()
+    m, tok = load_model(spec.model, kind='classification', seed=spec.seed)  # a fresh head per run
+    d = prepare_task(tok, spec.task, spec.n_train, spec.n_val, spec.n_test, spec.max_length, spec.seed)
+    an = analyze_sample(m, tok, Sample(d.train, d.y_train, None, None, 'binary', ('0', '1')), HeadOutput(), spec.params,
+                        progress=False)
+    lr = an.step_size  # full-batch GD on the squared loss at the kernel's step: one kernel step per optimizer step
+    cfg = FinetuneConfig(params=spec.params, lr=lr, steps=spec.steps, eval_every=spec.eval_every, seed=spec.seed)
+    h = finetune(m, d, HeadOutput(), cfg, progress=False)
+    ev, vl, tl, ta = (np.array(v) for v in (h.steps, h.val_loss, h.test_loss, h.test_acc))
+    i_ho, i_or = int(vl.argmin()), int(tl.argmin())
+    cp = an.stops.get('cp')
+    cp_loss = None if cp is None or cp > ev[-1] else float(tl[int(np.abs(ev - cp).argmin())])
+    return {'task': spec.task, 'model': spec.model, 'method': 'finetune_holdout', 'n_train': spec.n_train,
+            'seed': spec.seed, 'lr': lr, 'beta': an.beta, 'steps_run': int(ev[-1]), 'stopped': h.stopped,
+            'holdout_step': int(ev[i_ho]), 'test_loss': float(tl[i_ho]), 'test_accuracy': float(ta[i_ho]),
+            'oracle_step': int(ev[i_or]), 'oracle_test_loss': float(tl[i_or]), 'zero_shot_test_loss': float(tl[0]),
+            'zero_shot_test_accuracy': float(ta[0]), 'cp_step': cp, 'cp_test_loss': cp_loss,
+            'seconds': time.time() - t0}

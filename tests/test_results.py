@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 from ntk_finetune.presets import preset
 from ntk_finetune.store import Table
-from ntk_finetune.experiments import linearization_specs, task_vector_specs, lora_specs
+from ntk_finetune.experiments import linearization_specs, task_vector_specs, lora_specs, curve_specs
 
 RESULTS = Path(__file__).parents[1] / 'results'
 STUDIES = {  # results file, its list of rows, the specs of the study's cpu preset
@@ -14,6 +14,9 @@ STUDIES = {  # results file, its list of rows, the specs of the study's cpu pres
     'task_vectors': ('task_vectors.json', 'runs', lambda: task_vector_specs(preset('03_task_vectors', 'cpu'))),
     'lora_kernels': ('lora_kernels.json', 'kernels', lambda: lora_specs(preset('06_lora_kernels', 'cpu'))[0]),
     'lora_finetune': ('lora_kernels.json', 'finetune', lambda: lora_specs(preset('06_lora_kernels', 'cpu'))[1]),
+    'curve_tasks': ('learning_curves.json', 'tasks', lambda: curve_specs(preset('04_learning_curves', 'cpu'))[0]),
+    'curve_finetune': ('learning_curves.json', 'finetuned',
+                       lambda: curve_specs(preset('04_learning_curves', 'cpu'))[1]),
 }
 
 

@@ -1,6 +1,7 @@
 """Give the committed study results their specs, once: each row of `results/linearization.json`,
-`results/task_vectors.json` and `results/lora_kernels.json` gets the `key` and `spec` that `store.Table` reuses it by,
-built from the settings recorded beside it. Nothing is rerun and no measured value changes; a row that already has
+`results/task_vectors.json`, `results/lora_kernels.json` and `results/learning_curves.json` gets the `key` and
+`spec` that `store.Table` reuses it by, built from the settings recorded beside it (the learning curves' flat lists
+become one row per task). Nothing is rerun and no measured value changes; a row that already has
 its spec is left as it is, so running this twice changes nothing.
 
     python tools/migrate_results.py [results-folder]
@@ -8,7 +9,9 @@ its spec is left as it is, so running this twice changes nothing.
 import sys
 from pathlib import Path
 from ntk_finetune.core import load_json, save_json
-from ntk_finetune.experiments import LinearizationRun, TaskVectorRun, LoraKernels, LoraFinetuneRun
+from ntk_finetune.evidence import curve_views
+from ntk_finetune.experiments import (LinearizationRun, TaskVectorRun, LoraKernels, LoraFinetuneRun, CurveTaskRun,
+                                      CurveFinetuneRun)
 
 
 def _keyed(row: dict, spec) -> dict:
@@ -66,9 +69,37 @@ def lora(doc: dict) -> dict:
     return {**doc, 'kernels': kernels, 'finetune': finetune}
 
 
+def learning_curves(doc: dict) -> dict:
+    "The flat lists (rows, predicted, beta, pools, and the derived long table) become one keyed row per task."
+    if 'tasks' in doc:
+        return doc
+    c = doc['config']
+    plan = {k: c[k] for k in ('pool', 'n_test', 'ns', 'seeds', 'pilot', 'max_length', 'subset')}
+    tasks = []
+    for t in doc['beta']:  # in the order the study ran them
+        rows = [r for r in doc['rows'] if r['task'] == t]
+        random = any(r['init'] == 'random' for r in rows)
+        if random != (t == c['tasks'][0]):
+            raise SystemExit(f"{t}: a random-initialization arm where the study runs none, or none where it runs one")
+        spec = CurveTaskRun(c['model'], t, random_init=random, params=c['params'], **plan)
+        row = {'task': t, 'pool': doc['pools'][t], 'beta': doc['beta'][t], 'rows': rows,
+               'predicted': [q for q in doc['predicted'] if q['task'] == t]}
+        tasks.append(_keyed(row, spec))
+    ft_plan = (c['ft_steps'], c['ft_eval_every'], c['ft_val'], c['ft_test'], c['max_length'])
+    finetuned = [_keyed(r, CurveFinetuneRun(r['task'], r['n_train'], r['seed'], *ft_plan, model=r['model'],
+                                            params=c['ft_params'])) for r in doc['finetuned']]
+    new = {k: v for k, v in doc.items() if k not in ('rows', 'predicted', 'beta', 'pools', 'table', 'finetuned')}
+    new = {**new, 'tasks': tasks, 'finetuned': finetuned}
+    if curve_views(new) != curve_views(doc):  # the views the readers use are exactly the committed lists
+        raise SystemExit("the keyed rows do not give back the committed learning curves")
+    return new
+
+
 def main(folder='results'):
     d = Path(folder)
-    for name, fn in (('linearization', linearization), ('task_vectors', task_vectors), ('lora_kernels', lora)):
+    studies = (('linearization', linearization), ('task_vectors', task_vectors), ('lora_kernels', lora),
+               ('learning_curves', learning_curves))
+    for name, fn in studies:
         p = d / f'{name}.json'
         if not p.is_file():
             continue
