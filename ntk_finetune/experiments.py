@@ -30,12 +30,19 @@ from .spectrum import decay_protocols
 from .curves import learning_curve, predict_learning_curve
 from .analysis import analyze_sample
 from .finetune import finetune, FinetuneConfig
+from .core import atomic_path
+from .data import task_info
+from .outputs import tokenize
+from .entk import empirical_ntk
+from .spectrum import eigendecomposition, effective_rank, kernel_target_alignment, residual_energy
+from .presets import NO_EMB
 
 # %% auto #0
-__all__ = ['write_evidence', 'study_table', 'study_seconds', 'LinearizationRun', 'linearization_specs', 'linearization_run',
-           'TaskVectorRun', 'task_vector_specs', 'task_vector_run', 'LoraKernels', 'LoraFinetuneRun', 'lora_specs',
-           'lora_kernel_run', 'lora_finetune_run', 'CurveTaskRun', 'CurveFinetuneRun', 'curve_specs', 'curve_task_run',
-           'curve_finetune_run']
+__all__ = ['SPECTRUM_PROTOCOLS', 'write_evidence', 'study_table', 'study_seconds', 'LinearizationRun', 'linearization_specs',
+           'linearization_run', 'TaskVectorRun', 'task_vector_specs', 'task_vector_run', 'LoraKernels',
+           'LoraFinetuneRun', 'lora_specs', 'lora_kernel_run', 'lora_finetune_run', 'CurveTaskRun', 'CurveFinetuneRun',
+           'curve_specs', 'curve_task_run', 'curve_finetune_run', 'SpectrumRun', 'spectrum_specs', 'kernel_path',
+           'spectrum_run', 'beta_se', 'eigen_decay_rows']
 
 # %% ../nbs/89_experiments.ipynb #f52c78c0
 def write_evidence(results_dir, path=EVIDENCE_PATH) -> dict:
@@ -335,3 +342,107 @@ def curve_finetune_run(spec: CurveFinetuneRun) -> dict:
             'oracle_step': int(ev[i_or]), 'oracle_test_loss': float(tl[i_or]), 'zero_shot_test_loss': float(tl[0]),
             'zero_shot_test_accuracy': float(ta[0]), 'cp_step': cp, 'cp_test_loss': cp_loss,
             'seconds': time.time() - t0}
+
+# %% ../nbs/89_experiments.ipynb #836fc622
+SPECTRUM_PROTOCOLS = ('paper', 'drop_k1', 'origin', 'disjoint', 'bootstrap', 'resample')
+
+
+@dataclass(frozen=True)
+class SpectrumRun(Spec):
+    "One kernel of the task-spectra study and its decay fits."
+    task: str
+    model: str
+    params: str  # a preset; 'all' means every weight but the embeddings (`presets.NO_EMB`)
+    init: str  # 'pretrained' or 'random'
+    seed: int | None  # the random initialization's seed (None: pretrained)
+    pool: int
+    subset: int
+    n_subsets: int
+    n_boot: int
+    n_resample: int
+    max_length: int
+
+
+def spectrum_specs(cfg: dict) -> list:
+    "The kernels of a preset of `02_task_spectra`, cheapest model first (a run cut short keeps the most)."
+    plan = {k: cfg[k] for k in ('pool', 'subset', 'n_subsets', 'n_boot', 'n_resample', 'max_length')}
+    seeds = lambda m, q: cfg['random_seeds_all_smollm2'] if (m, q) == ('smollm2-135m', 'all') else cfg['random_seeds']
+    return [SpectrumRun(t, m, q, 'pretrained' if s is None else 'random', s, **plan)
+            for m in cfg['models'] for q in cfg['params'] for t in cfg['tasks'] for s in [None, *seeds(m, q)]]
+
+
+def kernel_path(kernels_dir, spec: SpectrumRun) -> Path:
+    "Where the kernel of a spectra run is stored."
+    seed = '' if spec.seed is None else spec.seed
+    return Path(kernels_dir) / f"{spec.model}__{spec.params}__{spec.task}__{spec.init}{seed}.npz"
+
+
+def _stored_kernel(path: Path, spec: SpectrumRun, trust_unrecorded: bool):
+    "(G, y, f_0) from a stored file, or None when it is missing or was computed under another pool or truncation."
+    if not path.exists():
+        return None
+    with np.load(path) as z:
+        for k in ('pool', 'max_length'):  # a file without them: trusted only when the caller knows it is this plan's
+            if (int(z[k]) != getattr(spec, k)) if k in z else not trust_unrecorded:
+                return None
+        if z['G'].shape[0] != spec.pool:
+            return None
+        return tuple(torch.from_numpy(z[k]) for k in ('G', 'y', 'f0'))
+
+
+def _task_kernel(model, tok, spec: SpectrumRun):
+    "(G, y, f_0) on the task's pool, at the pretrained weights or at the spec's random initialization."
+    info = task_info(spec.task)
+    ds = load_task(spec.task, 'train', n=spec.pool, seed=0)
+    b = tokenize(tok, ds['text'], spec.max_length, info.template)
+    fn = HeadOutput() if spec.model == 'minilm-l6' else make_output_fn(model, tok, info)
+    y = 2.0 * torch.tensor(ds['label'], dtype=torch.float64) - 1  # ±1 targets
+    m = model if spec.seed is None else reinit_model(model, seed=spec.seed)
+    G = empirical_ntk(m, b, fn, NO_EMB if spec.params == 'all' else spec.params, progress=False)
+    return G, y, _outputs(m, fn, b, len(y))
+
+
+def spectrum_run(spec: SpectrumRun, model=None, kernels_dir=None, trust_unrecorded: bool = False) -> dict:
+    "A kernel's decay fits and diagnostics; the kernel is read from, or written to, `kernels_dir` when given."
+    path = None if kernels_dir is None else kernel_path(kernels_dir, spec)
+    got, secs = None if path is None else _stored_kernel(path, spec, trust_unrecorded), None
+    if got is None:
+        t0 = time.time()
+        got = _task_kernel(*(model or _load(spec.model, head=spec.model == 'minilm-l6')), spec)
+        secs = time.time() - t0
+        if path is not None:
+            G, y, f0 = (v.double().numpy() for v in got)
+            with atomic_path(path) as tmp, open(tmp, 'wb') as fh:
+                np.savez_compressed(fh, G=G, y=y, f0=f0, pool=spec.pool, max_length=spec.max_length)
+    G, y, f0 = got
+    d = decay_protocols(G, spec.subset, spec.n_subsets, spec.n_boot, 0, spec.n_resample)
+    K = G / spec.pool
+    eig = eigendecomposition(K)
+    res = residual_energy(K, y, f0)  # cumulative share of ‖y − f_0‖² in the top-k eigenvectors
+    return {'task': spec.task, 'model': spec.model, 'params': spec.params, 'init': spec.init, 'seed': spec.seed, **d,
+            'effective_rank': effective_rank(eig.eigvals), 'alignment': kernel_target_alignment(K, y),
+            'residual_energy_top': {str(k): float(res[k - 1]) for k in (1, 5, 10)},
+            'zero_shot_mse': float(((y - f0) ** 2).mean()), 'eigvals': eig.eigvals.tolist(), 'seconds': secs}
+
+
+def beta_se(d: dict, protocol: str, subset: int, pool: int):
+    "Standard error of a protocol's mean β: independent fits for disjoint subsets, else the delete-d jackknife's."
+    if d['beta_sd'] is None:
+        return None
+    if protocol == 'disjoint':  # fits on disjoint subsets are independent
+        return d['beta_sd'] / np.sqrt(d['n_fits'])
+    if protocol == 'resample':  # the bootstrap's sd is the standard error of the pool's β
+        return d['beta_sd']
+    # subsets of `subset` from a pool overlap, so sd/√fits would claim too much: the jackknife's variance of the
+    # pool's β, plus that of averaging only n_fits random subsets
+    return d['beta_sd'] * np.sqrt(subset / (pool - subset) + 1 / d['n_fits']) if subset < pool else None
+
+
+def eigen_decay_rows(rows: list, subset: int, pool: int) -> list:
+    "The long view of the spectra: one row per kernel and protocol, β with its standard error."
+    keep = ('task', 'model', 'params', 'init', 'seed')
+    return [{**{k: r[k] for k in keep}, 'protocol': q,
+             'beta': r[q]['beta_pool'] if q == 'resample' else r[q]['beta_mean'],  # the bootstrap's: the pool's own β
+             'beta_se': beta_se(r[q], q, subset, pool), 'r2': r[q]['r2'], 'lambda1_share': r['lambda1_share'],
+             'alignment': r.get('alignment')}
+            for r in rows for q in SPECTRUM_PROTOCOLS if q in r]

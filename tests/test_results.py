@@ -5,7 +5,8 @@ from pathlib import Path
 import pytest
 from ntk_finetune.presets import preset
 from ntk_finetune.store import Table
-from ntk_finetune.experiments import linearization_specs, task_vector_specs, lora_specs, curve_specs
+from ntk_finetune.experiments import (linearization_specs, task_vector_specs, lora_specs, curve_specs,
+                                      spectrum_specs, spectrum_run)
 
 RESULTS = Path(__file__).parents[1] / 'results'
 STUDIES = {  # results file, its list of rows, the specs of the study's cpu preset
@@ -14,6 +15,7 @@ STUDIES = {  # results file, its list of rows, the specs of the study's cpu pres
     'task_vectors': ('task_vectors.json', 'runs', lambda: task_vector_specs(preset('03_task_vectors', 'cpu'))),
     'lora_kernels': ('lora_kernels.json', 'kernels', lambda: lora_specs(preset('06_lora_kernels', 'cpu'))[0]),
     'lora_finetune': ('lora_kernels.json', 'finetune', lambda: lora_specs(preset('06_lora_kernels', 'cpu'))[1]),
+    'task_spectra': ('task_spectra.json', 'rows', lambda: spectrum_specs(preset('02_task_spectra', 'cpu'))),
     'curve_tasks': ('learning_curves.json', 'tasks', lambda: curve_specs(preset('04_learning_curves', 'cpu'))[0]),
     'curve_finetune': ('learning_curves.json', 'finetuned',
                        lambda: curve_specs(preset('04_learning_curves', 'cpu'))[1]),
@@ -49,3 +51,15 @@ def test_a_row_whose_spec_disagrees_is_refused():
     doc['runs'][0]['steps'] += 1  # the settings now give another spec than the one recorded
     with pytest.raises(SystemExit, match="recorded spec is not"):
         migrate.linearization(doc)
+
+
+def test_a_spectra_row_refits_from_its_stored_kernel():
+    "The committed kernel of a row gives back the row's fits and diagnostics without a model (a new protocol's path)."
+    spec = spectrum_specs(preset('02_task_spectra', 'cpu'))[1]  # MiniLM's attention kernel at a random init
+    row = Table(RESULTS / 'task_spectra.json').get(spec)
+    new = spectrum_run(spec, model=(None, None), kernels_dir=RESULTS / 'kernels', trust_unrecorded=True)
+    assert new['seconds'] is None  # read from the store, not recomputed
+    for k in ('paper', 'disjoint', 'resample'):
+        assert new[k]['beta_mean'] == pytest.approx(row[k]['beta_mean'], rel=1e-9), k
+    assert new['alignment'] == pytest.approx(row['alignment'], rel=1e-9)
+    assert new['eigvals'] == pytest.approx(row['eigvals'], rel=1e-9, abs=1e-15)

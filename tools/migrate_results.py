@@ -1,8 +1,8 @@
 """Give the committed study results their specs, once: each row of `results/linearization.json`,
-`results/task_vectors.json`, `results/lora_kernels.json` and `results/learning_curves.json` gets the `key` and
-`spec` that `store.Table` reuses it by, built from the settings recorded beside it (the learning curves' flat lists
-become one row per task). Nothing is rerun and no measured value changes; a row that already has
-its spec is left as it is, so running this twice changes nothing.
+`results/task_vectors.json`, `results/lora_kernels.json`, `results/learning_curves.json` and
+`results/task_spectra.json` gets the `key` and `spec` that `store.Table` reuses it by, built from the settings
+recorded beside it (the learning curves' flat lists become one row per task). Nothing is rerun and no measured value
+changes; a row that already has its spec is left as it is, so running this twice changes nothing.
 
     python tools/migrate_results.py [results-folder]
 """
@@ -11,7 +11,7 @@ from pathlib import Path
 from ntk_finetune.core import load_json, save_json
 from ntk_finetune.evidence import curve_views
 from ntk_finetune.experiments import (LinearizationRun, TaskVectorRun, LoraKernels, LoraFinetuneRun, CurveTaskRun,
-                                      CurveFinetuneRun)
+                                      CurveFinetuneRun, SpectrumRun)
 
 
 def _keyed(row: dict, spec) -> dict:
@@ -95,10 +95,21 @@ def learning_curves(doc: dict) -> dict:
     return new
 
 
+def task_spectra(doc: dict) -> dict:
+    c = doc['config']
+    plan = {k: c[k] for k in ('pool', 'subset', 'n_subsets', 'n_boot', 'n_resample', 'max_length')}
+    rows = []
+    for r in doc['rows']:
+        if 'alignment' not in r or r.get('resample', {}).get('n_fits') != c['n_resample']:
+            raise SystemExit(f"{r['model']} {r['task']}: a row without every protocol and diagnostic")
+        rows.append(_keyed(r, SpectrumRun(r['task'], r['model'], r['params'], r['init'], r['seed'], **plan)))
+    return {**doc, 'rows': rows}
+
+
 def main(folder='results'):
     d = Path(folder)
     studies = (('linearization', linearization), ('task_vectors', task_vectors), ('lora_kernels', lora),
-               ('learning_curves', learning_curves))
+               ('learning_curves', learning_curves), ('task_spectra', task_spectra))
     for name, fn in studies:
         p = d / f'{name}.json'
         if not p.is_file():
