@@ -320,10 +320,25 @@ class Table:
         save_json(self.doc, self.path)
         return row
 
-    def run(self, specs, fn, progress: bool = True, desc: str = 'runs', **doc) -> list:
-        "One row per spec: reused when its key matches, else `fn(spec)` stored at once."
+    def keep(self, specs) -> int:
+        "Drop the rows whose spec is not among `specs` and write the file (other tables on it stay); how many went."
+        if self.path.exists():
+            self.doc = load_json(self.path)
+            self._rows = {**_keyed(self.doc.get(self.name, [])), **self._rows}
+        keys = {s.key() for s in specs}
+        gone = len(self._rows) - len(keys & set(self._rows))
+        if gone:
+            self._rows = {k: r for k, r in self._rows.items() if k in keys}
+            self.doc[self.name] = self.rows
+            save_json(self.doc, self.path)
+        return gone
+
+    def run(self, specs, fn, progress: bool = True, desc: str = 'runs', only: bool = False, **doc) -> list:
+        "One row per spec: reused when its key matches, else `fn(spec)` stored at once; `only`: then `keep(specs)`."
         specs = list(specs)
         todo = [s for s in specs if s.key() not in self._rows]
         for s in tqdm(todo, desc=desc, disable=not progress or not todo, leave=False):
             self.put(s, fn(s), **doc)
+        if only:
+            self.keep(specs)
         return [self._rows[s.key()] for s in specs]

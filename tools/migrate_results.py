@@ -71,10 +71,13 @@ def lora(doc: dict) -> dict:
 
 def learning_curves(doc: dict) -> dict:
     "The flat lists (rows, predicted, beta, pools, and the derived long table) become one keyed row per task."
-    if 'tasks' in doc:
-        return doc
     c = doc['config']
     plan = {k: c[k] for k in ('pool', 'n_test', 'ns', 'seeds', 'pilot', 'max_length', 'subset')}
+    if 'tasks' in doc:  # migrated: each row must carry the spec its task and the file's settings give
+        for t in doc['tasks']:
+            _keyed(t, CurveTaskRun(c['model'], t['task'], random_init=t['task'] == c['tasks'][0], params=c['params'],
+                                   **plan))
+        return doc
     tasks = []
     for t in doc['beta']:  # in the order the study ran them
         rows = [r for r in doc['rows'] if r['task'] == t]
