@@ -28,7 +28,7 @@ from .targets import targets
 from .entk import train_test_ntk
 from .spectrum import decay_protocols
 from .curves import learning_curve, predict_learning_curve
-from .analysis import analyze_sample
+from .analysis import analyze_sample, _outputs
 from .finetune import finetune, FinetuneConfig
 from .core import atomic_path
 from .data import task_info
@@ -84,9 +84,9 @@ def _frozen(spec, **types):
             object.__setattr__(spec, k, t(v))
 
 
-def _load(name: str, head: bool):
-    "An embedded model: MiniLM with a new two-class head when `head`, the LM itself otherwise."
-    return load_model(name, kind='classification', seed=0) if head else load_model(name)
+def _load(name: str):
+    "An embedded model as the studies use it: MiniLM-L6 with a new two-class head, SmolLM2 with its own LM head."
+    return load_model(name, kind='classification', seed=0) if name == 'minilm-l6' else load_model(name)
 
 # %% ../nbs/89_experiments.ipynb #bc5c00d0
 @dataclass(frozen=True)
@@ -115,7 +115,7 @@ def linearization_specs(cfg: dict) -> list:
 
 def linearization_run(spec: LinearizationRun) -> dict:
     "Fine-tune beside the kernel prediction and the linearized model; the row of the study."
-    m, tok = _load(spec.model, head=spec.model == 'minilm-l6')
+    m, tok = _load(spec.model)
     r = compare(m, tok, spec.task, spec.n_train, spec.n_val, spec.n_test, spec.max_length, spec.steps,
                 params=spec.params, model_name=spec.model, progress=False, linearized=True, lr_scale=spec.lr_scale)
     return {'model': spec.model, 'lr_scale': spec.lr_scale, **r.to_dict()}
@@ -199,10 +199,9 @@ def lora_specs(cfg: dict) -> tuple[list, list]:
 
 def _lora_setup(spec: LoraKernels):
     "The model, tokenizer, task data and output function of a LoRA study (MiniLM: a new head)."
-    head = spec.model == 'minilm-l6'
-    m, tok = _load(spec.model, head)
+    m, tok = _load(spec.model)
     d = prepare_task(tok, spec.task, spec.n_train, spec.n_val, spec.n_test, spec.max_length, spec.seed)
-    return m, tok, d, HeadOutput() if head else make_output_fn(m, tok, spec.task)
+    return m, tok, d, HeadOutput() if spec.model == 'minilm-l6' else make_output_fn(m, tok, spec.task)
 
 
 def lora_kernel_run(spec: LoraKernels) -> dict:
@@ -287,16 +286,10 @@ def _pool_size(task: str, most: int) -> int:
     return int(min(most, 2 * counts.min()) // 16 * 16)
 
 
-def _outputs(model, fn, batch: dict, n: int) -> torch.Tensor:
-    "f_0 on a batch, 32 examples at a time, in float64."
-    with torch.no_grad():
-        return torch.cat([fn(model, {k: v[i:i + 32] for k, v in batch.items()}) for i in range(0, n, 32)]).double()
-
-
 def _curve_arm(model, s: Sample, fn, spec: CurveTaskRun, ns: list, init: str) -> tuple[float, list]:
     "β of the pool's kernel and the kernel-GD learning curve at every size and seed."
     G, Gt = train_test_ntk(model, s.train, s.test, fn, spec.params, progress=False)
-    f0, f0t = _outputs(model, fn, s.train, s.n), _outputs(model, fn, s.test, len(s.test_labels))
+    f0, f0t = _outputs(model, fn, s.train), _outputs(model, fn, s.test)
     beta = decay_protocols(G, min(spec.subset, s.n), 3, 0, n_resample=0)['paper']['beta_mean']
     rows = learning_curve(G, targets(s.labels), f0, Gt, targets(s.test_labels), f0t, ns, list(spec.seeds),
                           labels=s.labels.numpy(), test_labels=s.test_labels)
@@ -399,7 +392,7 @@ def _task_kernel(model, tok, spec: SpectrumRun):
     y = 2.0 * torch.tensor(ds['label'], dtype=torch.float64) - 1  # ±1 targets
     m = model if spec.seed is None else reinit_model(model, seed=spec.seed)
     G = empirical_ntk(m, b, fn, NO_EMB if spec.params == 'all' else spec.params, progress=False)
-    return G, y, _outputs(m, fn, b, len(y))
+    return G, y, _outputs(m, fn, b)
 
 
 def spectrum_run(spec: SpectrumRun, model=None, kernels_dir=None, trust_unrecorded: bool = False) -> dict:
@@ -408,7 +401,7 @@ def spectrum_run(spec: SpectrumRun, model=None, kernels_dir=None, trust_unrecord
     got, secs = None if path is None else _stored_kernel(path, spec, trust_unrecorded), None
     if got is None:
         t0 = time.time()
-        got = _task_kernel(*(model or _load(spec.model, head=spec.model == 'minilm-l6')), spec)
+        got = _task_kernel(*(model or _load(spec.model)), spec)
         secs = time.time() - t0
         if path is not None:
             G, y, f0 = (v.double().numpy() for v in got)

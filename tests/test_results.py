@@ -32,10 +32,16 @@ def test_committed_rows_cover_the_cpu_preset(study):
     assert len(t.rows) == len(json.loads((RESULTS / file).read_text())[rows])  # every committed row has its key
 
 
-def test_migration_is_done_and_idempotent(tmp_path):
+@pytest.fixture(scope='module')
+def migrate():
+    "tools/migrate_results.py as a module."
     spec = importlib.util.spec_from_file_location('migrate', Path(__file__).parents[1] / 'tools' / 'migrate_results.py')
-    migrate = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(migrate)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_migration_is_done_and_idempotent(tmp_path, migrate):
     for f in {v[0] for v in STUDIES.values()}:
         shutil.copy(RESULTS / f, tmp_path / f)
     migrate.main(tmp_path)
@@ -43,10 +49,7 @@ def test_migration_is_done_and_idempotent(tmp_path):
         assert (tmp_path / f).read_bytes() == (RESULTS / f).read_bytes(), f
 
 
-def test_a_row_whose_spec_disagrees_is_refused():
-    spec = importlib.util.spec_from_file_location('migrate', Path(__file__).parents[1] / 'tools' / 'migrate_results.py')
-    migrate = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(migrate)
+def test_a_row_whose_spec_disagrees_is_refused(migrate):
     doc = json.loads((RESULTS / 'linearization.json').read_text())
     doc['runs'][0]['steps'] += 1  # the settings now give another spec than the one recorded
     with pytest.raises(SystemExit, match="recorded spec is not"):
