@@ -7,6 +7,7 @@ from ntk_finetune.presets import preset
 from ntk_finetune.store import Table
 from ntk_finetune.experiments import (linearization_specs, task_vector_specs, lora_specs, curve_specs,
                                       spectrum_specs, spectrum_run)
+from ntk_finetune.stopping_study import stopping_specs
 
 RESULTS = Path(__file__).parents[1] / 'results'
 STUDIES = {  # results file, its list of rows, the specs of the study's cpu preset
@@ -19,6 +20,8 @@ STUDIES = {  # results file, its list of rows, the specs of the study's cpu pres
     'curve_tasks': ('learning_curves.json', 'tasks', lambda: curve_specs(preset('04_learning_curves', 'cpu'))[0]),
     'curve_finetune': ('learning_curves.json', 'finetuned',
                        lambda: curve_specs(preset('04_learning_curves', 'cpu'))[1]),
+    **{f'stopping_{f}': ('stopping.json', f, lambda f=f: stopping_specs(preset('05_stopping', 'cpu'))[f])
+       for f in ('rows', 'adamw', 'sgd', 'half_step', 'more')},
 }
 
 
@@ -54,6 +57,14 @@ def test_a_row_whose_spec_disagrees_is_refused(migrate):
     doc['runs'][0]['steps'] += 1  # the settings now give another spec than the one recorded
     with pytest.raises(SystemExit, match="recorded spec is not"):
         migrate.linearization(doc)
+
+
+def test_a_stopping_row_that_did_not_run_its_plan_is_refused(migrate):
+    doc = json.loads((RESULTS / 'stopping.json').read_text())
+    r = next(r for r in doc['rows'] if r['steps_run'] > r['steps_min'])  # run past the rules: its length is planned
+    r.update(steps_run=r['steps_run'] + 4, key=None, spec=None)
+    with pytest.raises(SystemExit, match="its plan"):
+        migrate.stopping(doc)
 
 
 def test_a_spectra_row_refits_from_its_stored_kernel():

@@ -1,7 +1,8 @@
 """Give the committed study results their specs, once: each row of `results/linearization.json`,
 `results/task_vectors.json`, `results/lora_kernels.json`, `results/learning_curves.json` and
-`results/task_spectra.json` gets the `key` and `spec` that `store.Table` reuses it by, built from the settings
-recorded beside it (the learning curves' flat lists become one row per task). Nothing is rerun and no measured value
+`results/task_spectra.json` and the five row families of `results/stopping.json` get the `key` and `spec` that `store.Table` reuses it by, built from the settings
+recorded beside it (the learning curves' flat lists become one row per task; the stopping study's derived long
+table, which no reader uses, is dropped). Nothing is rerun and no measured value
 changes; a row that already has its spec is left as it is, so running this twice changes nothing.
 
     python tools/migrate_results.py [results-folder]
@@ -12,6 +13,9 @@ from ntk_finetune.core import load_json, save_json
 from ntk_finetune.evidence import curve_views
 from ntk_finetune.experiments import (LinearizationRun, TaskVectorRun, LoraKernels, LoraFinetuneRun, CurveTaskRun,
                                       CurveFinetuneRun, SpectrumRun)
+from ntk_finetune.stopping_study import StoppingRun, SgdStoppingRun, AdamwCpRun, HalfStepRun, SGD_PLAN
+from ntk_finetune.compare import run_length
+from ntk_finetune.presets import MINILM_PARAMS
 
 
 def _keyed(row: dict, spec) -> dict:
@@ -109,10 +113,58 @@ def task_spectra(doc: dict) -> dict:
     return {**doc, 'rows': rows}
 
 
+def _ran_planned(r: dict, steps, past_rules, max_steps, eval_every, rules=('rwy', 'cp', 'discrepancy')):
+    "The row ran the length its plan gives (from its recorded rule steps), or diverged before it."
+    n = run_length({q: r[f'{q}_step'] for q in rules}, steps, past_rules, max_steps, eval_every)
+    if not (r['steps_run'] == n or (str(r.get('stopped')).startswith('diverged') and r['steps_run'] <= n)):
+        raise SystemExit(f"{r['model']} {r['task']} {r['seed']}: ran {r['steps_run']} steps, its plan {n}")
+
+
+def stopping(doc: dict) -> dict:
+    "Each of the five row families keyed by the spec its recorded settings give; the long table dropped."
+    c = doc['config']
+    if c.get('minilm_params', MINILM_PARAMS) != MINILM_PARAMS:
+        raise SystemExit("the stopping study ran MiniLM on other parameters than the package's MINILM_PARAMS")
+    sample = lambda r, n=None: dict(model=r['model'], task=r['task'], seed=r['seed'], n_train=n or c['n_train'],
+                                    n_val=c['n_val'], n_test=c['n_test'], max_length=c['max_length'],
+                                    params=MINILM_PARAMS if r['model'] == 'minilm-l6' else 'attention')
+    out = {k: v for k, v in doc.items() if k != 'table'}
+    out['rows'] = []
+    for r in doc['rows']:
+        cap = r['max_steps'] if 'max_steps' in r else c['max_steps'][r['model']]  # early rows: the plan's, if they ran it
+        spec = StoppingRun(**sample(r), steps=r['steps_min'], past_rules=r['past_rules'], max_steps=cap,
+                           eval_every=c['eval_every'])
+        _ran_planned(r, spec.steps, spec.past_rules, spec.max_steps, spec.eval_every)
+        out['rows'].append(_keyed(r, spec))
+    out['more'] = []
+    for r in doc['more']:
+        _same(r, c, 'n_val', 'n_test')
+        plan = {k: r[k] for k in ('optimizer', 'loss', 'lr', 'batch_size', 'steps', 'max_steps', 'eval_every')}
+        spec = StoppingRun(**sample(r, r['n_train']), **plan, past_rules=1.25 if r['optimizer'] == 'gd' else None)
+        out['more'].append(_keyed(r, spec))
+    out['sgd'] = []
+    for r in doc['sgd']:
+        spec = SgdStoppingRun(**sample(r), loss=r['loss'], **{k: r[f'sgd_{k}'] for k in SGD_PLAN})
+        _ran_planned(r, spec.steps, spec.past_rules, spec.max_steps, spec.eval_every)
+        out['sgd'].append(_keyed(r, spec))
+    out['adamw'] = []
+    for r in doc['adamw']:
+        if r['rule'] != 'cp (converted)':
+            raise SystemExit(f"an AdamW row of another rule: {r['rule']}")
+        spec = AdamwCpRun(**sample(r), lr=r['lr'], batch_size=r['batch_size'], steps=r['steps_run'],
+                          eval_every=r['eval_every'])
+        out['adamw'].append(_keyed(r, spec))
+    out['half_step'] = [_keyed(r, HalfStepRun(**sample(r), lr_scale=r['lr_scale'], steps=r['steps_run'],
+                                              eval_every=int(c['eval_every'] / r['lr_scale'])))
+                        for r in doc['half_step']]
+    return out
+
+
 def main(folder='results'):
     d = Path(folder)
     studies = (('linearization', linearization), ('task_vectors', task_vectors), ('lora_kernels', lora),
-               ('learning_curves', learning_curves), ('task_spectra', task_spectra))
+               ('learning_curves', learning_curves), ('task_spectra', task_spectra),
+               ('stopping', stopping))
     for name, fn in studies:
         p = d / f'{name}.json'
         if not p.is_file():
