@@ -8,7 +8,9 @@ import time, warnings
 from dataclasses import dataclass, asdict, field
 from pathlib import Path
 import torch
+import json
 from .core import as_scalar, save_json, load_json, file_sha256, json_sha256, atomic_dir
+from .store import save_artifact, load_artifact, canonical_meta, ArtifactError
 from .spectrum import Eigen, eigendecomposition, fit_power_law, fit_exponential, DecayFit, effective_rank
 from .dynamics import kernel_gd_curve, default_step_size, _check_step
 from .early_stopping import RULES, SIGMA_RULES
@@ -118,69 +120,78 @@ class Analysis:
         return Dataset.from_pandas(t[table], preserve_index=False)
 
     def save(self, path) -> Path:
-        "Write `path/analysis.safetensors` and `path/analysis.json` (the folder is replaced atomically)."
-        from safetensors.torch import save_file
-
+        """`path/analysis.safetensors` (the tensors: a store artefact, with its checksum and the whole record in its
+        header) and `path/analysis.json` (the same record, readable without torch); the folder is replaced atomically."""
         path = Path(path)
-        tensors = {
-            k: getattr(self, k).contiguous().double()
-            for k in _TENSORS
-            if getattr(self, k) is not None
-        }
-        meta = {k: v for k, v in asdict(self).items() if k not in _TENSORS}
+        tensors = {k: getattr(self, k).contiguous().double() for k in _TENSORS if getattr(self, k) is not None}
+        body = {**{k: v for k, v in asdict(self).items() if k not in _TENSORS}, 'format': 3}
         with atomic_dir(path) as tmp:
-            save_file(tensors, str(tmp / 'analysis.safetensors'))
-            body = {**meta, 'format': 2}
-            body['checksums'] = {'tensors': file_sha256(tmp / 'analysis.safetensors'), 'meta': json_sha256(body)}
+            save_artifact(tmp / 'analysis.safetensors', tensors, body)
             save_json(body, tmp / 'analysis.json')
         return path
 
     @classmethod
     def load(cls, path) -> 'Analysis':
-        "Read an analysis written by `save`."
-        from safetensors.torch import load_file
-
+        "Read an analysis written by `save`, checked against its checksums (formats 1 and 2, older, read too)."
         path = Path(path)
         for f in ('analysis.json', 'analysis.safetensors'):
             if not (path / f).is_file():
                 raise ValueError(f"{str(path)!r} holds no analysis ({f} is missing)")
         try:
             meta = load_json(path / 'analysis.json')
-            t = load_file(str(path / 'analysis.safetensors'))
-        except Exception as e:
-            raise ValueError(
-                f"the analysis in {str(path)!r} is unreadable (truncated?): {e}"
-            ) from e
-        if not isinstance(meta, dict):
+        except ValueError as e:
+            raise ValueError(f"the analysis in {str(path)!r} is unreadable (truncated?): {e}") from None
+        fmt = meta.pop('format', None) if isinstance(meta, dict) else None
+        if fmt not in (1, 2, 3) or 'settings' not in meta:
             raise ValueError(f"{str(path / 'analysis.json')!r} is not an analysis written by this package")
-        fmt, sums = meta.pop('format', None), meta.pop('checksums', None)
-        if fmt not in (1, 2) or 'settings' not in meta:
-            raise ValueError(
-                f"{str(path / 'analysis.json')!r} is not an analysis written by this package"
-            )
-        if fmt == 2:  # format 1 (older versions) carries no checksums
-            bad = [
-                f for f, ok in (
-                    ('analysis.json', isinstance(sums, dict)
-                     and sums.get('meta') == json_sha256({**meta, 'format': 2})),
-                    ('analysis.safetensors', isinstance(sums, dict)
-                     and sums.get('tensors') == file_sha256(path / 'analysis.safetensors')),
-                ) if not ok
-            ]
-            if bad:
-                raise ValueError(
-                    f"the analysis in {str(path)!r} was edited or is corrupted ({bad[0]} does not match its checksum): "
-                    f"refusing to load it; run the analysis again"
-                )
+        t = _artefact_tensors(path, meta) if fmt == 3 else _legacy_tensors(path, meta, fmt)
         kw = {k: t.get(k) for k in _TENSORS}
         for k in ('labels', 'test_labels'):
             if kw[k] is not None and meta['settings'].get('kind') != 'regression':
                 kw[k] = kw[k].long()
         try:
             return cls(**meta, **kw)
-        except TypeError as e:  # a format-1 file with fields this version does not know, or without some it needs
+        except TypeError as e:  # an older file with fields this version does not know, or without some it needs
             msg = f"{str(path / 'analysis.json')!r} does not hold an analysis of this version: {e}"
             raise ValueError(msg) from None
+
+
+def _corrupted(path, what: str) -> ValueError:
+    "The one-line refusal of a damaged analysis folder."
+    return ValueError(f"the analysis in {str(path)!r} was edited or is corrupted ({what}): refusing to load it; "
+                      f"run the analysis again")
+
+
+def _artefact_tensors(path: Path, meta: dict) -> dict:
+    "The tensors of a format-3 analysis: the artefact's checksum holds, and the JSON is the record in its header."
+    try:
+        art = load_artifact(path / 'analysis.safetensors')
+    except ArtifactError as e:
+        if 'checksum' not in str(e):
+            raise ValueError(f"the analysis in {str(path)!r} is unreadable (truncated?)") from None
+        raise _corrupted(path, 'analysis.safetensors does not match its checksum') from None
+    same = lambda a, b: json.dumps(a, sort_keys=True) == json.dumps(b, sort_keys=True)  # NaN equals NaN here
+    if not same(art.meta, canonical_meta({**meta, 'format': 3})):
+        raise _corrupted(path, "analysis.json does not match the record in the tensors' header")
+    return art.tensors
+
+
+def _legacy_tensors(path: Path, meta: dict, fmt: int) -> dict:
+    "The tensors of a format-1 (no checksums) or format-2 (SHA-256 of both files in the JSON) analysis."
+    from safetensors.torch import load_file
+
+    sums = meta.pop('checksums', None)
+    try:
+        t = load_file(str(path / 'analysis.safetensors'))
+    except Exception as e:
+        raise ValueError(f"the analysis in {str(path)!r} is unreadable (truncated?): {e}") from None
+    if fmt == 2:
+        checks = (('analysis.json', lambda: sums.get('meta') == json_sha256({**meta, 'format': 2})),
+                  ('analysis.safetensors', lambda: sums.get('tensors') == file_sha256(path / 'analysis.safetensors')))
+        bad = [f for f, ok in checks if not (isinstance(sums, dict) and ok())]
+        if bad:
+            raise _corrupted(path, f'{bad[0]} does not match its checksum')
+    return t
 
 # %% ../nbs/06b_solve.ipynb #758c210d
 def _diagnostics(w, y, sigma) -> dict:

@@ -206,24 +206,37 @@ def _edit_json(p):
     f.write_text(json.dumps(d))
 
 
-def _edit_json_and_its_checksum_field(p):
-    f = p / 'analysis.json'
-    d = json.loads(f.read_text())
-    d['settings']['n'] = 99
-    d['checksums']['tensors'] = '0' * 64
-    f.write_text(json.dumps(d))
+def _as_format2(p):
+    "Rewrite a saved analysis as the previous version wrote it: plain safetensors, SHA-256 of both files in the JSON."
+    from safetensors.torch import load_file, save_file
+    from ntk_finetune.core import file_sha256, json_sha256
+    body = json.loads((p / 'analysis.json').read_text())
+    save_file(load_file(str(p / 'analysis.safetensors')), str(p / 'analysis.safetensors'))
+    body['format'] = 2
+    body['checksums'] = {'tensors': file_sha256(p / 'analysis.safetensors'), 'meta': json_sha256(body)}
+    (p / 'analysis.json').write_text(json.dumps(body))
+    return p
 
 
 DAMAGE = {
     'truncated tensors': (_truncate, 'unreadable'),
     'a flipped byte in the tensors': (_flip, 'analysis.safetensors does not match its checksum'),
-    'an edited stop in the JSON': (_edit_json, 'analysis.json does not match its checksum'),
-    'edited JSON and checksums': (_edit_json_and_its_checksum_field, 'does not match its checksum'),
+    'an edited stop in the JSON': (_edit_json, "analysis.json does not match the record in the tensors' header"),
+    'a flipped byte in a format-2 folder': (lambda p: _flip(_as_format2(p)),
+                                            'analysis.safetensors does not match its checksum'),
+    'an edited stop in a format-2 folder': (lambda p: _edit_json(_as_format2(p)),
+                                            'analysis.json does not match its checksum'),
     'JSON replaced by a list': (lambda p: (p / 'analysis.json').write_text('[1, 2]'), 'not an analysis'),
     'tensors missing': (lambda p: (p / 'analysis.safetensors').unlink(), 'holds no analysis'),
     'JSON of another program': (lambda p: (p / 'analysis.json').write_text('{"settings": {}, "format": 7}'),
                                 'not an analysis'),
 }
+
+
+def test_a_format2_analysis_still_loads(saved, tmp_path):
+    a, path = saved
+    b = Analysis.load(_as_format2(copy(path, tmp_path / 'a')))
+    assert torch.equal(a.G, b.G) and a.stops == b.stops and a.settings == b.settings
 
 
 @pytest.mark.parametrize('case', list(DAMAGE))
