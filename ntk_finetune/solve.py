@@ -121,7 +121,8 @@ class Analysis:
 
     def save(self, path) -> Path:
         """`path/analysis.safetensors` (the tensors: a store artefact, with its checksum and the whole record in its
-        header) and `path/analysis.json` (the same record, readable without torch); the folder is replaced atomically."""
+        header) and `path/analysis.json` (the same record, readable without torch); the folder is replaced
+        atomically."""
         path = Path(path)
         tensors = {k: getattr(self, k).contiguous().double() for k in _TENSORS if getattr(self, k) is not None}
         body = {**{k: v for k, v in asdict(self).items() if k not in _TENSORS}, 'format': 3}
