@@ -15,6 +15,8 @@ from .dynamics import kernel_gd, default_step_size
 from .early_stopping import estimate_noise, kernel_holdout_risk
 from .solve import Analysis, RULES, stopping_steps
 from .evidence import curve_views
+from .kernel_cache import kernel_file, load_kernel
+
 
 # %% auto #0
 __all__ = ['SAMPLE_FACTORS', 'learning_curve', 'predict_learning_curve', 'predict_samples', 'samples_needed',
@@ -220,11 +222,10 @@ def samples_validation(kernel_dir, curves: dict, pilot: int = 32, seeds=(0, 1, 2
     ns = sorted({n for _, n in meas if n >= pilot})
     err = {n: {'anchored': [], 'sequence_model': [], 'covered': []} for n in ns}
     for task in sorted({t for t, _ in meas}):
-        f = Path(kernel_dir) / f'{model}__{params}__{task}__pretrained.npz'
-        if not f.is_file():
+        f = kernel_file(kernel_dir, f'{model}__{params}__{task}__pretrained')
+        if f is None:
             continue
-        z = np.load(f)
-        G, y, f0 = (torch.as_tensor(z[k], dtype=torch.float64) for k in ('G', 'y', 'f0'))
+        G, y, f0, _ = load_kernel(f)
         for s in seeds:
             idx = torch.as_tensor(np.sort(np.random.default_rng(s).choice(len(y), pilot, replace=False)))
             point, lo, hi = _pilot_band(G[idx][:, idx], y[idx], f0[idx], ns)  # the band predict_samples reports

@@ -30,7 +30,7 @@ from .spectrum import decay_protocols
 from .curves import learning_curve, predict_learning_curve
 from .analysis import analyze_sample, _outputs
 from .finetune import finetune, FinetuneConfig
-from .core import atomic_path
+from .kernel_cache import save_kernel, load_kernel, kernel_file
 from .data import task_info
 from .outputs import tokenize
 from .entk import empirical_ntk
@@ -365,22 +365,21 @@ def spectrum_specs(cfg: dict) -> list:
 
 
 def kernel_path(kernels_dir, spec: SpectrumRun) -> Path:
-    "Where the kernel of a spectra run is stored."
+    "Where the kernel of a spectra run is stored (a store artefact; an earlier version's `.npz` of the name is read)."
     seed = '' if spec.seed is None else spec.seed
-    return Path(kernels_dir) / f"{spec.model}__{spec.params}__{spec.task}__{spec.init}{seed}.npz"
+    return Path(kernels_dir) / f"{spec.model}__{spec.params}__{spec.task}__{spec.init}{seed}.safetensors"
 
 
 def _stored_kernel(path: Path, spec: SpectrumRun, trust_unrecorded: bool):
     "(G, y, f_0) from a stored file, or None when it is missing or was computed under another pool or truncation."
-    if not path.exists():
+    f = kernel_file(path.parent, path.stem)
+    if f is None:
         return None
-    with np.load(path) as z:
-        for k in ('pool', 'max_length'):  # a file without them: trusted only when the caller knows it is this plan's
-            if (int(z[k]) != getattr(spec, k)) if k in z else not trust_unrecorded:
-                return None
-        if z['G'].shape[0] != spec.pool:
+    G, y, f0, meta = load_kernel(f)
+    for k in ('pool', 'max_length'):  # a file without them: trusted only when the caller knows it is this plan's
+        if (meta[k] != getattr(spec, k)) if k in meta else not trust_unrecorded:
             return None
-        return tuple(torch.from_numpy(z[k]) for k in ('G', 'y', 'f0'))
+    return None if G.shape[0] != spec.pool else (G, y, f0)
 
 
 def _task_kernel(model, tok, spec: SpectrumRun):
@@ -404,9 +403,7 @@ def spectrum_run(spec: SpectrumRun, model=None, kernels_dir=None, trust_unrecord
         got = _task_kernel(*(model or _load(spec.model)), spec)
         secs = time.time() - t0
         if path is not None:
-            G, y, f0 = (v.double().numpy() for v in got)
-            with atomic_path(path) as tmp, open(tmp, 'wb') as fh:
-                np.savez_compressed(fh, G=G, y=y, f0=f0, pool=spec.pool, max_length=spec.max_length)
+            save_kernel(path, *got, {'pool': spec.pool, 'max_length': spec.max_length, 'spec': spec.to_dict()})
     G, y, f0 = got
     d = decay_protocols(G, spec.subset, spec.n_subsets, spec.n_boot, 0, spec.n_resample)
     K = G / spec.pool

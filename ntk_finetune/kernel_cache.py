@@ -7,14 +7,16 @@ from __future__ import annotations
 import hashlib, shutil, warnings
 from dataclasses import dataclass
 from pathlib import Path
+import numpy as np
 import torch
 from .core import save_json, load_json
-from .store import Spec, Store, Ledger
+from .store import Spec, Store, Ledger, save_artifact, load_artifact
 from .models import count_params
 from .entk_capture import _CaptureStore, inputs_hash
 
 # %% auto #0
-__all__ = ['CacheError', 'weights_hash', 'output_fn_id', 'KernelSpec', 'kernel_spec', 'KernelCache']
+__all__ = ['KERNEL_SUFFIXES', 'CacheError', 'weights_hash', 'output_fn_id', 'KernelSpec', 'kernel_spec', 'KernelCache',
+           'save_kernel', 'load_kernel', 'kernel_file']
 
 # %% ../nbs/03c_kernel_cache.ipynb #1803fa59
 class CacheError(ValueError):
@@ -178,3 +180,31 @@ class KernelCache:
             shutil.rmtree(self.folder / f'captures{k}', ignore_errors=True)
             for part in ('blocks', 'done'):
                 (self.folder / f'captures{k}.{part}.json').unlink(missing_ok=True)
+
+# %% ../nbs/03c_kernel_cache.ipynb #df5cb883
+KERNEL_SUFFIXES = ('.safetensors', '.npz')  # a stored kernel: a store artefact, or an earlier version's NumPy archive
+
+
+def save_kernel(path, G, y, f0, meta: dict | None = None) -> Path:
+    "Store the Gram `G` (N, N) on a pool, its targets `y` (N,) and initial outputs `f0` (N,) as an artefact."
+    t = {k: torch.as_tensor(v).double() for k, v in (('G', G), ('y', y), ('f0', f0))}
+    if t['G'].shape != (len(t['y']),) * 2 or t['f0'].shape != t['y'].shape:
+        raise ValueError(f"a stored kernel needs G (N, N), y (N,), f0 (N,), got {[tuple(v.shape) for v in t.values()]}")
+    return save_artifact(path, t, meta or {})
+
+
+def load_kernel(path) -> tuple:
+    "(G, y, f_0, meta) of a stored kernel (float64 tensors); an `.npz` of an earlier version gives the meta it holds."
+    path = Path(path)
+    if path.suffix != '.npz':
+        art = load_artifact(path)
+        return (*(art.tensors[k] for k in ('G', 'y', 'f0')), art.meta or {})
+    with np.load(path) as z:
+        meta = {k: int(z[k]) for k in ('pool', 'max_length') if k in z}
+        return (*(torch.from_numpy(z[k]).double() for k in ('G', 'y', 'f0')), meta)
+
+
+def kernel_file(folder, stem: str) -> Path | None:
+    "The stored kernel named `stem` in `folder` (an artefact, else an older `.npz`), or None."
+    return next((p for s in KERNEL_SUFFIXES if (p := Path(folder) / f'{stem}{s}').is_file()), None)
+

@@ -71,9 +71,20 @@ def test_a_spectra_row_refits_from_its_stored_kernel():
     "The committed kernel of a row gives back the row's fits and diagnostics without a model (a new protocol's path)."
     spec = spectrum_specs(preset('02_task_spectra', 'cpu'))[1]  # MiniLM's attention kernel at a random init
     row = Table(RESULTS / 'task_spectra.json').get(spec)
-    new = spectrum_run(spec, model=(None, None), kernels_dir=RESULTS / 'kernels', trust_unrecorded=True)
+    new = spectrum_run(spec, model=(None, None), kernels_dir=RESULTS / 'kernels')  # its pool is recorded
     assert new['seconds'] is None  # read from the store, not recomputed
     for k in ('paper', 'disjoint', 'resample'):
         assert new[k]['beta_mean'] == pytest.approx(row[k]['beta_mean'], rel=1e-9), k
     assert new['alignment'] == pytest.approx(row['alignment'], rel=1e-9)
     assert new['eigvals'] == pytest.approx(row['eigvals'], rel=1e-9, abs=1e-15)
+
+
+def test_every_stored_kernel_is_an_artefact_of_a_spectra_row():
+    from ntk_finetune.store import load_artifact
+    from ntk_finetune.experiments import SpectrumRun, kernel_path
+    keys = {r['key'] for r in Table(RESULTS / 'task_spectra.json').rows}
+    files = sorted((RESULTS / 'kernels').iterdir())
+    assert files and all(f.suffix == '.safetensors' for f in files)
+    for f in files:
+        spec = SpectrumRun.from_dict(load_artifact(f).meta['spec'])  # the checksum holds, and the spec is a row's
+        assert spec.key() in keys and kernel_path(f.parent, spec) == f, f.name

@@ -8,6 +8,8 @@ changes; a row that already has its spec is left as it is, so running this twice
     python tools/migrate_results.py [results-folder]
 """
 import sys
+import numpy as np
+import torch
 from pathlib import Path
 from ntk_finetune.core import load_json, save_json
 from ntk_finetune.evidence import curve_views
@@ -16,6 +18,9 @@ from ntk_finetune.experiments import (LinearizationRun, TaskVectorRun, LoraKerne
 from ntk_finetune.stopping_study import StoppingRun, SgdStoppingRun, AdamwCpRun, HalfStepRun, SGD_PLAN
 from ntk_finetune.compare import run_length
 from ntk_finetune.presets import MINILM_PARAMS
+from ntk_finetune.experiments import kernel_path
+from ntk_finetune.kernel_cache import save_kernel, load_kernel
+from ntk_finetune.spectrum import eigendecomposition
 
 
 def _keyed(row: dict, spec) -> dict:
@@ -160,6 +165,30 @@ def stopping(doc: dict) -> dict:
     return out
 
 
+def kernels(folder: Path):
+    """The spectra study's stored kernels (`kernels/*.npz`) become store artefacts with their spec, pool and truncation
+    in the header, each checked first against its row: the shape is the pool's and the eigenvalues are the row's."""
+    doc = load_json(folder / 'task_spectra.json')
+    done = 0
+    for r in doc['rows']:
+        spec = SpectrumRun.from_dict(r['spec'])
+        new = kernel_path(folder / 'kernels', spec)
+        old = new.with_suffix('.npz')
+        if not old.is_file():
+            continue
+        G, y, f0, _ = load_kernel(old)
+        w = eigendecomposition(G / spec.pool).eigvals
+        if G.shape[0] != spec.pool or not np.allclose(w.numpy(), r['eigvals'], rtol=1e-9, atol=1e-15):
+            raise SystemExit(f"{old} is not the kernel of its row")
+        save_kernel(new, G, y, f0, {'pool': spec.pool, 'max_length': spec.max_length, 'spec': spec.to_dict()})
+        back = load_kernel(new)
+        if not all(torch.equal(a, b) for a, b in zip(back[:3], (G, y, f0))):
+            raise SystemExit(f"{new} does not read back as {old}")
+        old.unlink()
+        done += 1
+    print(f"{done} stored kernels moved to store artefacts" if done else "every stored kernel is an artefact already")
+
+
 def main(folder='results'):
     d = Path(folder)
     studies = (('linearization', linearization), ('task_vectors', task_vectors), ('lora_kernels', lora),
@@ -176,6 +205,8 @@ def main(folder='results'):
             print(f"migrated {p}")
         else:
             print(f"{p}: every row has its spec already")
+    if (d / 'task_spectra.json').is_file():
+        kernels(d)
 
 
 if __name__ == '__main__':
