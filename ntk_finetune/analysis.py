@@ -63,7 +63,7 @@ def _check_solve_args(rules, rule, optimizer, multiclass, step_size, lr, batch_s
     return _SolveOpts(None if step_size is None else as_scalar(step_size, 'step_size'), tuple(rules),
                       None if lr is None else as_scalar(lr, 'lr'), batch_size)
 
-
+# %% ../nbs/07_analysis.ipynb #2f4a51b9
 def _problems(sample: Sample, G, Gt, f0, f0t, multiclass: str) -> list:
     "The regression problems of a sample: one (binary, regression, joint contrasts) or one per class (one-vs-rest)."
     C = max(2, sample.num_classes)
@@ -93,7 +93,7 @@ def _problems(sample: Sample, G, Gt, f0, f0t, multiclass: str) -> list:
                 for c in range(C)]
     return [_Problem(*contrasted(A), y_of(sample.labels), y_of(sample.test_labels), A)]
 
-
+# %% ../nbs/07_analysis.ipynb #e0c38db5
 def analyze_sample(
     model,
     tokenizer,
@@ -162,7 +162,7 @@ def _targets(target_loss, target_accuracy) -> dict:
         raise ValueError(f"target_accuracy must lie in (0, 1), got {target_accuracy!r}")
     return tgt
 
-
+# %% ../nbs/07_analysis.ipynb #60a3bd51
 def analyze(
     model='smollm2-135m',  # embedded name, paper preset, hub id or folder, or a loaded (model, tokenizer)
     data='rt-sentiment',  # task name, datasets.Dataset, or a tokenized batch (with labels=...)
@@ -217,7 +217,7 @@ def analyze(
         progress=progress, **kernel_kw,
     )
 
-
+# %% ../nbs/07_analysis.ipynb #eeff127e
 def _precheck(name, data, head, sample_kind, load_kw, skw):
     "What the data alone decides (sizes, templates, label words) fails with the tokenizer, before any weights load."
     from transformers import AutoConfig
@@ -238,7 +238,7 @@ def _precheck(name, data, head, sample_kind, load_kw, skw):
     if sample_kind != 'regression' and (head == 'lm' or (head == 'auto' and lm and name != 'minilm-l6')):
         sample_output_fn(None, tok, sample, 'lm')  # label words: present, one per class, single tokens
 
-
+# %% ../nbs/07_analysis.ipynb #0f73eaf1
 def prepare(
     model,
     data,
@@ -312,7 +312,7 @@ def prepare(
     )
     return m, tok, sample, fn, settings
 
-
+# %% ../nbs/07_analysis.ipynb #156fdeba
 def _data_kind(data, label_column, labels, kind, text_column='text'):
     "('binary' | 'multiclass' | 'regression', number of classes) before anything heavy is loaded."
     if kind == 'regression':

@@ -103,7 +103,7 @@ def _data_flags(g):
     g('--head', default='auto', choices=('auto', 'lm', 'new'),
       help="the model's own label-word output (lm) or a new head (new)")
 
-
+# %% ../nbs/90_cli.ipynb #bbac507b
 def _common(p, out_default, own_data: bool = True, task: bool = True):
     "The flags every model command shares; `own_data=False` for commands that take embedded tasks only."
     g = p.add_argument
@@ -161,7 +161,7 @@ def _stop_flags(p):
     p.add_argument('--lr', type=_positive_float, default=None, help="learning rate (default: the analysis')")
     p.add_argument('--batch-size', type=_positive_int(1), default=None, help="batch size (default: the analysis')")
 
-
+# %% ../nbs/90_cli.ipynb #6f71ab68
 def _compare_flags(p):
     _common(p, 'ntk-compare', own_data=False)  # embedded binary tasks: the ±1 margin of their label words
     p.add_argument('--n-val', type=_positive_int(2), default=16, help='validation examples (hold-out stopping)')
@@ -219,7 +219,7 @@ def _validate(a):
 
         task_info(a.task)
 
-
+# %% ../nbs/90_cli.ipynb #b86f61f2
 def main(argv: list[str] | None = None):
     "Entry point of the `ntk-finetune` command."
     p = parser()

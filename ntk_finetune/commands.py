@@ -191,7 +191,7 @@ def cmd_spectrum(a, out=print):
     out(f"λ_1 {s['lambda_1']:.4g}; share of ‖K‖²_F {100 * s['lambda1_share']:.1f} %; "
         f"effective rank {s['effective_rank']:.2f}; condition number {s['condition_number']:.3g}")
 
-
+# %% ../nbs/90a_commands.ipynb #c50b8ae2
 def cmd_stop(a, out=print):
     "Each rule's stop of a saved analysis in optimizer steps and epochs, for another learning rate or batch size."
     from ntk_finetune.early_stopping import stopping_schedule
@@ -237,7 +237,7 @@ def cmd_compare(a, out=print):
         f"hold-out best {res['holdout_best_step']}; oracle {res['oracle_best_step']}; {res['seconds']:.0f} s "
         f"-> {folder / 'compare.json'}")
 
-
+# %% ../nbs/90a_commands.ipynb #34e7b85b
 def cmd_taskvec(a, out=print):
     "Task vectors of several tasks and the kernel overlap that predicts how they add."
     from ntk_finetune.core import save_json

@@ -412,7 +412,7 @@ def _model_name(model) -> str | None:
     "The name the shipped evidence knows `model` by: its embedded name, else its hub id or folder."
     return embedded_name(model) or getattr(getattr(model, 'config', None), 'name_or_path', None) or None
 
-
+# %% ../nbs/09_compare.ipynb #d63c721b
 class SpectralEarlyStoppingCallback(TrainerCallback):
     "Predict the stopping step from the eNTK spectrum when training begins; stop the `Trainer` there (or just report)."
 

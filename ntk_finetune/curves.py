@@ -161,7 +161,7 @@ def _pilot_band(G, y, f0, ns, draws: int = 40, frac: float = 0.8, level: float =
     lo, hi = np.quantile(sims, [q, 1 - q], axis=0) - np.median(sims, axis=0)  # the spread around the median
     return point, lo, hi
 
-
+# %% ../nbs/06c_curves.ipynb #ebfff4b6
 def predict_samples(a: Analysis, factors=SAMPLE_FACTORS, draws: int = 40, frac: float = 0.8, level: float = 0.95,
                     seed: int = 0, calibration: dict | None = None) -> list:
     "Predicted test loss (and accuracy) at n = n_pilot × `factors`, each with a subsampling interval over the pilot."
@@ -211,7 +211,7 @@ def samples_needed(samples: list, target_loss: float | None = None, target_accur
     return {'n': None, 'says': f"{what} {tgt:g} is beyond the prediction's reach: at n = {last['n']} it predicts "
                                f"{last[key]:.4g}"}
 
-
+# %% ../nbs/06c_curves.ipynb #84971af5
 def samples_validation(kernel_dir, curves: dict, pilot: int = 32, seeds=(0, 1, 2), params: str = 'attention') -> dict:
     "The samples prediction from pilots drawn out of stored kernels, held against the measured learning curves."
     model = (curves.get('config') or {}).get('model')
@@ -244,4 +244,3 @@ def samples_validation(kernel_dir, curves: dict, pilot: int = 32, seeds=(0, 1, 2
     covered = [x for e in err.values() for x in e['covered']]
     return {'model': model, 'pilot': pilot, 'seeds': list(seeds), 'params': params, 'level': 0.95,
             'coverage': float(np.mean(covered)) if covered else None, 'by_n': by_n}
-

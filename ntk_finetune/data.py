@@ -84,6 +84,8 @@ _EMBEDDED = {
         description='2016 US presidential and VP debates',
     ),
 }
+
+# %% ../nbs/01_data.ipynb #de935c2f
 _HUB = {  # name -> (TaskInfo, load_dataset args, text builder, split map)
     'sst2': TaskInfo(
         'sst2',
@@ -144,6 +146,8 @@ _HUB_ARGS = {
     'amazon-polarity': (('amazon_polarity',), ('title', 'content')),
 }
 _NG_RE = re.compile(r'^20ng-(.+)-vs-(.+)$')
+
+# %% ../nbs/01_data.ipynb #bf388e30
 _NG_WORDS = {  # newsgroup -> label word: one token for the embedded and the paper's tokenizers, distinct across groups
     'alt.atheism': ' atheism',
     'comp.graphics': ' graphics',

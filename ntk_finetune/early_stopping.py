@@ -270,7 +270,7 @@ def loo_risk(K, y, step_size: float, f0=None, steps=None, group: int = 1) -> tup
     loo = torch.linalg.solve(A, r.unsqueeze(-1)).squeeze(-1)  # (S, n, O)
     return t, (loo**2).sum((1, 2)) / N
 
-
+# %% ../nbs/06_early_stopping.ipynb #016f6249
 def loo_refit_risk(K, y, step_size: float, steps, f0=None, group: int = 1) -> tuple:
     "The brute-force reference for `loo_risk`: kernel GD refit on the other n − 1 examples (K = G/(n − 1)) for each."
     from ntk_finetune.dynamics import kernel_gd, _step_indices
@@ -302,7 +302,7 @@ def _folds(y, group, folds, seed):
         order = sorted(order, key=lambda i: keys[i])
     return [np.sort(np.asarray(order[j::folds])) for j in range(folds)]
 
-
+# %% ../nbs/06_early_stopping.ipynb #3da78dea
 def kernel_holdout_risk(K, y, step_size: float, f0=None, steps=None, folds: int = 5, seed: int = 0,
                         group: int = 1) -> tuple:
     "(steps t at α, mean held-out loss over the folds at kernel time αt): kernel GD on the other folds, K_F = G_FF/n_F."
@@ -362,7 +362,7 @@ def _stopping_time(rule, K, y, step_size, f0, **kw) -> int:
         warnings.warn(f"{_SIGMA_FREE[rule][0]} is lowest at convergence (step {m['step']}): no early stop needed")
     return m['step']
 
-
+# %% ../nbs/06_early_stopping.ipynb #fca58b7c
 def gcv_stopping_time(K, y, step_size: float, f0=None) -> int:
     "The step minimizing GCV over the convergence grid (exact integer); warns when that is convergence."
     return _stopping_time('gcv', K, y, step_size, f0)
@@ -377,7 +377,6 @@ def kernel_holdout_stopping_time(K, y, step_size: float, f0=None, folds: int = 5
                                  group: int = 1) -> int:
     "The step at α whose kernel time minimizes the K-fold kernel hold-out loss; warns when that is convergence."
     return _stopping_time('kernel_holdout', K, y, step_size, f0, folds=folds, seed=seed, group=group)
-
 
 # %% ../nbs/06_early_stopping.ipynb #49f3afb9
 def paper_optimal_stopping_time(C: float, step_size: float, t_max: int, drift=None) -> int:

@@ -107,7 +107,7 @@ def _check_call(model, output_fn, method, multi, device, block_size, memory_budg
         if want.type != dev.type or (want.index is not None and want.index != dev.index):
             raise ValueError(f"the model is on {dev}, not {want}: move it first (model.to(...)) or leave device=None")
 
-
+# %% ../nbs/03_entk.ipynb #d24d1f08
 def empirical_ntk(
     model: nn.Module,  # a Hugging Face (or any torch) model, at the weights to linearize around
     batch: dict,  # tokenized examples (n, T): a dict or BatchEncoding, e.g. from outputs.tokenize
@@ -154,7 +154,6 @@ def train_test_ntk(
         )
     Gs, _ = _kernels(model, [train, test], [(0, 0), (1, 0)], output_fn, params, _Call(**kw))
     return tuple(Gs)
-
 
 # %% ../nbs/03_entk.ipynb #84a73aef
 def _kernels(model, batches, blocks, output_fn, params, call: _Call):
@@ -237,7 +236,7 @@ def _open_cache(model, batches, output_fn, sel, plan, opts, comm) -> KernelCache
     comm.barrier()
     return cache or KernelCache(opts.cache_dir, spec)
 
-
+# %% ../nbs/03_entk.ipynb #75270cec
 def _capture_batch(run: _Run, k: int, batch: dict, on_disk: bool) -> tuple[_Captured, list]:
     "Batch k's captures (this rank's blocks; finished ones are reused from the cache), and every rank's example count."
     comm, cache, n = run.comm, run.cache, batch['input_ids'].shape[0]
@@ -277,7 +276,7 @@ def _unit_captures(run: _Run, caps: list, counts: list, unit: str) -> list:
         out.append(_Captured(store, c.slots, c.n, c.O, c.has_fallback))
     return out
 
-
+# %% ../nbs/03_entk.ipynb #60562ae7
 def _grams(run: _Run, caps: list, counts: list, blocks: list, done: dict, ns: list) -> tuple[list, list]:
     "Every block's Gram, layer by layer: cached layers are read, the others computed, saved and added."
     O = run.plan.O
@@ -331,7 +330,6 @@ def _structured(model, batches, output_fn, sel, blocks, opts: _Opts) -> tuple[li
     finally:
         if scratch is not None:
             shutil.rmtree(scratch, ignore_errors=True)
-
 
 # %% ../nbs/03_entk.ipynb #7ee0106c
 def make_ntk_fn(model, output_fn, params='attention', **kw):

@@ -108,7 +108,7 @@ def _dims(mod):
     w = mod[1].weight
     return (w.shape[1], w.shape[0]) if mod[2] == 'linear' else (w.shape[0], w.shape[1])
 
-
+# %% ../nbs/03a_entk_capture.ipynb #f656c0e6
 @contextlib.contextmanager
 def _only_grad(model, params):
     "Temporarily: eval mode, requires_grad only on `params`, .grad untouched."
@@ -163,7 +163,7 @@ def _flat_T(x):
         x.shape[0], -1, x.shape[-1]
     )  # (b, T, d); T = 1 for poolers and heads
 
-
+# %% ../nbs/03a_entk_capture.ipynb #127b35f4
 def _probe(model, batch, output_fn, sel, plan):
     """Run one example with hooks: layers that never run, or run more than once, go to the fallback; for the rest the
     hook-built gradient Σ_t g_t a_tᵀ must equal autograd's parameter gradient along a random direction (a weight also
@@ -240,7 +240,7 @@ def _probe(model, batch, output_fn, sel, plan):
 _NP = {torch.float32: np.float32, torch.float64: np.float64}
 _FB_COLS = 1 << 16  # fallback rows (float64) are stored and multiplied in blocks of this many columns
 
-
+# %% ../nbs/03a_entk_capture.ipynb #ad8b4536
 class _CaptureStore:
     "Captured tensors of one batch, by key: each (n, ...) float32/float64, in RAM or in files (`folder`)."
 
@@ -347,7 +347,7 @@ class _CaptureStore:
         if self.folder is not None:
             save_json(self.meta, self.folder / 'layout.json')
 
-
+# %% ../nbs/03a_entk_capture.ipynb #f5cc65a9
 @dataclass
 class _Captured:
     "One batch's captures, as the Gram reads them."
@@ -380,7 +380,7 @@ def _grad_rows(f, params: list, last: bool) -> torch.Tensor:
                                    for g, p in zip(gr, params)]))
     return torch.stack(rows).reshape(b, O, -1)
 
-
+# %% ../nbs/03a_entk_capture.ipynb #5df62c85
 def _capture(model, batch, output_fn, plan: _Plan, ranges, store: _CaptureStore, autocast=None, desc=None):
     """Blocked forward + one backward per output: every planned layer's inputs and output gradients, and the fallback
     rows, for the example ranges `ranges`; yields each (s, e) once its rows are stored. `desc`: a progress bar."""

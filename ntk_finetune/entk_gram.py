@@ -63,7 +63,7 @@ def _weight_rows(a, g, r0, r1):
     aa = a if O == 1 else a.repeat_interleave(O, 0)  # (n*O, T, d_in)
     return torch.bmm(gs, aa).reshape(n * O, -1)  # (n*O, r*d_in); Conv1D's transpose
 
-
+# %% ../nbs/03b_entk_gram.ipynb #6153d9fd
 def _layer_gram(c1, c2, mod, acc, budget, wd, dev):
     "Add one layer's Σ ∇f(x_i)·∇f(x_j) over its selected weight/bias entries to the tiles `acc` owns."
     mn, m, kind, wn, bn = mod
@@ -143,7 +143,7 @@ def _layer_gram(c1, c2, mod, acc, budget, wd, dev):
             if not keep_J:
                 _trim()
 
-
+# %% ../nbs/03b_entk_gram.ipynb #50a4858f
 def _blocked_product(Ji, Jj, r, k, d_in):
     "Σ over column blocks of k whole output features of Ji[:, blk] Jj[:, blk]ᵀ: float32 products, float64 sum."
     nb, rem = divmod(r, k)

@@ -259,7 +259,7 @@ def _trained_params(model, cfg) -> dict:
     except ValueError as e:
         raise ValueError("setting='head' needs a model with a new head (load_model(kind='classification'))") from e
 
-
+# %% ../nbs/08_finetune.ipynb #e4eae3cf
 class _Run:
     "One fine-tuning run's state in one place: parameters, optimizer, batches, generator, history, the best so far."
 
@@ -386,7 +386,7 @@ class _Run:
             return f'early stopping at step {t} (patience {cfg.patience})'
         return None
 
-
+# %% ../nbs/08_finetune.ipynb #4ee7ca37
 def finetune(
     model: nn.Module,
     data: Sample,
@@ -437,7 +437,6 @@ def finetune(
                 p.copy_(b)
     h.seconds = run.before + time.time() - t0
     return h
-
 
 # %% ../nbs/08_finetune.ipynb #0fb4b922
 class LinearizedModel(nn.Module):

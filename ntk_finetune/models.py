@@ -260,7 +260,7 @@ def _tiny_config(arch, hidden, layers, heads, vocab_size):
         raise ValueError(f"unknown tiny arch {arch!r}; use one of {', '.join(cfgs)}")
     return cfgs[arch]()
 
-
+# %% ../nbs/02_models.ipynb #cdaadce0
 TINY_ARCHS = (
     'gpt2',
     'gpt-neo',
@@ -319,7 +319,7 @@ def _is_linear(m):
         type(m).__name__ == 'Conv1D' and hasattr(m, 'nf')
     )
 
-
+# %% ../nbs/02_models.ipynb #d36d3584
 def _attention_params(model: nn.Module) -> dict:
     "Linear-layer parameters inside the outermost attention modules, with warnings for what is partly matched."
     named = {id(p): n for n, p in model.named_parameters()}
@@ -371,7 +371,7 @@ def base_transformer(model):
     get = getattr(model, 'get_base_model', None)
     return get() if callable(get) and hasattr(model, 'peft_config') else model
 
-
+# %% ../nbs/02_models.ipynb #60c29ccc
 def select_params(model: nn.Module, which='attention') -> dict[str, nn.Parameter]:
     "Parameters of `model` by preset ('attention', 'mlp', 'head', 'lora', 'all', 'trainable'), regex, callable, dict."
     named = dict(model.named_parameters())

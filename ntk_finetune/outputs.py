@@ -166,7 +166,7 @@ def has_classifier(model) -> bool:
         ('ForSequenceClassification', 'ForTokenClassification')
     )
 
-
+# %% ../nbs/02a_outputs.ipynb #2dc5a73b
 def is_causal_lm(model) -> bool:
     "A causal LM: its class is in transformers' causal-LM mapping, or it has output embeddings and no classifier."
     model = base_transformer(model)
@@ -214,7 +214,7 @@ def head_logits(model, logits: torch.Tensor) -> torch.Tensor:
         logits = torch.tanh(logits / cap) * cap
     return logits
 
-
+# %% ../nbs/02a_outputs.ipynb #7713e8be
 def check_label_words(fn, model, batch, n: int = 2) -> float:
     "Relative gap between `fn` and the model's own logits on `n` examples; a one-line error when they disagree."
     b = {k: v[:n] for k, v in as_batch(batch).items()}
@@ -234,7 +234,7 @@ def check_label_words(fn, model, batch, n: int = 2) -> float:
         )
     return gap
 
-
+# %% ../nbs/02a_outputs.ipynb #462ad88b
 class LabelWordMargin:
     "Prompt-based output of a causal LM: label-word logit difference (or all label-word logits) at the last token."
 
@@ -279,7 +279,7 @@ class LabelWordMargin:
     def __call__(self, model, batch):
         return self.from_hidden(model, self.hidden(model, batch))
 
-
+# %% ../nbs/02a_outputs.ipynb #140785da
 class HeadOutput:
     "Output of a sequence-classification/regression head: logit difference (2 classes), value (regression) or logits."
 

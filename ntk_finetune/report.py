@@ -100,7 +100,7 @@ def plot_decay(a, ax=None):
     ax.set_title('Eigenvalue decay of $K = G/n$', fontsize=9)
     return ax
 
-
+# %% ../nbs/92_report.ipynb #6853b757
 def plot_curves(a, history=None, ax=None):
     "Kernel-GD predicted train/test loss against optimizer steps, each rule's stop, and measured curves if given."
     import matplotlib.pyplot as plt
@@ -149,7 +149,7 @@ def plot_curves(a, history=None, ax=None):
     ax.set_title('Predicted learning curve', fontsize=9)
     return ax
 
-
+# %% ../nbs/92_report.ipynb #6777e569
 def plot_samples(a, ax=None):
     "Predicted test loss against the number of examples n, with its interval (the samples table)."
     import matplotlib.pyplot as plt
@@ -225,7 +225,7 @@ def _needed(a) -> dict:
 
     return {k: samples_needed(a.samples, **{k: v}) for k, v in (a.settings.get('targets') or {}).items()}
 
-
+# %% ../nbs/92_report.ipynb #526be958
 def _predicted(a) -> dict:
     "The kernel-GD test curve's minimum (older analyses kept it in the curves)."
     return a.predicted or {'test_optimal_step': a.curves.get('test_optimal_step')}
@@ -284,7 +284,7 @@ def _samples_check(a) -> str:
             f"(n ≤ {V['by_n'][-1]['n']}), the prediction's median error was {min(ab):.0%}–{max(ab):.0%}, single "
             f"pilots {lo:+.0%}…{hi:+.0%}{band}.")
 
-
+# %% ../nbs/92_report.ipynb #8d665c68
 def summary_table(a) -> str:
     "A plain-text summary for the terminal: the answer first, then the numbers behind it."
     s = a.settings
@@ -338,7 +338,7 @@ table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:
 th{background:#f3f3f3}td:first-child,th:first-child{text-align:left}img{max-width:100%}.note{color:#666;font-size:.9em}
 .warn{color:#9a4b00}code{background:#f5f5f5;padding:0 .2em}"""
 
-
+# %% ../nbs/92_report.ipynb #c91814ef
 def _table(rows, head) -> str:
     e = lambda x: html.escape(str(x))
     return (
@@ -396,7 +396,7 @@ def _finetune_html(history) -> str:
     return (f"<h2>Fine-tuning beside the prediction</h2><p>{html.escape(history.get('stopped', ''))}: "
             f"{len(history['steps']) - 1} steps recorded; {held}test-best step {history.get('oracle_best_step')}.</p>")
 
-
+# %% ../nbs/92_report.ipynb #d56038d3
 def report_html(a, history=None, comparison=None, title: str | None = None) -> str:
     "The self-contained HTML page for an analysis (and a fine-tuning run)."
     import matplotlib
@@ -454,7 +454,7 @@ early-stopped kernel GD;
     return (f'<!doctype html><html lang="en"><head><meta charset="utf-8"><title>{e(title)}</title>'
             f'<style>{_CSS}</style>\n{katex_inline()}</head><body>{body}</body></html>')
 
-
+# %% ../nbs/92_report.ipynb #8bdad75f
 def write_report(
     a, folder, history=None, comparison=None, title: str | None = None
 ) -> Path:

@@ -74,7 +74,7 @@ def _pick(df, n, seed, kind, what, flag):
     except ValueError as e:
         raise ValueError(f"{what}: {e} (a class-balanced draw): lower {flag}") from None
 
-
+# %% ../nbs/01a_sample.ipynb #b2ec4a5b
 def _most_drawable(df, n, kind) -> int:
     "The largest m <= n that `_pick` can draw from `df`: every class must hold its share of a balanced draw."
     m = min(n, len(df))
@@ -131,7 +131,7 @@ def _label_codes(lab, feature, kind):
         raise ValueError(f"the label column has {len(names)} class; need at least 2")
     return names, 'binary' if len(names) == 2 else 'multiclass', encode
 
-
+# %% ../nbs/01a_sample.ipynb #d903e105
 def _sample_from_batch(data, labels, test_data, test_labels, label_words, kind):
     "A Sample from already tokenized examples."
     if labels is None:
@@ -183,7 +183,7 @@ def _sample_from_batch(data, labels, test_data, test_labels, label_words, kind):
         'tokenized batch',
     )
 
-
+# %% ../nbs/01a_sample.ipynb #66b1dd15
 def _check_sizes(n, n_test, kind):
     "One-line errors for the sample sizes and the label kind, before any data is read."
     if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 4:
@@ -240,7 +240,7 @@ def _short_test_note(n_test, dft, n, left):
     none = "; no test curve" if n_test == 0 else ''
     return f"n_test = {n_test}: {where}, fewer than the default {N_TEST}{balanced}{none}"
 
-
+# %% ../nbs/01a_sample.ipynb #28e2ef45
 def make_sample(
     tokenizer,
     data,

@@ -38,7 +38,7 @@ _TENSORS = (
     'test_labels',
 )
 
-
+# %% ../nbs/06b_solve.ipynb #d750c5a1
 @dataclass
 class Analysis:
     "The kernel, its spectrum and decay, noise and norm estimates, each rule's stop and schedule, the predicted curves."
@@ -156,7 +156,7 @@ class Analysis:
             msg = f"{str(path / 'analysis.json')!r} does not hold an analysis of this version: {e}"
             raise ValueError(msg) from None
 
-
+# %% ../nbs/06b_solve.ipynb #13335b4d
 def _corrupted(path, what: str) -> ValueError:
     "The one-line refusal of a damaged analysis folder."
     return ValueError(f"the analysis in {str(path)!r} was edited or is corrupted ({what}): refusing to load it; "
@@ -248,7 +248,7 @@ def _check_choice(rules, rule, optimizer):
     if optimizer not in OPTIMIZERS:
         raise ValueError(f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {optimizer!r}")
 
-
+# %% ../nbs/06b_solve.ipynb #e89860ed
 def stopping_steps(K, y, f0, step_size: float, rules=RULES, group: int = 1) -> dict:
     "Each rule's kernel-GD stopping step (σ-based ones with the plug-in σ̂ and norm); one that can't apply: None."
     eig = K if isinstance(K, Eigen) else eigendecomposition(K)
@@ -296,7 +296,7 @@ def stopping_steps(K, y, f0, step_size: float, rules=RULES, group: int = 1) -> d
         'df': info['df'],
     }
 
-
+# %% ../nbs/06b_solve.ipynb #5e332e28
 @dataclass
 class _Problem:
     "One kernel regression: train kernel, test kernel, outputs and targets (test ones None without a test set)."
@@ -349,7 +349,7 @@ def _spectrum_summary(eig) -> dict:
             'lambda_1': float(w[0]), 'lambda1_share': float(w[0] ** 2 / (w**2).sum()),
             'effective_rank': effective_rank(w)}
 
-
+# %% ../nbs/06b_solve.ipynb #eb2a4152
 def _solve(p: _Problem, sample, base: dict, opts: _SolveOpts, t0: float) -> Analysis:
     "Spectrum, fits, noise, stops, schedules and curves of one regression problem."
     n = sample.n
@@ -376,4 +376,3 @@ def _solve(p: _Problem, sample, base: dict, opts: _SolveOpts, t0: float) -> Anal
     return Analysis(settings, p.G, p.Gt, w, eig.eigvecs, p.f0, p.y, p.f0t, p.yt, sample.labels, sample.test_labels,
                     _spectrum_summary(eig), _fits(w), noise, st['stops'], st['notes'], sched, _curves(p, sample, cur),
                     predicted, st['at_convergence'], _diagnostics(w, p.y, st['sigma_hat']))
-

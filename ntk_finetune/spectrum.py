@@ -108,7 +108,7 @@ def _k_range(w, k_min, k_max, rel_floor):
         raise ValueError("a decay fit needs at least 3 eigenvalues")
     return k_min, k_max
 
-
+# %% ../nbs/04_spectrum.ipynb #f36ef15a
 def _ols(x, z):
     from scipy import stats
 

@@ -158,7 +158,7 @@ def unpack(skeleton, tensors: dict):
 def _key(k):
     return tuple(k) if isinstance(k, list) else k  # a tuple key came back through JSON as a list
 
-
+# %% ../nbs/00a_store.ipynb #e85d15ab
 def _crc(tensors: dict) -> str:
     "CRC-32 of the tensors' bytes, in name order (for one tensor: the CRC of its bytes)."
     crc = 0

@@ -64,7 +64,7 @@ def _accuracy(F, labels, A, kind):
 # %% ../nbs/02b_targets.ipynb #a1000012
 HEADS = ('auto', 'lm', 'new')
 
-
+# %% ../nbs/02b_targets.ipynb #3dfdf1ab
 def model_for_sample(
     model,
     sample_kind: str,
@@ -140,7 +140,7 @@ def model_for_sample(
         )
     return m, tok, 'lm' if want_lm else 'new'
 
-
+# %% ../nbs/02b_targets.ipynb #1ea1c3ac
 def sample_output_fn(model, tokenizer, sample: Sample, use: str):
     "The raw output for a sample: label-word margin/logits (LM) or head output; scalar for binary and regression."
     multi = sample.kind == 'multiclass'

@@ -131,7 +131,7 @@ class TaskVector:
             raise ValueError(f"{str(path)!r}: the tensors do not match the manifest")
         return cls(t, man.get('meta'))
 
-
+# %% ../nbs/10_task_vectors.ipynb #2d351de1
 def _float_params(model, params) -> dict:
     "The selected floating-point parameters (name → tensor)."
     return {
@@ -463,7 +463,7 @@ class StudyResult(Result):
     accuracy_pretrained: list
     families: dict  # 'network' | 'linearized' -> FamilyResult
 
-
+# %% ../nbs/10_task_vectors.ipynb #96786c62
 @dataclass
 class _Study:
     "What every family of a study shares: the model, the tasks' samples and outputs, the kernel's overlaps."
@@ -500,7 +500,7 @@ def _pairs(st: _Study, taus, acc_ft) -> dict:
             }
     return pairs
 
-
+# %% ../nbs/10_task_vectors.ipynb #ee3f6c9d
 def _family(st: _Study, cfgs, linearized: bool, progress: bool) -> FamilyResult:
     "One family's task vectors (fine-tuned under `cfgs`, one per task) and what their sums and negations do."
     taus, hist = [], []
@@ -527,7 +527,6 @@ def _family(st: _Study, cfgs, linearized: bool, progress: bool) -> FamilyResult:
         accuracy_all_added=acc_all, normalized_accuracy_all=[a / max(f, 1e-12) for a, f in zip(acc_all, acc_ft)],
         pairs=pairs, negation=negation, history=hist,
     )
-
 
 # %% ../nbs/10_task_vectors.ipynb #6f3ba60c
 def _check_study(tasks, families):
