@@ -15,6 +15,7 @@ from .data import task_info
 from .models import select_params, count_params, embedded_name
 from .outputs import check_inputs, max_positions, check_label_words
 from .entk import train_test_ntk, empirical_ntk
+from .entk_sketch import sketch_features
 from .evidence import recommend
 from .sample import Sample, N_TEST, make_sample, _frame, _label_codes
 from .targets import HEADS, targets, helmert, contrasts, contrast_kernel, model_for_sample, sample_output_fn
@@ -94,6 +95,25 @@ def _problems(sample: Sample, G, Gt, f0, f0t, multiclass: str) -> list:
     return [_Problem(*contrasted(A), y_of(sample.labels), y_of(sample.test_labels), A)]
 
 # %% ../nbs/07_analysis.ipynb #e0c38db5
+def _kernels(model, train, test, output_fn, sel, kw: dict) -> tuple:
+    """(G, G_test or None, what the settings record of the kernel): the engine's exact kernel, or with
+    `method='sketch'` the sketched one (`entk_sketch`; `sketch_dim` features, projections from `sketch_seed`)."""
+    if kw.get('method') != 'sketch':
+        if 'sketch_dim' in kw or 'sketch_seed' in kw:
+            raise ValueError("sketch_dim and sketch_seed are for method='sketch'")
+        if test is None:
+            return empirical_ntk(model, train, output_fn, sel, **kw), None, {}
+        return (*train_test_ntk(model, train, test, output_fn, sel, **kw), {})
+    kw = {k: v for k, v in kw.items() if k != 'method'}
+    k, seed = kw.pop('sketch_dim', 4096), kw.pop('sketch_seed', 0)
+    if extra := sorted(set(kw) - {'progress', 'block_size'}):
+        raise ValueError(f"method='sketch' takes sketch_dim, sketch_seed and block_size, not {', '.join(extra)}")
+    sk = sketch_features(model, train, output_fn, sel, k=k, seed=seed, **kw)
+    Gt = None if test is None else sketch_features(model, test, output_fn, sel, k=k, seed=seed, **kw).kernel(sk)
+    return sk.kernel(), Gt, {'kernel_method': 'sketch', 'sketch': {'dim': sk.dim, 'r': sk.r, 'seed': seed,
+                                                                   'exact': sk.exact, 'requested': k}}
+
+
 def analyze_sample(
     model,
     tokenizer,
@@ -121,11 +141,7 @@ def analyze_sample(
     train = check_inputs(model, sample.train, 'train')
     test = None if sample.test is None else check_inputs(model, sample.test, 'test')
     t1 = time.time()  # the kernel and the outputs of the raw output function (scalar, or C multi-outputs)
-    kw = dict(progress=progress, **kernel_kw)
-    if test is not None:
-        G, Gt = train_test_ntk(model, train, test, output_fn, sel, **kw)
-    else:
-        G, Gt = empirical_ntk(model, train, output_fn, sel, **kw), None
+    G, Gt, how = _kernels(model, train, test, output_fn, sel, dict(progress=progress, **kernel_kw))
     t_kernel = time.time() - t1
     f0, f0t = _outputs(model, output_fn, train), (None if test is None else _outputs(model, output_fn, test))
     base = dict(
@@ -146,6 +162,7 @@ def analyze_sample(
         sample_notes=list(sample.notes),
         kernel_seconds=t_kernel,
         optimizer=optimizer,
+        **how,
     )
     out = [_solve(p, sample, base, opts, t0) for p in _problems(sample, G, Gt, f0, f0t, multiclass)]
     for an in out:

@@ -215,3 +215,44 @@ def test_learning_curve_rows_record_their_horizon():
     for r in rows:
         steps = [r[f'{q}_step'] for q in ('rwy', 'cp', 'discrepancy') if r[f'{q}_step'] is not None]
         assert r['horizon'] == max([30] + steps) and 0 <= r['oracle_step'] <= r['horizon'], r
+
+
+@pytest.fixture(scope='module')
+def tiny_sketch_task():
+    "A tiny float64 classifier, 16 training and 8 test examples (tokenized), and analyze's keywords for them."
+    g = torch.Generator().manual_seed(2)
+    tb, tt = ({'input_ids': torch.randint(1, 128, (k, 6), generator=g)} for k in (16, 8))
+    m = tiny_model('llama', kind='classification', dtype=torch.float64)
+    return m, tb, dict(labels=torch.arange(16) % 2, test_data=tt, test_labels=torch.arange(8) % 2, progress=False)
+
+
+def test_a_sketch_that_projects_nothing_gives_the_exact_analysis(tiny_sketch_task):
+    m, tb, kw = tiny_sketch_task
+    ex = analyze((m, None), tb, **kw)
+    sk = analyze((m, None), tb, method='sketch', sketch_dim=10**7, **kw)
+    assert sk.settings['kernel_method'] == 'sketch' and sk.settings['sketch']['exact']
+    torch.testing.assert_close(sk.G, ex.G, rtol=1e-9, atol=1e-12)
+    torch.testing.assert_close(sk.G_test, ex.G_test, rtol=1e-9, atol=1e-12)
+    assert sk.stops == ex.stops and 'kernel_method' not in ex.settings
+
+
+def test_a_sketch_is_recorded_and_nearer_as_it_grows(tiny_sketch_task):
+    m, tb, kw = tiny_sketch_task
+    ex = analyze((m, None), tb, **kw)
+    err = {}
+    for k in (256, 4096):
+        sk = analyze((m, None), tb, method='sketch', sketch_dim=k, sketch_seed=3, **kw)
+        s = sk.settings['sketch']
+        assert not s['exact'] and s['seed'] == 3 and s['requested'] == k and s['dim'] <= k
+        err[k] = float(torch.linalg.norm(sk.G - ex.G) / torch.linalg.norm(ex.G))
+    assert 0 < err[4096] < err[256], err
+
+
+@pytest.mark.parametrize('kw, match', [
+    (dict(method='sketch', cache_dir='x'), "method='sketch' takes sketch_dim, sketch_seed and block_size, not cache_dir"),
+    (dict(sketch_dim=64), "sketch_dim and sketch_seed are for method='sketch'"),
+])
+def test_sketch_keywords_are_checked(tiny_sketch_task, kw, match):
+    m, tb, base = tiny_sketch_task
+    with pytest.raises(ValueError, match=match):
+        analyze((m, None), tb, **base, **kw)
