@@ -97,21 +97,24 @@ def _problems(sample: Sample, G, Gt, f0, f0t, multiclass: str) -> list:
 # %% ../nbs/07_analysis.ipynb #e0c38db5
 def _kernels(model, train, test, output_fn, sel, kw: dict) -> tuple:
     """(G, G_test or None, what the settings record of the kernel): the engine's exact kernel, or with
-    `method='sketch'` the sketched one (`entk_sketch`; `sketch_dim` features, projections from `sketch_seed`)."""
+    `method='sketch'` the sketched one (`entk_sketch`: `sketch_dim` features of `sketch_kind`, drawn from
+    `sketch_seed`)."""
     if kw.get('method') != 'sketch':
-        if 'sketch_dim' in kw or 'sketch_seed' in kw:
-            raise ValueError("sketch_dim and sketch_seed are for method='sketch'")
+        if {'sketch_dim', 'sketch_seed', 'sketch_kind'} & set(kw):
+            raise ValueError("sketch_dim, sketch_seed and sketch_kind are for method='sketch'")
         if test is None:
             return empirical_ntk(model, train, output_fn, sel, **kw), None, {}
         return (*train_test_ntk(model, train, test, output_fn, sel, **kw), {})
     kw = {k: v for k, v in kw.items() if k != 'method'}
-    k, seed = kw.pop('sketch_dim', 4096), kw.pop('sketch_seed', 0)
-    if extra := sorted(set(kw) - {'progress', 'block_size'}):
-        raise ValueError(f"method='sketch' takes sketch_dim, sketch_seed and block_size, not {', '.join(extra)}")
-    sk = sketch_features(model, train, output_fn, sel, k=k, seed=seed, **kw)
-    Gt = None if test is None else sketch_features(model, test, output_fn, sel, k=k, seed=seed, **kw).kernel(sk)
-    return sk.kernel(), Gt, {'kernel_method': 'sketch', 'sketch': {'dim': sk.dim, 'r': sk.r, 'seed': seed,
-                                                                   'exact': sk.exact, 'requested': k}}
+    kw = {'k': kw.pop('sketch_dim', 4096), 'seed': kw.pop('sketch_seed', 0), 'kind': kw.pop('sketch_kind',
+          'countsketch'), **kw}
+    if extra := sorted(set(kw) - {'k', 'seed', 'kind', 'progress', 'block_size'}):
+        msg = f"method='sketch' takes sketch_dim, sketch_seed, sketch_kind and block_size, not {', '.join(extra)}"
+        raise ValueError(msg)
+    sk = sketch_features(model, train, output_fn, sel, **kw)
+    Gt = None if test is None else sketch_features(model, test, output_fn, sel, **kw).kernel(sk)
+    rec = {'kind': sk.kind, 'dim': sk.dim, 'r': sk.r, 'seed': sk.seed, 'exact': sk.exact, 'requested': kw['k']}
+    return sk.kernel(), Gt, {'kernel_method': 'sketch', 'sketch': rec}
 
 
 def analyze_sample(

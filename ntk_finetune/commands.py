@@ -62,6 +62,8 @@ def _cache_dir(a, out) -> str:
 
 
 def _kernel_kw(a, out):
+    if getattr(a, 'sketch', None):
+        return dict(method='sketch', sketch_dim=a.sketch)  # one pass over the examples: nothing to cache or budget
     budget = None if a.memory_budget is None else int(a.memory_budget * 2**30)
     return dict(memory_budget=budget, cache_dir=_cache_dir(a, out))
 

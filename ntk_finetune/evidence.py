@@ -15,8 +15,8 @@ from .early_stopping import SIGMA_RULES
 
 # %% auto #0
 __all__ = ['EVIDENCE_PATH', 'RULE_ORDER', 'OPTIMIZERS', 'bootstrap_median', 'stopping_evidence', 'curve_views',
-           'accuracy_calibration', 'accuracy_from_loss', 'lora_evidence', 'measured_params', 'build_evidence',
-           'load_evidence', 'choose_rule', 'recommend']
+           'accuracy_calibration', 'accuracy_from_loss', 'lora_evidence', 'sketch_evidence', 'measured_params',
+           'build_evidence', 'load_evidence', 'choose_rule', 'recommend']
 
 # %% ../nbs/06a_evidence.ipynb #40266692
 EVIDENCE_PATH = Path(ntk_finetune.__file__).parent / 'assets' / 'evidence.json'  # shipped with the package
@@ -154,6 +154,21 @@ def lora_evidence(results: dict, good: float = 0.5) -> dict:
                   'steps': steps, 'tracks': any(v['r2_min'] > good for v in steps.values())}
     return out
 
+# %% ../nbs/06a_evidence.ipynb #b71383f6
+def sketch_evidence(bench: dict) -> dict:
+    "Per sketch dimension of a `bench/sketch.py` results file: its errors and answers beside the exact kernel's."
+    ex, fb = bench['exact'], bench['lower_bound']['fwd_bwd']
+    rows = [{'kind': r.get('kind', 'kronecker'), 'k': r['k'], 'dim': r['dim'], 'r': r['r'],
+             'rel_frobenius': r['rel_frobenius'],
+             'top_eig_rel_median': r['top_eig_rel_median'], 'top_eig_rel_max': r['top_eig_rel_max'],
+             'beta': r['beta'], 'sigma_rel': r['sigma_hat'] / ex['sigma_hat'] - 1,
+             'stops': {q: [r['stops'].get(q), t] for q, t in ex['stops'].items()},  # [sketch, exact]
+             'seconds_per_fwd_bwd': r['seconds'] / fb}
+            for r in bench['sketches'] if 'error' not in r]
+    return {'model': bench['model'], 'params': bench['params'], 'n': bench['n'], 'T': bench['T'],
+            'beta_exact': ex['beta'], 'sigma_hat_exact': ex['sigma_hat'], 'rows': rows}
+
+
 # %% ../nbs/06a_evidence.ipynb #0226a821
 def measured_params(stopping: dict) -> dict:
     "Each model's parameter set in the stopping study: a preset name, or the regex it was run with."
@@ -163,11 +178,13 @@ def measured_params(stopping: dict) -> dict:
 
 
 def build_evidence(stopping: dict, curves: dict, sources: dict | None = None, samples: dict | None = None,
-                   lora: dict | None = None) -> dict:
-    "The shipped summary: the stopping study per (model, optimizer, n), the accuracy map, the samples and LoRA checks."
+                   lora: dict | None = None, sketch: dict | None = None) -> dict:
+    """The shipped summary: the stopping study per (model, optimizer, n), the accuracy map, the samples and LoRA
+    checks, and the sketched kernel's measured error."""
     return {'format': 1, 'sources': sources or {}, 'stopping': stopping_evidence(stopping),
             'params': measured_params(stopping), 'accuracy': accuracy_calibration(curves),
-            'samples_validation': samples, 'lora': lora_evidence(lora) if lora else None}
+            'samples_validation': samples, 'lora': lora_evidence(lora) if lora else None,
+            'sketch': sketch_evidence(sketch) if sketch else None}
 
 
 @lru_cache(maxsize=4)

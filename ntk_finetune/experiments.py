@@ -46,14 +46,19 @@ __all__ = ['SPECTRUM_PROTOCOLS', 'write_evidence', 'study_table', 'study_seconds
 
 # %% ../nbs/89_experiments.ipynb #f52c78c0
 def write_evidence(results_dir, path=EVIDENCE_PATH) -> dict:
-    "Rebuild the shipped evidence from `results_dir` (stopping, learning curves, kernels, LoRA); atomic; returns it."
+    """Rebuild the shipped evidence from `results_dir` (stopping, learning curves, kernels, LoRA) and, beside it,
+    `bench/results/sketch.json` (the sketched kernel's measured error); atomic; returns it."""
     d = Path(results_dir)
     files = {k: d / f'{k}.json' for k in ('stopping', 'learning_curves', 'lora_kernels')}
-    files = {k: p for k, p in files.items() if p.is_file() or k != 'lora_kernels'}  # the LoRA study is optional
-    sources = {k: {'file': f'results/{p.name}', 'sha256': file_sha256(p)} for k, p in files.items()}
+    files['sketch'] = d.parent / 'bench' / 'results' / 'sketch.json'  # the sketch's measured error (a benchmark)
+    files = {k: p for k, p in files.items() if p.is_file() or k in ('stopping', 'learning_curves')}  # others optional
+    name = lambda k, p: 'bench/results/sketch.json' if k == 'sketch' else f'results/{p.name}'  # the repository's
+    sources = {k: {'file': name(k, p), 'sha256': file_sha256(p)} for k, p in files.items()}
     curves = load_json(files['learning_curves'])
     lora = load_json(files['lora_kernels']) if 'lora_kernels' in files else None
-    ev = build_evidence(load_json(files['stopping']), curves, sources, samples_validation(d / 'kernels', curves), lora)
+    sketch = load_json(files['sketch']) if 'sketch' in files else None
+    ev = build_evidence(load_json(files['stopping']), curves, sources, samples_validation(d / 'kernels', curves), lora,
+                        sketch)
     save_json(ev, path)
     return ev
 

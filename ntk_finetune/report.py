@@ -257,6 +257,7 @@ def answer(a) -> list:
     else:
         lines.append(f"No recommended stop: {rec.get('says', 'no rule was computed')}.")
     lines += [f"Warning: {w}" for w in rec.get('warnings', [])]
+    lines += _sketch_said(a)
     if a.samples:
         f, l = a.samples[0], a.samples[-1]
         acc = lambda r: f", accuracy {r['test_accuracy']:.2f}" if 'test_accuracy' in r else ''
@@ -267,6 +268,43 @@ def answer(a) -> list:
             lines.append(v)
     lines += [d['says'] for d in _needed(a).values()]
     return lines
+
+
+def _sketch_said(a) -> list:
+    "What a sketched kernel is, and its measured error from the shipped evidence (with a warning outside it)."
+    s = a.settings
+    sk = s.get('sketch')
+    if s.get('kernel_method') != 'sketch':
+        return []
+    if sk['exact']:
+        return [f"Kernel: sketched with every side kept whole ({sk['dim']} features), so it is the exact kernel."]
+    from ntk_finetune.evidence import load_evidence
+
+    kind = sk.get('kind', 'kronecker')
+    how = f"{sk['r']} per side of each layer, " if kind == 'kronecker' else ''
+    name = {'countsketch': 'CountSketch', 'kronecker': 'Kronecker sketch'}[kind]
+    line = (f"Kernel: a {name} of {sk['dim']} features per example ({how}seed {sk['seed']}), an unbiased estimate "
+            f"of the exact kernel, not the exact kernel.")
+    rows = [x for x in (load_evidence().get('sketch') or {}).get('rows', []) if x['kind'] == kind]
+    ev = load_evidence().get('sketch') or {}
+    if not rows:
+        return [line, f"Warning: no measurement of the {name}'s error ships with this version: compare it with the "
+                      f"exact kernel on a subset."]
+    r = min(rows, key=lambda x: abs(math.log(x['dim'] / sk['dim'])))  # the nearest measured dimension
+    same = sum(a_ == b_ for a_, b_ in r['stops'].values())
+    line += (f" Measured on {ev['model']} ({ev['params']}, n = {ev['n']}, T = {ev['T']}) at {r['dim']} features: "
+             f"‖Ĝ − G‖/‖G‖ = {r['rel_frobenius']:.2f}, the top-50 eigenvalues off by a median "
+             f"{r['top_eig_rel_median']:.0%} (at most {r['top_eig_rel_max']:.0%}), β = {r['beta']:.3f} against "
+             f"{ev['beta_exact']:.3f}, σ̂ off by {r['sigma_rel']:+.0%}, and {same} of {len(r['stops'])} rules stopped "
+             f"at the exact kernel's step (bench/results/sketch.json).")
+    dims = [x['dim'] for x in rows]
+    outside = [w for w, bad in (
+        (f"model {s.get('model')} (measured: {ev['model']})", s.get('model') != ev['model']),
+        (f"parameters {s.get('params')} (measured: {ev['params']})", s.get('params') != ev['params']),
+        (f"{sk['dim']} features (measured: {min(dims)}–{max(dims)})", not min(dims) <= sk['dim'] <= max(dims)),
+    ) if bad]
+    return [line] + ([f"Warning: the sketch's error was measured elsewhere than your setting ({'; '.join(outside)}): "
+                      f"check it against the exact kernel on a subset."] if outside else [])
 
 
 def _samples_check(a) -> str:

@@ -229,28 +229,31 @@ def tiny_sketch_task():
 def test_a_sketch_that_projects_nothing_gives_the_exact_analysis(tiny_sketch_task):
     m, tb, kw = tiny_sketch_task
     ex = analyze((m, None), tb, **kw)
-    sk = analyze((m, None), tb, method='sketch', sketch_dim=10**7, **kw)
+    sk = analyze((m, None), tb, method='sketch', sketch_dim=10**7, sketch_kind='kronecker', **kw)
     assert sk.settings['kernel_method'] == 'sketch' and sk.settings['sketch']['exact']
     torch.testing.assert_close(sk.G, ex.G, rtol=1e-9, atol=1e-12)
     torch.testing.assert_close(sk.G_test, ex.G_test, rtol=1e-9, atol=1e-12)
     assert sk.stops == ex.stops and 'kernel_method' not in ex.settings
 
 
-def test_a_sketch_is_recorded_and_nearer_as_it_grows(tiny_sketch_task):
+@pytest.mark.parametrize('kind', ['countsketch', 'kronecker'])
+def test_a_sketch_is_recorded_and_nearer_as_it_grows(tiny_sketch_task, kind):
     m, tb, kw = tiny_sketch_task
     ex = analyze((m, None), tb, **kw)
     err = {}
     for k in (256, 4096):
-        sk = analyze((m, None), tb, method='sketch', sketch_dim=k, sketch_seed=3, **kw)
+        sk = analyze((m, None), tb, method='sketch', sketch_dim=k, sketch_seed=3, sketch_kind=kind, **kw)
         s = sk.settings['sketch']
-        assert not s['exact'] and s['seed'] == 3 and s['requested'] == k and s['dim'] <= k
+        assert not s['exact'] and (s['seed'], s['kind'], s['requested']) == (3, kind, k) and s['dim'] <= k
         err[k] = float(torch.linalg.norm(sk.G - ex.G) / torch.linalg.norm(ex.G))
     assert 0 < err[4096] < err[256], err
 
 
 @pytest.mark.parametrize('kw, match', [
-    (dict(method='sketch', cache_dir='x'), "method='sketch' takes sketch_dim, sketch_seed and block_size, not cache_dir"),
-    (dict(sketch_dim=64), "sketch_dim and sketch_seed are for method='sketch'"),
+    (dict(method='sketch', cache_dir='x'), "method='sketch' takes sketch_dim, sketch_seed, sketch_kind and block_size, "
+                                           "not cache_dir"),
+    (dict(sketch_dim=64), "sketch_dim, sketch_seed and sketch_kind are for method='sketch'"),
+    (dict(method='sketch', sketch_kind='dense'), "kind must be one of countsketch, kronecker"),
 ])
 def test_sketch_keywords_are_checked(tiny_sketch_task, kw, match):
     m, tb, base = tiny_sketch_task

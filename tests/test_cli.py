@@ -71,6 +71,18 @@ def test_analyze_refuses_bad_choices(args, match, tmp_path):
     code, _, err = run('analyze', *args, '--out', tmp_path / 'r')
     assert code == 2 and match in err and len(err.splitlines()) <= 3, err
 
+def test_analyze_with_a_sketched_kernel(tiny_lm, tmp_path):
+    code, stdout, err = run('analyze', '--model', tiny_lm, '--n', 16, '--n-test', 8, '--max-length', 24,
+                            '--sketch', 256, '--out', tmp_path)
+    assert code == 0, err
+    m = json.loads((tmp_path / 'metrics.json').read_text())
+    assert m['settings']['kernel_method'] == 'sketch' and m['settings']['sketch']['requested'] == 256
+    said = [x for x in m['answer'] if x.startswith('Kernel: a CountSketch')]
+    assert said and 'Measured on smollm2-135m' in said[0] and 'Kernel: a CountSketch' in stdout
+    assert any(x.startswith("Warning: the sketch's error was measured elsewhere") for x in m['answer'])  # a tiny model
+    assert not (tmp_path / '.cache').exists()  # one pass over the examples: nothing is cached
+
+
 def test_spectrum_and_stop_read_a_saved_analysis(report):
     out, _ = report
     code, stdout, err = run('spectrum', out); assert code == 0 and 'power, all k' in stdout, err
