@@ -106,11 +106,11 @@ def _kernels(model, train, test, output_fn, sel, kw: dict) -> tuple:
             return empirical_ntk(model, train, output_fn, sel, **kw), None, {}
         return (*train_test_ntk(model, train, test, output_fn, sel, **kw), {})
     kw = {k: v for k, v in kw.items() if k != 'method'}
-    kw = {'k': kw.pop('sketch_dim', 4096), 'seed': kw.pop('sketch_seed', 0), 'kind': kw.pop('sketch_kind',
-          'countsketch'), **kw}
-    if extra := sorted(set(kw) - {'k', 'seed', 'kind', 'progress', 'block_size'}):
+    how = dict(k=kw.pop('sketch_dim', 4096), seed=kw.pop('sketch_seed', 0), kind=kw.pop('sketch_kind', 'countsketch'))
+    if extra := sorted(set(kw) - {'progress', 'block_size'}):
         msg = f"method='sketch' takes sketch_dim, sketch_seed, sketch_kind and block_size, not {', '.join(extra)}"
         raise ValueError(msg)
+    kw |= how
     sk = sketch_features(model, train, output_fn, sel, **kw)
     Gt = None if test is None else sketch_features(model, test, output_fn, sel, **kw).kernel(sk)
     rec = {'kind': sk.kind, 'dim': sk.dim, 'r': sk.r, 'seed': sk.seed, 'exact': sk.exact, 'requested': kw['k']}

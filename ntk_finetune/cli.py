@@ -148,8 +148,8 @@ def _analyze_flags(p):
     g('--tables', choices=('csv', 'parquet'), default=None,
       help='also write the per-rule stops, the predicted curves and the samples table as CSV or Parquet')
     g('--sketch', type=_positive_int(1), default=None, metavar='K',
-      help='a sketched kernel (a CountSketch of K features per example) instead of the exact one: time and memory '
-           'linear in n, an unbiased estimate whose measured error the report quotes')
+      help='a sketched kernel (a CountSketch of K features per example) instead of the exact one: one pass over the '
+           'examples, an unbiased estimate whose measured error the report quotes')
     g('--finetune', action='store_true', help='also fine-tune (full-batch GD) and draw the measured curves')
     g('--steps', type=_positive_int(1), default=None,
       help='fine-tuning steps (default: twice the latest predicted stop)')

@@ -285,8 +285,8 @@ def _sketch_said(a) -> list:
     name = {'countsketch': 'CountSketch', 'kronecker': 'Kronecker sketch'}[kind]
     line = (f"Kernel: a {name} of {sk['dim']} features per example ({how}seed {sk['seed']}), an unbiased estimate "
             f"of the exact kernel, not the exact kernel.")
-    rows = [x for x in (load_evidence().get('sketch') or {}).get('rows', []) if x['kind'] == kind]
     ev = load_evidence().get('sketch') or {}
+    rows = [x for x in ev.get('rows', []) if x['kind'] == kind]
     if not rows:
         return [line, f"Warning: no measurement of the {name}'s error ships with this version: compare it with the "
                       f"exact kernel on a subset."]
