@@ -13,7 +13,7 @@ export TRANSFORMERS_VERBOSITY ?= error
 export TOKENIZERS_PARALLELISM ?= false
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: venv browser demo test test-lowest test-slow experiments docs bench gpu-check clean
+.PHONY: venv browser demo test test-lowest test-slow experiments docs docs-serve bench gpu-check clean
 
 venv: $(STAMP)
 
@@ -63,6 +63,11 @@ experiments: venv
 docs: venv
 	$(BIN)/python tools/run_notebooks.py --n_workers 2
 	$(BIN)/python tools/build_docs.py
+
+# The built site at http://localhost:8000 (its search reads search.json, which browsers refuse over file://).
+docs-serve:
+	test -f _proc/_docs/index.html || $(MAKE) docs
+	$(BIN)/python -m http.server 8000 --directory _proc/_docs
 
 bench: venv
 	$(BIN)/python bench/entk.py

@@ -186,7 +186,11 @@ def predict_samples(a: Analysis, factors=SAMPLE_FACTORS, draws: int = 40, frac: 
     return out
 
 
-def samples_needed(samples: list, target_loss: float | None = None, target_accuracy: float | None = None) -> dict:
+def samples_needed(
+    samples: list,  # the samples table of an analysis (`Analysis.samples`)
+    target_loss: float | None = None,  # the test loss to reach
+    target_accuracy: float | None = None,  # or the test accuracy to reach (give exactly one)
+) -> dict:  # {'n', 'says'}: n is None when no size in the table reaches the target
     "{'n', 'says'}: the smallest n whose predicted test loss (accuracy) reaches the target, read off `samples`."
     if (target_loss is None) == (target_accuracy is None):
         raise ValueError("give exactly one of target_loss and target_accuracy")

@@ -341,7 +341,12 @@ def _load_hub(name: str, split: str) -> pd.DataFrame:
     return df.iloc[np.sort(idx[:h] if split == 'validation' else idx[h:])].reset_index(drop=True)
 
 
-def load_task(name: str, split: str = 'train', n: int | None = None, seed: int = 0) -> datasets.Dataset:
+def load_task(
+    name: str,  # an embedded task (`list_tasks()`), a 20 Newsgroups pair or a paper task on the hub
+    split: str = 'train',  # one of `SPLITS`
+    n: int | None = None,  # draw a class-balanced subsample of this size; None: the whole split
+    seed: int = 0,  # seed of the subsample
+) -> datasets.Dataset:  # columns `text` (str) and `label` (int)
     "Task `name`'s `split` as a `datasets.Dataset` with columns `text`, `label`; `n` draws a class-balanced subsample."
     info = task_info(name)
     if split not in SPLITS:

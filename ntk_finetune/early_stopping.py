@@ -407,8 +407,12 @@ def predicted_rate(beta, n):
 
 
 def stopping_schedule(
-    t_kernel: int, step_size: float, n: int, lr: float | None = None, batch_size: int | None = None
-) -> dict:
+    t_kernel: int,  # the kernel-GD stopping step
+    step_size: float,  # the kernel-GD step α it was computed at
+    n: int,  # training examples
+    lr: float | None = None,  # the optimizer's learning rate; None: α (one optimizer step is one kernel step)
+    batch_size: int | None = None,  # examples per step; None: n (full batch)
+) -> dict:  # eta (= α·t), optimizer_steps, epochs, batch_size, lr
     "Turn a kernel-GD stopping step into optimizer steps and epochs (see the assumptions in the notebook)."
     t_kernel = _check_int(t_kernel, 't_kernel', 0)
     n = _check_int(n, 'n', 1)

@@ -145,7 +145,12 @@ def empirical_ntk(
 
 
 def train_test_ntk(
-    model, train: dict, test: dict, output_fn, params='attention', **kw
+    model,  # the model, at the weights the kernel is taken at
+    train: dict,  # tokenized training batch (input_ids, attention_mask)
+    test: dict,  # tokenized test batch
+    output_fn,  # f(model, batch) -> (n,) or (n, O) outputs
+    params='attention',  # a preset of `select_params`, a regex, a callable or a dict of parameters
+    **kw,  # as `empirical_ntk`
 ) -> tuple:
     "(G_train (n, n), G_test_train (m, n)) from one capture pass over each batch; keywords as `empirical_ntk`."
     if kw.get('per_module'):

@@ -294,7 +294,12 @@ def _params_warnings(a, ev) -> list:
     return out
 
 
-def recommend(a, optimizer: str | None = None, rule: str | None = None, evidence: dict | None = None) -> dict:
+def recommend(
+    a,  # an `Analysis`
+    optimizer: str | None = None,  # a key of `OPTIMIZERS`; None: the analysis' own setting, else 'gd'
+    rule: str | None = None,  # a rule of your choice; None: the one the measured runs favour
+    evidence: dict | None = None,  # None: the shipped `evidence.json`
+) -> dict:
     "The stop to use on the analysis `a`: the measured best rule (or `rule`) in optimizer steps, with its evidence."
     ev = evidence or load_evidence()
     optimizer = optimizer or a.settings.get('optimizer') or 'gd'

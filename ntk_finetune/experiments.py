@@ -38,11 +38,11 @@ from .spectrum import eigendecomposition, effective_rank, kernel_target_alignmen
 from .presets import NO_EMB
 
 # %% auto #0
-__all__ = ['SPECTRUM_PROTOCOLS', 'write_evidence', 'study_table', 'study_seconds', 'LinearizationRun', 'linearization_specs',
-           'linearization_run', 'TaskVectorRun', 'task_vector_specs', 'task_vector_run', 'LoraKernels',
-           'LoraFinetuneRun', 'lora_specs', 'lora_kernel_run', 'lora_finetune_run', 'CurveTaskRun', 'CurveFinetuneRun',
-           'curve_specs', 'curve_task_run', 'curve_finetune_run', 'SpectrumRun', 'spectrum_specs', 'kernel_path',
-           'spectrum_run', 'beta_se', 'eigen_decay_rows']
+__all__ = ['SPECTRUM_PROTOCOLS', 'write_evidence', 'findings', 'collapsed', 'study_table', 'study_seconds', 'LinearizationRun',
+           'linearization_specs', 'linearization_run', 'TaskVectorRun', 'task_vector_specs', 'task_vector_run',
+           'LoraKernels', 'LoraFinetuneRun', 'lora_specs', 'lora_kernel_run', 'lora_finetune_run', 'CurveTaskRun',
+           'CurveFinetuneRun', 'curve_specs', 'curve_task_run', 'curve_finetune_run', 'SpectrumRun', 'spectrum_specs',
+           'kernel_path', 'spectrum_run', 'beta_se', 'eigen_decay_rows']
 
 # %% ../nbs/89_experiments.ipynb #f52c78c0
 def write_evidence(results_dir, path=EVIDENCE_PATH) -> dict:
@@ -61,6 +61,18 @@ def write_evidence(results_dir, path=EVIDENCE_PATH) -> dict:
                         sketch)
     save_json(ev, path)
     return ev
+
+# %% ../nbs/89_experiments.ipynb #16a36272
+def findings(items, title: str = 'What the committed results show') -> str:
+    "Markdown for an experiment page's findings box: `items` (Markdown strings) as bullets in a `.findings` div."
+    if isinstance(items, str) or not items: raise ValueError('findings needs a non-empty list of Markdown strings')
+    return '\n'.join(['::: {.findings}', f'**{title}**', '', *(f'- {s}' for s in items), ':::'])
+
+
+def collapsed(markdown: str, summary: str) -> str:
+    "A wide or long table (any Markdown) folded under a one-line `summary` the reader clicks to open."
+    return f'<details>\n<summary>{summary}</summary>\n\n{markdown}\n\n</details>'
+
 
 # %% ../nbs/89_experiments.ipynb #d35d0f65
 def study_table(path, rows: str = 'runs', save: bool = True) -> Table:

@@ -96,7 +96,7 @@ def plot_decay(a, ax=None):
         )
     ax.set_xlabel('$k$')
     ax.set_ylabel(r'$\lambda_k / \lambda_1$')
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=9)
     ax.set_title('Eigenvalue decay of $K = G/n$', fontsize=9)
     return ax
 
@@ -145,7 +145,7 @@ def plot_curves(a, history=None, ax=None):
     ax.set_ylabel(r'$\frac{1}{2n}\|f - y\|^2$')
     ax.set_xscale('symlog', linthresh=max(1.0, scale))
     ax.set_xlim(left=0)
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=9)
     ax.set_title('Predicted learning curve', fontsize=9)
     return ax
 
@@ -164,7 +164,7 @@ def plot_samples(a, ax=None):
     ax.set_xscale('log', base=2)
     ax.set_xlabel('training examples $n$')
     ax.set_ylabel(r'test loss $\frac{1}{2}\,\mathrm{mean}(f - y)^2$')
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=9)
     ax.set_title('How many samples', fontsize=9)
     return ax
 
@@ -494,7 +494,11 @@ early-stopped kernel GD;
 
 # %% ../nbs/92_report.ipynb #8bdad75f
 def write_report(
-    a, folder, history=None, comparison=None, title: str | None = None
+    a,  # an `Analysis`
+    folder,  # created if missing
+    history=None,  # a fine-tuning `History` to draw beside the prediction
+    comparison=None,  # a `compare` result to report
+    title: str | None = None,  # the page's title; None: from the model and data
 ) -> Path:
     "Write `report.html`, `metrics.json` and `analysis/` into `folder` (each atomically); returns the report's path."
     folder = Path(folder)

@@ -242,20 +242,20 @@ def _short_test_note(n_test, dft, n, left):
 
 # %% ../nbs/01a_sample.ipynb #28e2ef45
 def make_sample(
-    tokenizer,
-    data,
-    n: int = 64,
+    tokenizer,  # the model's tokenizer (right padding, a pad token)
+    data,  # a task name, a `datasets.Dataset` or a tokenized batch (a mapping of tensors)
+    n: int = 64,  # training examples, drawn class-balanced
     n_test: int | None = None,  # None: N_TEST, or what the data leaves after `n` when that is fewer
-    max_length: int = 64,
-    seed: int = 0,
-    text_column: str = 'text',
-    label_column: str = 'label',
-    template: str | None = None,
-    label_words=None,
-    labels=None,
-    test_data=None,
-    test_labels=None,
-    kind: str | None = None,
+    max_length: int = 64,  # tokens per example, the prompt included
+    seed: int = 0,  # seed of the draw
+    text_column: str = 'text',  # the text column of a `datasets.Dataset`
+    label_column: str = 'label',  # its label column (class ids, class names or floats for regression)
+    template: str | None = None,  # the prompt, with `{text}`; None: the task's own (or the text alone)
+    label_words=None,  # one word per class for a causal LM's label-word output; None: the task's own
+    labels=None,  # the labels of a tokenized batch
+    test_data=None,  # a separate test set (the same kind as `data`); None: drawn from what `data` leaves
+    test_labels=None,  # the labels of a tokenized test batch
+    kind: str | None = None,  # 'binary', 'multiclass' or 'regression'; None: read off the labels
 ) -> Sample:
     "Draw, prompt and tokenize the train and test examples of a task name, a `datasets.Dataset` or a tokenized batch."
     _check_sizes(n, n_test, kind)

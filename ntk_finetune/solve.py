@@ -249,7 +249,14 @@ def _check_choice(rules, rule, optimizer):
         raise ValueError(f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {optimizer!r}")
 
 # %% ../nbs/06b_solve.ipynb #e89860ed
-def stopping_steps(K, y, f0, step_size: float, rules=RULES, group: int = 1) -> dict:
+def stopping_steps(
+    K,  # (N, N) normalized kernel G/n, or its `Eigen`
+    y,  # (N,) targets
+    f0,  # (N,) outputs of the pretrained model
+    step_size: float,  # kernel-GD step α (at most 2/λ_1)
+    rules=RULES,  # which rules to compute
+    group: int = 1,  # outputs per example (C − 1 for joint multi-class contrasts)
+) -> dict:  # rule -> kernel-GD step, or None where the rule cannot apply
     "Each rule's kernel-GD stopping step (σ-based ones with the plug-in σ̂ and norm); one that can't apply: None."
     eig = K if isinstance(K, Eigen) else eigendecomposition(K)
     w = eig.eigvals

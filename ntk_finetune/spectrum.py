@@ -31,7 +31,10 @@ class Eigen:
         return float(self.eigvals[0] / self.eigvals[-1]) if self.eigvals[-1] > 0 else math.inf
 
 
-def eigendecomposition(K, sym_tol: float = 1e-8) -> Eigen:
+def eigendecomposition(
+    K,  # (n, n) symmetric matrix: tensor, array or nested list
+    sym_tol: float = 1e-8,  # largest relative asymmetry accepted (the matrix is then symmetrized)
+) -> Eigen:
     "Symmetrize `K`, float64 `eigh` (scaled to avoid overflow), sort descending, clip and count negative eigenvalues."
     K = check_square(K, 'K', sym_tol)
     scale = float(K.abs().max())
@@ -122,7 +125,12 @@ def _ols(x, z):
     return coef, math.sqrt(cov[1, 1]), float(r2), stats.t.ppf(0.975, max(dof, 1))
 
 
-def fit_power_law(eigvals, k_min: int = 1, k_max: int | None = None, rel_floor: float = 1e-10) -> DecayFit:
+def fit_power_law(
+    eigvals,  # (n,) descending eigenvalues
+    k_min: int = 1,  # first index fitted (2 drops the top eigenvalue)
+    k_max: int | None = None,  # last index fitted; None: the last one above `rel_floor` · λ_1
+    rel_floor: float = 1e-10,  # eigenvalues below this fraction of λ_1 are numerical noise
+) -> DecayFit:
     "Fit λ_k/λ_1 ≈ c·k^{-2β} by OLS of log(λ_k/λ_1) on log k (paper eq. 32); β = -slope/2."
     w = _check_eigvals(eigvals)
     k_min, k_max = _k_range(w, k_min, k_max, rel_floor)
@@ -317,5 +325,5 @@ def plot_spectrum(eigvals, fit: DecayFit | None = None, ax=None, label=None):
         )
     ax.set_xlabel('k')
     ax.set_ylabel('λ_k / λ_1')
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=9)
     return ax

@@ -2,7 +2,9 @@
 
 `make test` runs the notebooks (tools/run_notebooks.py) and builds the site (tools/build_docs.py) before pytest; this
 test builds it itself only when it is missing. Screenshots of the index, a theory page and an experiment page are
-saved in test-artifacts/.
+saved in test-artifacts/. Each page is checked for what a reader needs: no horizontal overflow at 1280 px, every image
+loaded with alt text, no raw maths, every local link and anchor resolving, a reference entry (and parameters table) for
+every public name of the page's module, and on experiment pages the findings and a figure on the first screen.
 """
 import functools, http.server, json, os, re, shutil, subprocess, sys, threading, urllib.parse, urllib.request
 from pathlib import Path
@@ -71,42 +73,128 @@ def _open(browser, url):
     page.goto(url, wait_until='load'); page.wait_for_timeout(300)
     return page, errors
 
+OVERFLOW = """() => {
+  const bad = [];
+  const doc = document.documentElement;
+  if (doc.scrollWidth > window.innerWidth) bad.push(`the page is ${doc.scrollWidth} px wide`);
+  const scrolls = el => { for (let p = el; p && p !== document.body; p = p.parentElement) {
+    const o = getComputedStyle(p).overflowX; if (o === 'auto' || o === 'scroll') return true; } return false; };
+  for (const el of document.querySelectorAll('pre, table, .katex-display'))
+    if (el.scrollWidth > el.clientWidth + 1 && !scrolls(el)) bad.push(`${el.tagName}: ${el.innerText.slice(0, 60)}`);
+  return bad;
+}"""
+
+RAW_TEX = """() => {
+  const w = document.createTreeWalker(document.body, NodeFilter.SHOW_TEXT, {acceptNode: n =>
+    n.parentElement.closest('pre, code, script, style, .katex, .sourceCode') ? NodeFilter.FILTER_REJECT : NodeFilter.FILTER_ACCEPT});
+  const bad = []; let n;
+  while ((n = w.nextNode())) if (/\\$[^$\\s]|\\\\[a-zA-Z]{2,}/.test(n.textContent)) bad.push(n.textContent.trim().slice(0, 80));
+  return bad;
+}"""
+
+# The position of the first figure, the findings box and the first long code block a reader sees (px from the top).
+LAYOUT = """() => {
+  const top = el => el ? el.getBoundingClientRect().top + window.scrollY : null;
+  const visible = el => el.offsetParent !== null && !el.closest('details:not([open])');
+  const fig = [...document.querySelectorAll('main img, #quarto-document-content img')].find(e => e.naturalWidth > 100);
+  const code = [...document.querySelectorAll('pre.cell-code, div.cell > div.sourceCode pre, .code-copy-outer-scaffold pre')]
+    .filter(e => visible(e) && !e.closest('.cell-output') && e.innerText.split('\\n').length > 15)[0];
+  return {fig: top(fig), code: top(code), findings: top(document.querySelector('.findings'))};
+}"""
+
+# The reference entries: each show_doc (or constant) heading, its anchor, and whether a parameters table follows it.
+ENTRIES = """() => [...document.querySelectorAll('h3[data-anchor-id], h4[data-anchor-id]')].map(h => {
+  const box = h.closest('.cell-output-markdown');
+  return [h.dataset.anchorId, h.innerText.trim(), !!(box && box.querySelector('table'))];
+})"""
+
+@functools.lru_cache(maxsize=None)
+def _ids(path: Path) -> frozenset:
+    "Every id (and name) a built page defines, the targets of `page.html#anchor`."
+    text = path.read_text()
+    return frozenset(urllib.parse.unquote(m) for m in re.findall(r'\b(?:id|name)="([^"]+)"', text))
+
+def _check_links(site, rel, refs):
+    "Every local link and resource resolves, and every `#anchor` exists on its page."
+    bad = []
+    for tag, ref in refs:
+        if ref.startswith(('mailto:', 'data:', 'javascript:')): continue
+        if re.match(r'[a-z]+://', ref):
+            if tag != 'A': bad.append(f'{tag} loads an external resource {ref}')
+            continue
+        path, _, anchor = ref.partition('#')
+        target = (site / rel).parent / urllib.parse.unquote(path) if path else site / rel
+        if target.is_dir(): target = target / 'index.html'
+        if not target.resolve().is_file(): bad.append(f'broken {tag.lower()} {ref}'); continue
+        if anchor and target.suffix == '.html' and urllib.parse.unquote(anchor) not in _ids(target.resolve()):
+            bad.append(f'no anchor #{anchor} on {target.relative_to(site)} ({ref})')
+    return bad
+
+def _has_params(obj):
+    import inspect
+    try: ps = inspect.signature(obj).parameters.values()
+    except (TypeError, ValueError): return False
+    return any(p.name != 'self' and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD) for p in ps)
+
 @pytest.mark.parametrize('rel', PAGES)
 def test_page(browser, server, site, rel):
+    "What a reader of the page at 1280 px needs: it loads clean, fits, its maths is typeset, its links resolve."
     assert (site / rel).exists(), f"{rel} was not rendered"
     page, errors = _open(browser, f'{server}/{rel}')
     try:
         assert not errors, errors
         refs = page.eval_on_selector_all('a[href], img[src], link[href], script[src]',
                                          'els => els.map(e => [e.tagName, e.getAttribute("href") || e.getAttribute("src")])')
-        for tag, ref in refs:
-            if ref.startswith(('#', 'mailto:', 'data:', 'javascript:')): continue
-            url = urllib.parse.urljoin(f'{server}/{rel}', ref).split('#')[0]
-            if not url.startswith(server):
-                assert tag == 'A', f"{rel}: {tag} loads an external resource {ref}"
-                continue
-            assert _status(url) == 200, f"{rel}: broken {tag.lower()} {ref}"
+        bad = _check_links(site, rel, refs)
+        assert not bad, f"{rel}: {bad[:5]}"
         html = (site / rel).read_text()
         if 'class="math' in html: assert page.locator('.katex').count() > 0, f"{rel}: maths not typeset"
         kerr = page.locator('.katex-error')
         assert kerr.count() == 0, f"{rel}: KaTeX could not parse {kerr.first.inner_text()!r}"
-        assert not page.evaluate(RAW_DOLLAR), f"{rel}: raw $ in the text: {page.evaluate(RAW_DOLLAR)[:3]}"
+        raw = page.evaluate(RAW_TEX)
+        assert not raw, f"{rel}: raw maths in the text: {raw[:3]}"
+        wide = page.evaluate(OVERFLOW)
+        assert not wide, f"{rel}: wider than the page at 1280 px: {wide[:3]}"
+        imgs = page.eval_on_selector_all('img', 'els => els.map(e => [e.complete && e.naturalWidth > 0, e.alt || ""])')
+        assert all(ok for ok, _ in imgs), f"{rel}: {sum(not ok for ok, _ in imgs)} image(s) did not load"
+        assert all(alt.strip() for _, alt in imgs), f"{rel}: {sum(not a.strip() for _, a in imgs)} image(s) without alt text"
         mod = _module(rel)
-        if mod is not None:                     # every exported name's definition (its signature) is on its page
-            text = page.inner_text('body')
-            sig = lambda nm: (rf'(def|class)\s+{re.escape(nm)}\s*[(:]' if callable(getattr(mod, nm))
-                              else rf'\b{re.escape(nm)}\s*[:=]')
-            missing = [nm for nm in mod.__all__ if not re.search(sig(nm), text)]
-            assert not missing, f"{rel}: no signature shown for {missing}"
-        broken = page.eval_on_selector_all('img', 'els => els.filter(e => !(e.complete && e.naturalWidth > 0)).length')
-        assert broken == 0, f"{rel}: {broken} image(s) did not load"
+        if mod is not None:                     # every public name has its reference entry: heading, anchor, parameters
+            entries = {t: tbl for _, t, tbl in page.evaluate(ENTRIES)}
+            missing = [nm for nm in mod.__all__ if nm not in entries]
+            assert not missing, f"{rel}: no reference entry for {missing}"
+            untabled = [nm for nm in mod.__all__ if _has_params(getattr(mod, nm)) and not entries[nm]]
+            assert not untabled, f"{rel}: no parameters table for {untabled}"
+            import inspect
+            private = [n for n, o in vars(mod).items() if n.startswith('_') and inspect.isfunction(o) and
+                       o.__module__ == mod.__name__]      # the module's own helpers: their source stays out of sight
+            shown = page.eval_on_selector_all('pre', 'els => els.map(e => e.innerText)')
+            leaked = [n for n in private if any(re.search(rf'^\s*def {n}\(', t, re.M) for t in shown)]
+            assert not leaked, f"{rel}: private helpers' source is shown: {leaked}"
         if rel.startswith('experiments/') or _draws(rel):
             shown = page.eval_on_selector_all('img', 'els => els.filter(e => e.naturalWidth > 100).length')
             assert shown >= 1, f"{rel}: a page whose notebook draws a figure shows none"
-        if rel in ('index.html', 'theory/02_rwy_rule.html', 'experiments/02_task_spectra.html'):
+        if rel.startswith('experiments/'):      # the finding and its figure on the first screen, before any long code
+            lay = page.evaluate(LAYOUT)
+            assert lay['findings'] is not None and lay['findings'] < 900, f"{rel}: no findings box on the first screen {lay}"
+            assert lay['fig'] < 900, f"{rel}: no figure on the first screen {lay}"
+            assert lay['code'] is None or lay['fig'] < lay['code'], f"{rel}: a long code block comes before the figure {lay}"
+        if rel in ('index.html', '07_analysis.html', 'theory/02_rwy_rule.html', 'experiments/05_stopping.html'):
             ART.mkdir(exist_ok=True); page.screenshot(path=str(ART / rel.replace('/', '_').replace('.html', '.png')), full_page=True)
     finally:
         page.close()
+
+def test_api_index(site):
+    "The API index links every public name of every module to its entry."
+    import importlib, pkgutil, ntk_finetune
+    page = site / 'api.html'
+    assert page.exists(), "the API index page was not rendered"
+    links = set(re.findall(r'href="([^"#]+\.html#[^"]+)"', page.read_text()))
+    for m in pkgutil.iter_modules(ntk_finetune.__path__):
+        if m.name.startswith('_'): continue
+        mod = importlib.import_module(f'ntk_finetune.{m.name}')
+        missing = [nm for nm in getattr(mod, '__all__', []) if not ({f'#{nm}', f'#{nm.lower()}'} & {l[l.index('#'):] for l in links})]
+        assert not missing, f"api.html: no link for {m.name}.{missing}"
 
 def _draws(rel):
     "True when a cell that runs on the page (not exported, not slow, gpu or eval: false) draws at its top level."

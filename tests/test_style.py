@@ -11,7 +11,7 @@ def test_visible_code_fits_the_page(nb):
     cells = json.loads(nb.read_text())['cells']
     long = [(i, len(ln)) for i, c in enumerate(cells) if c['cell_type'] == 'code'
             for src in [''.join(c['source'])] if not re.search(r'#\|\s*echo:\s*false', src)
-            for ln in src.splitlines() if len(ln) > 120]
+            for ln in src.splitlines() if len(ln) > 120 and not ln.startswith('#|')]   # options are not shown
     assert not long, f"{nb.name}: code lines over 120 columns in (cell, length) {long[:5]}"
 
 @pytest.mark.parametrize('nb', NBS, ids=lambda p: p.stem)

@@ -1,20 +1,28 @@
 """Generate README.md from nbs/index.ipynb without Quarto (nbdev_readme needs Quarto, which cannot be installed offline).
 
-Markdown cells are copied, code cells become fenced python blocks; outputs are left out. `--check` fails if README.md
-is out of date instead of writing it.
+Markdown cells are copied, code cells become fenced python blocks; outputs are left out, and so are the cells the site
+runs without showing (`#| echo: false`: the landing page's answer and figure). Links to the site's pages (`api.html`)
+point at the hosted site. `--check` fails if README.md is out of date instead of writing it.
 """
-import json, sys
+import json, re, sys
 from pathlib import Path
 
 HEADER = "<!-- Generated from nbs/index.ipynb by tools/make_readme.py: do not edit by hand. -->\n\n"
+
+def _hosted(md: str) -> str:
+    "Links to the site's pages (relative `.html`) pointed at the hosted site, whose address settings.ini gives."
+    import configparser
+    cfg = configparser.ConfigParser(); cfg.read('settings.ini'); d = cfg['DEFAULT']
+    base = d['doc_host'].rstrip('/') + '/' + d['doc_baseurl'].strip('/') + '/'
+    return re.sub(r'\]\((?![a-z]+:)([\w/.-]+\.html(?:#[\w.-]+)?)\)', lambda m: f']({base}{m.group(1)})', md)
 
 def render(nb_path='nbs/index.ipynb') -> str:
     nb = json.loads(Path(nb_path).read_text())
     out = []
     for c in nb['cells']:
         src = ''.join(c['source']).strip()
-        if not src or src.startswith('#| hide'): continue
-        if c['cell_type'] == 'markdown': out.append(src)
+        if not src or src.startswith('#| hide') or re.search(r'^#\|\s*echo:\s*false', src, re.M): continue
+        if c['cell_type'] == 'markdown': out.append(_hosted(src))
         elif c['cell_type'] == 'code':
             lines = [l for l in src.splitlines() if not l.startswith('#|')]
             out.append('```python\n' + '\n'.join(lines) + '\n```')

@@ -14,7 +14,7 @@ OUT = ROOT / '_exec'
 
 def run_one(fn: Path, flags: set) -> tuple:
     "Execute one notebook (skipping flagged cells); write the executed copy to _exec/; (ok, seconds, error)."
-    from execnb.nbio import write_nb
+    from execnb.nbio import read_nb, write_nb
     from execnb.shell import CaptureShell
     from fastcore.xtras import working_directory
     from nbdev.process import NBProcessor
@@ -31,9 +31,11 @@ def run_one(fn: Path, flags: set) -> tuple:
         with working_directory(fn.parent): k.run_all(nb, exc_stop=True, preproc=skip)
     except Exception:
         return False, time.time() - t0, k.prettytb(fname=fn)
-    for c in nb.cells:                                      # drop the processor's bookkeeping before writing
-        for a in ('directives_', 'idx_'):
-            if a in c: del c[a]
+    raw = read_nb(fn)                      # the source as written (the processor strips the `#|` lines the docs need)
+    assert len(raw.cells) == len(nb.cells), f'{fn.name}: the processor changed the number of cells'
+    for c, e in zip(raw.cells, nb.cells):
+        if c.cell_type == 'code': c.outputs, c.execution_count = e.get('outputs', []), e.get('execution_count')
+    nb = raw
     dest = OUT / fn.relative_to(ROOT / 'nbs'); dest.parent.mkdir(parents=True, exist_ok=True)
     from ntk_finetune.core import atomic_path
     with atomic_path(dest) as tmp: write_nb(nb, tmp)
@@ -43,6 +45,7 @@ def _worker(args):
     fn, flags, threads = args
     for v in ('OMP_NUM_THREADS', 'MKL_NUM_THREADS', 'OPENBLAS_NUM_THREADS'): os.environ[v] = str(threads)   # no oversubscription
     os.environ.setdefault('HF_HUB_DISABLE_PROGRESS_BARS', '1')          # no weight-loading bars in the pages
+    os.environ.setdefault('TQDM_DISABLE', '1')                          # nor the package's progress bars
     print(f'Starting {fn.relative_to(ROOT)}', flush=True)
     ok, sec, err = run_one(fn, flags)
     print(f'- {"Completed" if ok else "FAILED"} {fn.relative_to(ROOT)} ({sec:.0f} s)', flush=True)
