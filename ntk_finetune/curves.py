@@ -111,7 +111,11 @@ def _scalar_only(a, what):
         )
 
 
-def predict_learning_curve(a: Analysis, ns, horizon: int = 100_000) -> list:
+def predict_learning_curve(
+    a: Analysis,  # the pilot's analysis (a scalar output per example)
+    ns,  # the sample sizes to predict at
+    horizon: int = 100_000,  # the latest kernel-GD step searched for each size's stop
+) -> list:  # one row per n: predicted stop, risk and test loss
     "Test loss and stopping step predicted for each n from a pilot analysis' spectrum, residual and σ̂ (no training)."
     _scalar_only(a, 'the learning-curve prediction')
     z2 = ((a.eigvecs.T @ (a.y - a.f0)) ** 2).numpy()

@@ -115,7 +115,13 @@ def _powers(lam, step_size, t):
 
 
 def kernel_gd(
-    K_train, y, step_size: float, steps, f0=None, K_test_train=None, f0_test=None
+    K_train,  # (n, n) normalized training kernel K = G/n, or its `Eigen`
+    y,  # (n,) targets
+    step_size: float,  # α, at most 2/λ_1
+    steps,  # the last step (every step 0..steps), or the steps to report
+    f0=None,  # (n,) outputs at t = 0; None: zeros
+    K_test_train=None,  # (m, n) normalized test × train block, for the test path
+    f0_test=None,  # (m,) test outputs at t = 0
 ) -> KernelGDPath:
     "The kernel-GD path f_t = y - (I - αK)^t (y - f_0) (train) and its test one at t = 0..steps (or the steps given)."
     eig, y, f0, Kt, f0_test = _gd_inputs(K_train, y, f0, K_test_train, f0_test)

@@ -151,11 +151,11 @@ def _merged(model):
 
 
 def task_vector(
-    pretrained: nn.Module,
-    finetuned: nn.Module,
-    params='all',
-    exclude_head: bool = False,
-    meta: dict | None = None,
+    pretrained: nn.Module,  # the model before fine-tuning
+    finetuned: nn.Module,  # the same architecture after (a PEFT model is merged first)
+    params='all',  # a preset of `select_params`, a regex or a callable
+    exclude_head: bool = False,  # leave out the task head (a new head has no pretrained value)
+    meta: dict | None = None,  # anything to keep with the vector (task, seed, ...)
 ) -> TaskVector:
     "τ = θ_FT − θ_PT over the selected floating-point parameters (without the task head when `exclude_head`)."
     finetuned, adapted = _merged(finetuned)
@@ -363,7 +363,13 @@ class StackedOutputs:
         return torch.stack(outs, 1)
 
 
-def multitask_kernel(model, batches, output_fns, params='attention', **kw) -> dict:
+def multitask_kernel(
+    model,  # the pretrained model
+    batches,  # one tokenized batch per task
+    output_fns,  # one output function per task, in the same order
+    params='attention',  # the parameters the kernel is taken over
+    **kw,  # as `empirical_ntk`
+) -> dict:  # G[a][b] for every pair of tasks a, b
     "Every block G[a][b] = <∇f_a(x^a_i), ∇f_b(x^b_j)> (unnormalized), from one kernel of the stacked outputs."
     from ntk_finetune.core import as_batch
     from ntk_finetune.entk import _kernels, _Call
