@@ -63,7 +63,7 @@ def write_evidence(results_dir, path=EVIDENCE_PATH) -> dict:
     return ev
 
 # %% ../nbs/89_experiments.ipynb #16a36272
-def findings(items, title: str = 'What the committed results show') -> str:
+def findings(items, title: str = 'What the study measured') -> str:
     "Markdown for an experiment page's findings box: `items` (Markdown strings) as bullets in a `.findings` div."
     if isinstance(items, str) or not items: raise ValueError('findings needs a non-empty list of Markdown strings')
     return '\n'.join(['::: {.findings}', f'**{title}**', '', *(f'- {s}' for s in items), ':::'])

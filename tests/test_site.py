@@ -121,6 +121,7 @@ def _check_links(site, rel, refs):
         if ref.startswith(('mailto:', 'data:', 'javascript:')): continue
         if re.match(r'[a-z]+://', ref):
             if tag != 'A': bad.append(f'{tag} loads an external resource {ref}')
+            elif ref.startswith(HOSTED): bad.append(f'a link to the hosted site instead of the page here: {ref}')
             continue
         path, _, anchor = ref.partition('#')
         target = (site / rel).parent / urllib.parse.unquote(path) if path else site / rel
@@ -129,6 +130,17 @@ def _check_links(site, rel, refs):
         if anchor and target.suffix == '.html' and urllib.parse.unquote(anchor) not in _ids(target.resolve()):
             bad.append(f'no anchor #{anchor} on {target.relative_to(site)} ({ref})')
     return bad
+
+def _hosted():
+    import configparser
+    cfg = configparser.ConfigParser(); cfg.read(ROOT / 'settings.ini'); d = cfg['DEFAULT']
+    return d['doc_host'].rstrip('/') + '/' + d['doc_baseurl'].strip('/') + '/'
+
+HOSTED = _hosted()
+
+def _anchor(mod, nm):
+    "Where a name's entry is anchored: a function's or class's at its lower-cased name (nbdev's links), a constant's at its name."
+    return nm.lower() if callable(getattr(mod, nm)) else nm
 
 def _has_params(obj):
     import inspect
@@ -153,6 +165,9 @@ def test_page(browser, server, site, rel):
         assert kerr.count() == 0, f"{rel}: KaTeX could not parse {kerr.first.inner_text()!r}"
         raw = page.evaluate(RAW_TEX)
         assert not raw, f"{rel}: raw maths in the text: {raw[:3]}"
+        residue = [t[:80] for t in page.eval_on_selector_all('.cell-output-stderr', 'els => els.map(e => e.innerText)')
+                   if re.search(r'it/s\]|\d+%\||Warning', t)]
+        assert not residue, f"{rel}: progress bars or warnings in the outputs: {residue[:3]}"
         wide = page.evaluate(OVERFLOW)
         assert not wide, f"{rel}: wider than the page at 1280 px: {wide[:3]}"
         imgs = page.eval_on_selector_all('img', 'els => els.map(e => [e.complete && e.naturalWidth > 0, e.alt || ""])')
@@ -160,16 +175,16 @@ def test_page(browser, server, site, rel):
         assert all(alt.strip() for _, alt in imgs), f"{rel}: {sum(not a.strip() for _, a in imgs)} image(s) without alt text"
         mod = _module(rel)
         if mod is not None:                     # every public name has its reference entry: heading, anchor, parameters
-            entries = {t: tbl for _, t, tbl in page.evaluate(ENTRIES)}
-            missing = [nm for nm in mod.__all__ if nm not in entries]
-            assert not missing, f"{rel}: no reference entry for {missing}"
-            untabled = [nm for nm in mod.__all__ if _has_params(getattr(mod, nm)) and not entries[nm]]
+            entries = {(a, t): tbl for a, t, tbl in page.evaluate(ENTRIES)}     # (anchor, heading) -> has a table
+            missing = [nm for nm in mod.__all__ if (_anchor(mod, nm), nm) not in entries]
+            assert not missing, f"{rel}: no reference entry anchored at its name for {missing}"
+            untabled = [nm for nm in mod.__all__ if _has_params(getattr(mod, nm)) and not entries[_anchor(mod, nm), nm]]
             assert not untabled, f"{rel}: no parameters table for {untabled}"
             import inspect
-            private = [n for n, o in vars(mod).items() if n.startswith('_') and inspect.isfunction(o) and
-                       o.__module__ == mod.__name__]      # the module's own helpers: their source stays out of sight
+            private = [n for n, o in vars(mod).items() if n.startswith('_') and (inspect.isfunction(o) or inspect.isclass(o))
+                       and o.__module__ == mod.__name__]      # the module's own helpers: their source stays out of sight
             shown = page.eval_on_selector_all('pre', 'els => els.map(e => e.innerText)')
-            leaked = [n for n in private if any(re.search(rf'^\s*def {n}\(', t, re.M) for t in shown)]
+            leaked = [n for n in private if any(re.search(rf'^\s*(def|class) {n}\b', t, re.M) for t in shown)]
             assert not leaked, f"{rel}: private helpers' source is shown: {leaked}"
         if rel.startswith('experiments/') or _draws(rel):
             shown = page.eval_on_selector_all('img', 'els => els.filter(e => e.naturalWidth > 100).length')
@@ -177,7 +192,7 @@ def test_page(browser, server, site, rel):
         if rel.startswith('experiments/'):      # the finding and its figure on the first screen, before any long code
             lay = page.evaluate(LAYOUT)
             assert lay['findings'] is not None and lay['findings'] < 900, f"{rel}: no findings box on the first screen {lay}"
-            assert lay['fig'] < 900, f"{rel}: no figure on the first screen {lay}"
+            assert lay['fig'] is not None and lay['fig'] < 900, f"{rel}: no figure on the first screen {lay}"
             assert lay['code'] is None or lay['fig'] < lay['code'], f"{rel}: a long code block comes before the figure {lay}"
         if rel in ('index.html', '07_analysis.html', 'theory/02_rwy_rule.html', 'experiments/05_stopping.html'):
             ART.mkdir(exist_ok=True); page.screenshot(path=str(ART / rel.replace('/', '_').replace('.html', '.png')), full_page=True)
@@ -190,11 +205,13 @@ def test_api_index(site):
     page = site / 'api.html'
     assert page.exists(), "the API index page was not rendered"
     links = set(re.findall(r'href="([^"#]+\.html#[^"]+)"', page.read_text()))
+    pages = {m.group(1): nb.with_suffix('.html').name for nb in (ROOT / 'nbs').glob('[0-9]*.ipynb')
+             if (m := re.search(r'#\|\s*default_exp\s+([\w.]+)', nb.read_text()))}
     for m in pkgutil.iter_modules(ntk_finetune.__path__):
         if m.name.startswith('_'): continue
         mod = importlib.import_module(f'ntk_finetune.{m.name}')
-        missing = [nm for nm in getattr(mod, '__all__', []) if not ({f'#{nm}', f'#{nm.lower()}'} & {l[l.index('#'):] for l in links})]
-        assert not missing, f"api.html: no link for {m.name}.{missing}"
+        missing = [nm for nm in getattr(mod, '__all__', []) if f'{pages[m.name]}#{_anchor(mod, nm)}' not in links]
+        assert not missing, f"api.html: no link to the entry of {m.name}.{missing}"
 
 def _draws(rel):
     "True when a cell that runs on the page (not exported, not slow, gpu or eval: false) draws at its top level."

@@ -81,7 +81,9 @@ def constant_entries(max_lines=12):
         src = ast.get_source_segment(cell.source, node).splitlines()
         code = '\n'.join(src[:max_lines] + (['...'] if len(src) > max_lines else []))
         targets = node.targets if isinstance(node, ast.Assign) else [node.target]
-        names = [n.id for t in targets for n in (t.elts if isinstance(t, ast.Tuple) else [t]) if isinstance(n, ast.Name)]
+        flat = lambda t: [x for e in t.elts for x in flat(e)] if isinstance(t, (ast.Tuple, ast.List)) else \
+            flat(t.value) if isinstance(t, ast.Starred) else [t]
+        names = [n.id for t in targets for n in flat(t) if isinstance(n, ast.Name)]
         return [mk_cell(f'---\n\n### {nm} {{#{nm}}}\n\n```python\n{code}\n```', cell_type='markdown') for nm in names
                 if not nm.startswith('_')]
     def begin(self):                              # nbdev's add_show_docs.begin, with the constants' entries added
@@ -119,16 +121,18 @@ def docment_tables():
     cols = DocmentTbl._columns.fget
     DocmentTbl._columns = property(lambda self: {'anno': 'Type', 'default': 'Default', **cols(self)})
     DocmentTbl.has_docment = property(lambda self: bool(self._row_list))
-    cell = lambda v: str(v if isinstance(v, str) or v is None or not hasattr(v, '__name__') else v.__name__)
-    DocmentTbl._row = lambda self, nm, props: [nm] + ['' if props[c] is inspect.Parameter.empty else
-                                                      cell(props[c]).replace('|', '\\|') for c in self._columns]
+    def cell(c, v):                    # a type as written (dict[str, Tensor], not dict), a default as its repr
+        if v is inspect.Parameter.empty: return ''
+        text = v.__name__ if isinstance(v, type) else repr(v) if c == 'default' else str(v)
+        return text.replace('|', '\\|')
+    DocmentTbl._row = lambda self, nm, props: [nm] + [cell(c, props[c]) for c in self._columns]
     DocmentTbl.return_str = property(lambda self: '| **Returns** | ' + ' | '.join(
         '' if (v := self.dm['return'].get(c, inspect.Parameter.empty)) in (inspect.Parameter.empty, None)
-        else '**' + cell(v).replace('|', '\\|') + '**' for c in self._columns) + ' |')
+        else '**' + cell(c, v) + '**' for c in self._columns) + ' |')
     base = BasicMarkdownRenderer._repr_markdown_
     def markdown(self):
         table = DocmentTbl(self.sym)._repr_markdown_() if callable(self.sym) else ''
-        return base(self) + (f'\n\n{table}' if table else '')
+        return (base(self) + (f'\n\n{table}' if table else '')).replace(f'{ROOT}/', '')   # no build-machine paths
     BasicMarkdownRenderer._repr_markdown_ = markdown
 
 if __name__ == '__main__':

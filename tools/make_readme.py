@@ -1,8 +1,8 @@
 """Generate README.md from nbs/index.ipynb without Quarto (nbdev_readme needs Quarto, which cannot be installed offline).
 
 Markdown cells are copied, code cells become fenced python blocks; outputs are left out, and so are the cells the site
-runs without showing (`#| echo: false`: the landing page's answer and figure). Links to the site's pages (`api.html`)
-point at the hosted site. `--check` fails if README.md is out of date instead of writing it.
+runs without showing (`#| echo: false`: the landing page's answer and figure). Links to the site's pages point at the
+hosted site, under the names nbdev gives them there (a module's page is named after the module: `analysis.html`). `--check` fails if README.md is out of date instead of writing it.
 """
 import json, re, sys
 from pathlib import Path
@@ -14,7 +14,14 @@ def _hosted(md: str) -> str:
     import configparser
     cfg = configparser.ConfigParser(); cfg.read('settings.ini'); d = cfg['DEFAULT']
     base = d['doc_host'].rstrip('/') + '/' + d['doc_baseurl'].strip('/') + '/'
-    return re.sub(r'\]\((?![a-z]+:)([\w/.-]+\.html(?:#[\w.-]+)?)\)', lambda m: f']({base}{m.group(1)})', md)
+    hosted = {}                                        # nbdev names a module's page after the module: 07_analysis -> analysis
+    for nb in Path('nbs').glob('*.ipynb'):
+        m = re.search(r'#\|\s*default_exp\s+([\w.]+)', nb.read_text())
+        if m and m.group(1) != '__init__': hosted[f'{nb.stem}.html'] = f"{m.group(1).replace('.', '/')}.html"
+    def sub(m):
+        page, _, anchor = m.group(1).partition('#')
+        return f"]({base}{hosted.get(page, page)}{'#' + anchor if anchor else ''})"
+    return re.sub(r'\]\((?![a-z]+:)([\w/.-]+\.html(?:#[\w.-]+)?)\)', sub, md)
 
 def render(nb_path='nbs/index.ipynb') -> str:
     nb = json.loads(Path(nb_path).read_text())

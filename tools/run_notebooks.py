@@ -6,11 +6,25 @@ the executed copies with their outputs under `_exec/` for the documentation site
 The notebooks in `nbs/` stay without outputs (they are the source); `_exec/` is what `tools/build_docs.py` renders, so
 the site shows every figure and result the examples produce. Exits non-zero if any notebook fails, like `nbdev_test`.
 """
-import argparse, os, sys, time, traceback
+import argparse, os, re, sys, time, traceback, warnings
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / '_exec'
+
+BAR = re.compile(r'\d+%\|.*\||\d+it/s\]|it/s\]')         # what a tqdm bar leaves in a cell's stderr
+
+def _clean(outputs: list) -> list:
+    "A cell's outputs without the progress bars a run leaves in its stderr (the pages show results, not their making)."
+    keep = []
+    for o in outputs:
+        if o.get('output_type') == 'stream' and o.get('name') == 'stderr':
+            text = ''.join(o['text']) if isinstance(o['text'], list) else o['text']
+            lines = [ln for ln in re.split(r'[\r\n]', text) if ln.strip() and not BAR.search(ln)]
+            if not lines: continue
+            o = {**o, 'text': '\n'.join(lines) + '\n'}
+        keep.append(o)
+    return keep
 
 def run_one(fn: Path, flags: set) -> tuple:
     "Execute one notebook (skipping flagged cells); write the executed copy to _exec/; (ok, seconds, error)."
@@ -32,9 +46,9 @@ def run_one(fn: Path, flags: set) -> tuple:
     except Exception:
         return False, time.time() - t0, k.prettytb(fname=fn)
     raw = read_nb(fn)                      # the source as written (the processor strips the `#|` lines the docs need)
-    assert len(raw.cells) == len(nb.cells), f'{fn.name}: the processor changed the number of cells'
+    if len(raw.cells) != len(nb.cells): return False, time.time() - t0, f'{fn.name}: the processor changed the cell count'
     for c, e in zip(raw.cells, nb.cells):
-        if c.cell_type == 'code': c.outputs, c.execution_count = e.get('outputs', []), e.get('execution_count')
+        if c.cell_type == 'code': c.outputs, c.execution_count = _clean(e.get('outputs', [])), e.get('execution_count')
     nb = raw
     dest = OUT / fn.relative_to(ROOT / 'nbs'); dest.parent.mkdir(parents=True, exist_ok=True)
     from ntk_finetune.core import atomic_path
@@ -45,7 +59,8 @@ def _worker(args):
     fn, flags, threads = args
     for v in ('OMP_NUM_THREADS', 'MKL_NUM_THREADS', 'OPENBLAS_NUM_THREADS'): os.environ[v] = str(threads)   # no oversubscription
     os.environ.setdefault('HF_HUB_DISABLE_PROGRESS_BARS', '1')          # no weight-loading bars in the pages
-    os.environ.setdefault('TQDM_DISABLE', '1')                          # nor the package's progress bars
+    # peft asks transformers for a deprecated attribute when it wraps a model: not the package's warning to show
+    warnings.filterwarnings('ignore', message='`is_gradient_checkpointing` is deprecated', category=FutureWarning)
     print(f'Starting {fn.relative_to(ROOT)}', flush=True)
     ok, sec, err = run_one(fn, flags)
     print(f'- {"Completed" if ok else "FAILED"} {fn.relative_to(ROOT)} ({sec:.0f} s)', flush=True)
