@@ -142,6 +142,17 @@ def _anchor(mod, nm):
     "Where a name's entry is anchored: a function's or class's at its lower-cased name (nbdev's links), a constant's at its name."
     return nm.lower() if callable(getattr(mod, nm)) else nm
 
+def _shrunk(html, page):
+    """(intended, shown) widths in CSS px of the figures the page draws smaller than they were made: a matplotlib PNG is
+    made at 100 px per inch times its dpi's multiple (2 for the notebooks' retina output), and a figure wider than the
+    text column is scaled down, its 9 pt legends with it."""
+    import base64, io
+    from PIL import Image
+    pngs = [Image.open(io.BytesIO(base64.b64decode(b))) for b in re.findall(r'<img src="data:image/png;base64,([^"]+)"', html)]
+    shown = page.eval_on_selector_all('img[src^="data:image/png"]', 'els => els.map(e => e.getBoundingClientRect().width)')
+    made = [p.width * 100 / p.info.get('dpi', (100,))[0] for p in pngs]
+    return [(round(m), round(w)) for m, w in zip(made, shown) if w and m > 1.02 * w]
+
 def _has_params(obj):
     import inspect
     try: ps = inspect.signature(obj).parameters.values()
@@ -173,6 +184,8 @@ def test_page(browser, server, site, rel):
         imgs = page.eval_on_selector_all('img', 'els => els.map(e => [e.complete && e.naturalWidth > 0, e.alt || ""])')
         assert all(ok for ok, _ in imgs), f"{rel}: {sum(not ok for ok, _ in imgs)} image(s) did not load"
         assert all(alt.strip() for _, alt in imgs), f"{rel}: {sum(not a.strip() for _, a in imgs)} image(s) without alt text"
+        tight = _shrunk(html, page)
+        assert not tight, f"{rel}: figures wider than the column, drawn smaller than their fonts were set: {tight[:3]}"
         mod = _module(rel)
         if mod is not None:                     # every public name has its reference entry: heading, anchor, parameters
             entries = {(a, t): tbl for a, t, tbl in page.evaluate(ENTRIES)}     # (anchor, heading) -> has a table
