@@ -179,6 +179,8 @@ def test_page(browser, server, site, rel):
         residue = [t[:80] for t in page.eval_on_selector_all('.cell-output-stderr', 'els => els.map(e => e.innerText)')
                    if re.search(r'it/s\]|\d+%\||Warning', t)]
         assert not residue, f"{rel}: progress bars or warnings in the outputs: {residue[:3]}"
+        flat = [t[:80] for t in page.eval_on_selector_all('p', 'els => els.map(e => e.innerText)') if re.match(r'\|.*\|.*\|', t)]
+        assert not flat, f"{rel}: a Markdown table printed as a paragraph: {flat[:2]}"
         wide = page.evaluate(OVERFLOW)
         assert not wide, f"{rel}: wider than the page at 1280 px: {wide[:3]}"
         imgs = page.eval_on_selector_all('img', 'els => els.map(e => [e.complete && e.naturalWidth > 0, e.alt || ""])')
