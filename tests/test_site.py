@@ -11,6 +11,9 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / 'tools'))
+from pages import hosted_base, module_pages              # tools/pages.py: the page each module's notebook becomes
+
 SITE = ROOT / '_proc' / '_docs'
 ART = ROOT / 'test-artifacts'
 
@@ -131,12 +134,7 @@ def _check_links(site, rel, refs):
             bad.append(f'no anchor #{anchor} on {target.relative_to(site)} ({ref})')
     return bad
 
-def _hosted():
-    import configparser
-    cfg = configparser.ConfigParser(); cfg.read(ROOT / 'settings.ini'); d = cfg['DEFAULT']
-    return d['doc_host'].rstrip('/') + '/' + d['doc_baseurl'].strip('/') + '/'
-
-HOSTED = _hosted()
+HOSTED = hosted_base()
 
 def _anchor(mod, nm):
     "Where a name's entry is anchored: a function's or class's at its lower-cased name (nbdev's links), a constant's at its name."
@@ -220,8 +218,7 @@ def test_api_index(site):
     page = site / 'api.html'
     assert page.exists(), "the API index page was not rendered"
     links = set(re.findall(r'href="([^"#]+\.html#[^"]+)"', page.read_text()))
-    pages = {m.group(1): nb.with_suffix('.html').name for nb in (ROOT / 'nbs').glob('[0-9]*.ipynb')
-             if (m := re.search(r'#\|\s*default_exp\s+([\w.]+)', nb.read_text()))}
+    pages = {p.module: p.local for p in module_pages()}
     for m in pkgutil.iter_modules(ntk_finetune.__path__):
         if m.name.startswith('_'): continue
         mod = importlib.import_module(f'ntk_finetune.{m.name}')
@@ -236,13 +233,13 @@ def _draws(rel):
     top = lambda s: '\n'.join(ln for ln in s.splitlines() if ln[:1] not in (' ', '\t', ')', ']'))   # not in a def body
     return any(re.search(r'\bplt\.|\bplot_\w+\(|\.plot\(', top(s)) for s in runs)
 
+MODULES = {p.local: p.module for p in module_pages()}      # '07_analysis.html' -> 'analysis'
+
 def _module(rel):
     "The exported module a notebook page documents (None for theory, experiments and the index)."
     import importlib
-    nb = ROOT / 'nbs' / rel.replace('.html', '.ipynb')
-    m = re.search(r'#\|\s*default_exp\s+([\w.]+)', nb.read_text())
-    if m is None or m.group(1) == '__init__': return None
-    return importlib.import_module(f'ntk_finetune.{m.group(1)}')
+    name = MODULES.get(rel)
+    return None if name in (None, '__init__') else importlib.import_module(f'ntk_finetune.{name}')
 
 def test_report_in_the_browser(browser, tmp_path):
     """report.html of a real analysis opens offline: no errors, maths typeset, its three figures shown."""

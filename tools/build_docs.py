@@ -14,6 +14,7 @@ is installed. Run as a script (worker processes break under stdin).
 """
 import os, re, shutil, subprocess, sys
 from pathlib import Path
+from pages import hosted_base, module_pages
 
 ROOT = Path(__file__).resolve().parents[1]
 STAGE = ROOT / '_proc_src'
@@ -29,16 +30,6 @@ def stage(exec_dir=ROOT / '_exec') -> Path:
         if dest.exists(): shutil.copy2(f, dest); n += 1
     print(f"docs: {n} executed notebooks staged from {exec_dir.relative_to(ROOT)}/")
     return STAGE
-
-def page_names(nbs=ROOT / 'nbs') -> dict:
-    "The hosted page name nbdev links to (a module's name, or the notebook's name without its number) -> the page here."
-    out = {}
-    for nb in nbs.rglob('*.ipynb'):
-        rel = nb.relative_to(nbs).with_suffix('.html')
-        m = re.search(r'#\|\s*default_exp\s+([\w.]+)', nb.read_text())
-        out[rel.with_name(re.sub(r'^\d+[a-z]?_', '', rel.name)).as_posix()] = rel.as_posix()
-        if m: out[f"{m.group(1).replace('.', '/')}.html"] = rel.as_posix()
-    return out
 
 def relink(text: str, page: Path, site: Path, host: str, names: dict, ids: dict) -> str:
     """Point links at the hosted site's page names to the built page, relative to `page`. A link to a method's anchor
@@ -136,12 +127,11 @@ def docment_tables():
     BasicMarkdownRenderer._repr_markdown_ = markdown
 
 if __name__ == '__main__':
-    from nbdev.config import get_config
     from nbdev.quarto import refresh_quarto_yml, nbdev_sidebar
     from nbdev.serve import proc_nbs
     import nbdev.doclinks
-    cfg = get_config()
-    HOST, NAMES = cfg.doc_host.rstrip('/') + '/' + cfg.doc_baseurl.strip('/'), page_names()
+    HOST = hosted_base().rstrip('/')
+    NAMES = {p.hosted: p.local for p in module_pages()}     # the page name nbdev links to -> the page built here
     docment_tables(); constant_entries(); exported_only()
     refresh_quarto_yml(); nbdev.doclinks._build_modidx(); nbdev_sidebar.__wrapped__()
     src = stage()

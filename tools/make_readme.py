@@ -6,18 +6,14 @@ hosted site, under the names nbdev gives them there (a module's page is named af
 """
 import json, re, sys
 from pathlib import Path
+from pages import hosted_base, module_pages
 
 HEADER = "<!-- Generated from nbs/index.ipynb by tools/make_readme.py: do not edit by hand. -->\n\n"
 
 def _hosted(md: str) -> str:
     "Links to the site's pages (relative `.html`) pointed at the hosted site, whose address settings.ini gives."
-    import configparser
-    cfg = configparser.ConfigParser(); cfg.read('settings.ini'); d = cfg['DEFAULT']
-    base = d['doc_host'].rstrip('/') + '/' + d['doc_baseurl'].strip('/') + '/'
-    hosted = {}                                        # nbdev names a module's page after the module: 07_analysis -> analysis
-    for nb in Path('nbs').glob('*.ipynb'):
-        m = re.search(r'#\|\s*default_exp\s+([\w.]+)', nb.read_text())
-        if m and m.group(1) != '__init__': hosted[f'{nb.stem}.html'] = f"{m.group(1).replace('.', '/')}.html"
+    base = hosted_base()
+    hosted = {p.local: p.hosted for p in module_pages() if p.module != '__init__'}   # 07_analysis.html -> analysis.html
     def sub(m):
         page, _, anchor = m.group(1).partition('#')
         return f"]({base}{hosted.get(page, page)}{'#' + anchor if anchor else ''})"
