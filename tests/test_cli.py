@@ -220,13 +220,34 @@ BAD = [
     (['analyze', '--no-such-flag'], 'unrecognized arguments'),
 ]
 
-@pytest.mark.parametrize('args, message', BAD, ids=[' '.join(a)[:60] for a, _ in BAD])
-def test_bad_input_is_one_line_exit_2(args, message, files, tiny_lm, tmp_path):
-    args = [a.format(files=files, tiny=tiny_lm, tmp=tmp_path / 'out') for a in args]
-    code, stdout, err = run(*args)
+def run_here(capfd, *args):
+    "The command's `main` in this process (no interpreter start per case): (exit code, stdout, stderr), as `run`."
+    from ntk_finetune.cli import main
+    capfd.readouterr()
+    try: code = main(list(map(str, args)))
+    except SystemExit as e: code = e.code
+    out, err = capfd.readouterr()
+    return code, out, err.strip()
+
+def _one_line_exit_2(code, stdout, err, message, tmp_path):
     assert code == 2, (code, err[-1500:])
     assert err.count('\n') == 0 and 'Traceback' not in err and message in err, err
     assert not list(tmp_path.rglob('report.html')) and not list(tmp_path.rglob('*.tmp'))
+
+# through the installed command: a model, a number, a data file, a run that loads its model first, a subcommand
+SHELL = [BAD[i] for i in (0, 4, 18, len(BAD) - 3, len(BAD) - 2)]
+HERE = [c for c in BAD if c not in SHELL]
+
+@pytest.mark.parametrize('args, message', HERE, ids=[' '.join(a)[:60] for a, _ in HERE])
+def test_bad_input_is_one_line_exit_2(args, message, files, tiny_lm, tmp_path, capfd):
+    args = [a.format(files=files, tiny=tiny_lm, tmp=tmp_path / 'out') for a in args]
+    _one_line_exit_2(*run_here(capfd, *args), message, tmp_path)
+
+@pytest.mark.parametrize('args, message', SHELL, ids=[' '.join(a)[:60] for a, _ in SHELL])
+def test_bad_input_from_the_shell(args, message, files, tiny_lm, tmp_path):
+    "The same through the installed command, whose environment is set before the libraries load."
+    args = [a.format(files=files, tiny=tiny_lm, tmp=tmp_path / 'out') for a in args]
+    _one_line_exit_2(*run(*args), message, tmp_path)
 
 def test_cache_is_per_command_and_checks_the_weights(tiny_lm, tmp_path):
     """Other arguments in the same folder get their own cache; a model folder whose weights changed since the cached
@@ -271,11 +292,11 @@ def test_ctrl_c_then_rerun_resumes(tmp_path):
     from ntk_finetune.models import resolve_model
     big = tmp_path / 'lm'
     tok = transformers.AutoTokenizer.from_pretrained(resolve_model('smollm2-135m'))
-    cfg = transformers.LlamaConfig(vocab_size=len(tok), hidden_size=256, num_hidden_layers=6, num_attention_heads=4,
+    cfg = transformers.LlamaConfig(vocab_size=len(tok), hidden_size=256, num_hidden_layers=4, num_attention_heads=4,
                                    num_key_value_heads=4, intermediate_size=512, max_position_embeddings=256,
                                    pad_token_id=tok.pad_token_id, tie_word_embeddings=True)
     transformers.LlamaForCausalLM(cfg).save_pretrained(big); tok.save_pretrained(big)
-    out, n = tmp_path / 'out', '96'
+    out, n = tmp_path / 'out', '48'
     cmd = [str(BIN), 'kernel', '--model', str(big), '--n', n, '--n-test', '0', '--max-length', '64',
            '--memory-budget', '0.05', '--out', str(out)]
     p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,       # a shell's background

@@ -124,7 +124,7 @@ def test_tokenize_is_canonical_for_every_task_and_model(tokenizers, model, task)
         ids = short['input_ids'][i, :int(short['attention_mask'][i].sum())].tolist()
         assert len(ids) <= 24
         cuts = [0] + sorted({e for _, e in tok(t, add_special_tokens=False, return_offsets_mapping=True)['offset_mapping']})
-        enc = [tok(pre + t[:c] + post)['input_ids'] for c in cuts]
+        enc = [tok(pre + t[:c] + post)['input_ids'] for c in cuts[:64]]    # 24 tokens hold fewer than 64 text tokens
         hit = [k for k, e in enumerate(enc) if e == ids]
         assert hit, 'not the canonical encoding of any shortened prompt'
         assert hit[-1] == len(cuts) - 1 or len(enc[hit[-1] + 1]) > 24      # and the longest one that fits
