@@ -2,21 +2,21 @@
 
 Markdown cells are copied, code cells become fenced python blocks; outputs are left out, and so are the cells the site
 runs without showing (`#| echo: false`: the landing page's answer and figure). Links to the site's pages point at the
-hosted site, under the names nbdev gives them there (a module's page is named after the module: `analysis.html`). `--check` fails if README.md is out of date instead of writing it.
+hosted site, under the names nbdev gives them there (without the notebook's number: `analysis.html`). `--check` fails
+if README.md is out of date instead of writing it.
 """
 import json, re, sys
 from pathlib import Path
-from pages import hosted_base, module_pages
+from pages import hosted_base, hosted_page
 
 HEADER = "<!-- Generated from nbs/index.ipynb by tools/make_readme.py: do not edit by hand. -->\n\n"
 
 def _hosted(md: str) -> str:
     "Links to the site's pages (relative `.html`) pointed at the hosted site, whose address settings.ini gives."
     base = hosted_base()
-    hosted = {p.local: p.hosted for p in module_pages() if p.module != '__init__'}   # 07_analysis.html -> analysis.html
     def sub(m):
-        page, _, anchor = m.group(1).partition('#')
-        return f"]({base}{hosted.get(page, page)}{'#' + anchor if anchor else ''})"
+        page, _, anchor = m.group(1).partition('#')                      # 07_analysis.html -> analysis.html
+        return f"]({base}{hosted_page(page)}{'#' + anchor if anchor else ''})"
     return re.sub(r'\]\((?![a-z]+:)([\w/.-]+\.html(?:#[\w.-]+)?)\)', sub, md)
 
 def render(nb_path='nbs/index.ipynb') -> str:
