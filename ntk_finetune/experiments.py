@@ -38,11 +38,12 @@ from .spectrum import eigendecomposition, effective_rank, kernel_target_alignmen
 from .presets import NO_EMB
 
 # %% auto #0
-__all__ = ['SPECTRUM_PROTOCOLS', 'write_evidence', 'findings', 'collapsed', 'md_table', 'study_table', 'study_seconds',
-           'LinearizationRun', 'linearization_specs', 'linearization_run', 'TaskVectorRun', 'task_vector_specs',
-           'task_vector_run', 'LoraKernels', 'LoraFinetuneRun', 'lora_specs', 'lora_kernel_run', 'lora_finetune_run',
-           'CurveTaskRun', 'CurveFinetuneRun', 'curve_specs', 'curve_task_run', 'curve_finetune_run', 'SpectrumRun',
-           'spectrum_specs', 'kernel_path', 'spectrum_run', 'beta_se', 'eigen_decay_rows']
+__all__ = ['SPECTRUM_PROTOCOLS', 'write_evidence', 'findings', 'collapsed', 'value_range', 'md_table', 'study_table',
+           'study_seconds', 'LinearizationRun', 'linearization_specs', 'linearization_run', 'TaskVectorRun',
+           'task_vector_specs', 'task_vector_run', 'LoraKernels', 'LoraFinetuneRun', 'lora_specs', 'lora_kernel_run',
+           'lora_finetune_run', 'CurveTaskRun', 'CurveFinetuneRun', 'curve_specs', 'curve_task_run',
+           'curve_finetune_run', 'SpectrumRun', 'spectrum_specs', 'kernel_path', 'spectrum_run', 'beta_se',
+           'eigen_decay_rows']
 
 # %% ../nbs/89_experiments.ipynb #f52c78c0
 def write_evidence(results_dir, path=EVIDENCE_PATH) -> dict:
@@ -74,12 +75,20 @@ def collapsed(markdown: str, summary: str) -> str:
     return f'<details>\n<summary>{summary}</summary>\n\n{markdown}\n\n</details>'
 
 
+def value_range(v, f: str = '.3g') -> str:
+    "The range of the numbers `v` as text, each in format `f`: 'lo to hi', or one number where they are all equal."
+    lo, hi = min(v), max(v)
+    return f'{lo:{f}}' if lo == hi else f'{lo:{f}} to {hi:{f}}'
+
+
 def md_table(header, rows, digits: int = 3) -> str:
     "A Markdown table of `rows` under `header`: floats to `digits` significant digits, None as —, pipes escaped."
     if any(len(r) != len(header) for r in rows): raise ValueError(f'every row of the table needs {len(header)} cells')
     def cell(v):
+        if isinstance(v, (np.integer, np.floating)): v = v.item()
         if v is None or (isinstance(v, float) and not np.isfinite(v)): return '—'
-        return (f'{v:.{digits}g}' if isinstance(v, float) else str(v)).replace('|', '\\|')
+        if isinstance(v, float): v = f'{v:.0f}' if abs(v) >= 10 ** digits else f'{v:.{digits}g}'  # no 1e+03
+        return str(v).replace('|', '\\|')
     lines = [' | '.join(map(cell, header)), ' | '.join('---' for _ in header)]
     lines += [' | '.join(map(cell, r)) for r in rows]
     return '\n'.join(f'| {ln} |' for ln in lines)
